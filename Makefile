@@ -1,0 +1,99 @@
+# switchyard build. `make`, `make check`, `make SANITIZE=address,undefined check`,
+# `make WERROR=1`, `make V=1` for full commands, `make deps` installs packages.
+
+CC       ?= cc
+PKGS     := libevent libssl libcrypto libconfig
+CFLAGS   ?= -O2 -g
+WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
+            -Wno-unused-parameter
+CPPFLAGS += -Iinclude -D_GNU_SOURCE $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser
+STD      := -std=c11
+
+ifeq ($(WERROR),1)
+WARN += -Werror
+endif
+
+ifneq ($(SANITIZE),)
+FLAVOR   := san
+CFLAGS   += -O1 -fno-omit-frame-pointer -fsanitize=$(SANITIZE) -fno-sanitize-recover=all
+LDFLAGS  += -fsanitize=$(SANITIZE)
+else
+FLAVOR   := default
+endif
+
+BUILD    := build/$(FLAVOR)
+ifeq ($(FLAVOR),default)
+BIN      := switchyard
+else
+BIN      := $(BUILD)/switchyard
+endif
+
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+LIB_SRC  := $(filter-out src/main.c,$(wildcard src/*.c))
+LIB_OBJ  := $(LIB_SRC:src/%.c=$(BUILD)/%.o)
+MAIN_OBJ := $(BUILD)/main.o
+UNIT_SRC := $(wildcard tests/unit/check_*.c)
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null)
+CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
+PYTHON   := /usr/bin/python3
+
+.PHONY: all check unit e2e clean deps format format-check bench
+
+all: $(BIN)
+
+$(BIN): $(MAIN_OBJ) $(LIB_OBJ)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/%.o: src/%.c $(wildcard include/*.h) | $(BUILD)
+	@echo "  CC      $<"
+	$(Q)$(CC) $(STD) $(CPPFLAGS) $(CFLAGS) $(WARN) -MMD -c -o $@ $<
+
+$(BUILD)/tests/%: tests/unit/%.c $(LIB_OBJ) | $(BUILD)/tests
+	@echo "  CC      $<"
+	$(Q)$(CC) $(STD) $(CPPFLAGS) $(CHECK_CFLAGS) $(CFLAGS) $(WARN) -Wno-missing-prototypes \
+		$(LDFLAGS) -o $@ $< $(LIB_OBJ) $(CHECK_LIBS) $(LDLIBS)
+
+$(BUILD) $(BUILD)/tests:
+	$(Q)mkdir -p $@
+
+# Unit suites (Check) then the end-to-end runner against the real binary.
+check: unit e2e
+
+unit: $(UNIT_BIN)
+	@fail=0; for t in $(UNIT_BIN); do \
+		echo "== $$t"; CK_FORK=yes ./$$t || fail=1; done; exit $$fail
+
+e2e: $(BIN)
+	$(PYTHON) tests/e2e/run.py --binary ./$(BIN)
+
+bench: $(BIN)
+	$(MAKE) -C tests/bench run SWITCHYARD=$(CURDIR)/$(BIN)
+
+# Installs every build and test dependency (idempotent; needs root).
+DEPS := build-essential pkg-config libevent-dev libssl-dev libhttp-parser-dev check \
+        libconfig-dev python3 python3-websockets curl openssl clang-format
+deps:
+	@missing=$$(for p in $(DEPS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing:" $$missing; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	else echo "all dependencies present"; fi
+
+format:
+	clang-format -i src/*.c include/*.h tests/unit/*.c
+
+format-check:
+	clang-format --dry-run --Werror src/*.c include/*.h tests/unit/*.c
+
+clean:
+	rm -rf build switchyard
+
+-include $(wildcard $(BUILD)/*.d)

@@ -1,0 +1,113 @@
+/*
+ * config: reads a libconfig file into a read-only struct config.
+ *
+ * Every semantic error is collected as "FILE:LINE: message" so that `-t`
+ * can report all of them at once. A loaded config is never modified; live
+ * sessions keep a reference to the generation they started with.
+ */
+#ifndef SY_CONFIG_H
+#define SY_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#define CONFIG_MAX_ERRORS 64
+
+enum config_upgrade_policy {
+	CONFIG_UPGRADE_FORWARD = 0, /* default: forward allowed tokens */
+	CONFIG_UPGRADE_STRIP,       /* drop Upgrade, forward a plain request */
+	CONFIG_UPGRADE_DENY,        /* answer 403 without contacting a backend */
+};
+
+enum config_tunnel_mode {
+	CONFIG_TUNNEL_SPLICE = 0, /* default on Linux */
+	CONFIG_TUNNEL_COPY,
+};
+
+struct config_addr {
+	struct sockaddr_storage ss;
+	socklen_t len;
+	char text[64]; /* as written in the config, for logs */
+};
+
+struct config_listen {
+	struct config_addr addr;
+	int line;
+};
+
+struct config_server {
+	struct config_addr addr;
+	unsigned weight; /* >= 1, default 1 */
+};
+
+struct config_upstream {
+	char *name;
+	struct config_server *servers;
+	size_t n_servers;
+};
+
+struct config_route {
+	char *host;        /* NULL = any; "*.suffix" = wildcard; lower-cased */
+	char *path_prefix; /* NULL = any */
+	size_t upstream;   /* index into config.upstreams */
+	enum config_upgrade_policy upgrade;
+	char **protocols;  /* lower-cased allow-list; default { "websocket" } */
+	size_t n_protocols;
+	bool any_protocol; /* protocols contains "*" (h2c still refused) */
+	int line;
+};
+
+struct config_timeouts { /* all in milliseconds; 0 = disabled */
+	uint64_t header, keepalive, connect, response, send;
+	uint64_t tunnel_idle, tunnel_max;
+};
+
+struct config_limits {
+	size_t header_bytes;  /* whole head incl. request line; default 16384 */
+	size_t header_fields; /* default 100 */
+	size_t uri_bytes;     /* request-target; default 8192 */
+	size_t max_connections; /* client connections; default 10000 */
+};
+
+struct config {
+	char *file;
+	struct config_listen *listens;
+	size_t n_listens;
+	struct config_timeouts timeouts;
+	struct config_limits limits;
+	struct config_upstream *upstreams;
+	size_t n_upstreams;
+	struct config_route *routes;
+	size_t n_routes;
+	char *access_log; /* "stderr" (default), "off", or a path */
+	char *error_log;  /* "stderr" (default) or a path */
+	char *log_level;  /* "error", "warn", "info" (default), "debug" */
+	char *via;        /* pseudonym in Via, default "switchyard" */
+	enum config_tunnel_mode tunnel_mode;
+};
+
+struct config_errors {
+	char *msg[CONFIG_MAX_ERRORS]; /* each "FILE:LINE: message" */
+	size_t n;
+	size_t dropped; /* errors beyond CONFIG_MAX_ERRORS */
+};
+
+/*
+ * Load and validate FILE. On success returns a config the caller frees with
+ * config_free(). On failure returns NULL and fills errs (free with
+ * config_errors_fini()).
+ */
+struct config *config_load(const char *file, struct config_errors *errs);
+void config_free(struct config *cfg);
+void config_errors_fini(struct config_errors *errs);
+
+/* "10s", "250ms", "5m", "1h" (a bare integer is seconds) -> milliseconds. 0 / -1. */
+int config_parse_duration(const char *text, uint64_t *ms);
+/* "127.0.0.1:8080" or "[::1]:8080" -> sockaddr. Port required. 0 / -1. */
+int config_parse_address(const char *text, struct config_addr *out);
+/* "1m", "64k", "512" -> bytes. 0 / -1. */
+int config_parse_size(const char *text, uint64_t *bytes);
+
+#endif
