@@ -49,6 +49,7 @@ struct config_upstream {
 };
 
 struct config_route {
+	char *name;        /* for logs; default "#N" (1-based position) */
 	char *host;        /* NULL = any; "*.suffix" = wildcard; lower-cased */
 	char *path_prefix; /* NULL = any */
 	size_t upstream;   /* index into config.upstreams */
