@@ -18,7 +18,7 @@
 
 enum http_msg_kind { HTTP_MSG_REQUEST, HTTP_MSG_RESPONSE };
 
-enum http_method {
+enum http_verb {
 	HTTP_METHOD_OTHER = 0,
 	HTTP_METHOD_GET,
 	HTTP_METHOD_HEAD,
@@ -52,7 +52,7 @@ struct http_msg {
 	size_t raw_len, raw_cap;
 
 	/* request line */
-	enum http_method method;
+	enum http_verb method;
 	const char *method_str;
 	size_t method_len;
 	const char *target;
@@ -104,7 +104,7 @@ bool http_name_is(const struct http_header *h, const char *name);
 
 /*
  * Iterate over the comma-separated tokens of a list value: *pos starts at 0;
- * returns true and sets *tok/*tok_len (OWS trimmed, empty elements skipped)
+ * returns true and sets *tok and *tok_len (OWS trimmed, empty elements skipped)
  * while tokens remain.
  */
 bool http_list_next(const char *value, size_t len, size_t *pos, const char **tok,
@@ -126,7 +126,7 @@ void http_reader_free(struct http_reader *r);
  * Host). Returns 0, or -1 with err filled.
  */
 int http_reader_head(struct http_reader *r, struct http_msg *msg, const char *head,
-		     size_t len, enum http_method request_method, const struct http_limits *lim,
+		     size_t len, enum http_verb request_method, const struct http_limits *lim,
 		     struct http_error *err);
 
 typedef void (*http_body_cb)(void *arg, const char *data, size_t len);
