@@ -17,15 +17,15 @@
 #define UPGRADE_WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 enum upgrade_decision {
-	UPGRADE_NONE,    /* plain request: strip Upgrade, forward normally */
+	UPGRADE_NONE,	 /* plain request: strip Upgrade, forward normally */
 	UPGRADE_FORWARD, /* forward as an upgrade with the allowed tokens */
-	UPGRADE_REJECT,  /* answer status/reason without contacting a backend */
+	UPGRADE_REJECT,	 /* answer status/reason without contacting a backend */
 };
 
 /* What the proxy decided about one request, kept until the answer arrives. */
 struct upgrade_req {
 	enum upgrade_decision decision;
-	int status;         /* for UPGRADE_REJECT: 400, 403 or 426 */
+	int status;	    /* for UPGRADE_REJECT: 400, 403, 426 (500 if libcrypto fails) */
 	const char *reason; /* for logs; static string */
 	/* allowed tokens in the client's order; point into the request's raw head */
 	struct {
@@ -33,7 +33,7 @@ struct upgrade_req {
 		size_t len;
 	} tokens[UPGRADE_MAX_TOKENS];
 	size_t n_tokens;
-	bool websocket; /* "websocket" is among the allowed tokens */
+	bool websocket; /* forwarded as a WebSocket handshake; ws_accept is set */
 	char ws_accept[UPGRADE_WS_ACCEPT_LEN + 1]; /* expected Sec-WebSocket-Accept */
 };
 
@@ -49,7 +49,8 @@ void upgrade_classify(const struct http_msg *req, const struct config_route *rou
 
 /*
  * Write "Connection: Upgrade\r\nUpgrade: tok, tok\r\n" for the allowed tokens into
- * buf. Returns the length, or 0 if it does not fit.
+ * buf, NUL-terminated. Returns the length without the NUL, or 0 if it does not
+ * fit or there are no tokens (UPGRADE_NONE never has any).
  */
 size_t upgrade_format_request_fields(const struct upgrade_req *u, char *buf, size_t cap);
 
