@@ -156,6 +156,8 @@ enum http_scan_result http_head_scan(enum http_msg_kind kind, const char *buf, s
 	int bad = kind == HTTP_MSG_REQUEST ? 400 : 502;
 	size_t pos = 0, fields = 0;
 
+	if (len == 0)
+		return HTTP_SCAN_MORE;
 	for (;;) {
 		long n = line_length(buf + pos, len - pos);
 		if (n == -2)

@@ -1,0 +1,50 @@
+/*
+ * proxy: the running generation: config, per-upstream balancing state,
+ * listeners, the list of live sessions and the pipe pool. Sessions reach the
+ * config only through their proxy pointer, never through a global, so a
+ * later reload can run two generations side by side.
+ */
+#ifndef SY_PROXY_H
+#define SY_PROXY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+
+struct event_base;
+struct event;
+struct balance_pool;
+struct listener;
+struct session;
+struct splice_pool;
+
+struct proxy {
+	struct event_base *base;
+	const struct config *cfg;
+	struct balance_pool **pools; /* one per cfg->upstreams[i] */
+	struct listener **listeners;
+	size_t n_listeners;
+	struct session *sessions; /* intrusive list, for graceful stop */
+	size_t n_sessions;
+	uint64_t next_session_id;
+	bool paused;   /* accepting stopped at max_connections or on EMFILE */
+	bool stopping; /* SIGTERM received: finish exchanges, then exit */
+	struct event *stop_timer;
+	struct event *resume_timer;
+	struct splice_pool *pipes;
+};
+
+/* Bind every listener and start accepting. NULL on failure (logged). */
+struct proxy *proxy_new(struct event_base *base, const struct config *cfg);
+void proxy_free(struct proxy *px);
+
+/* Stop accepting, close idle connections and tunnels, let exchanges finish. */
+void proxy_stop(struct proxy *px);
+
+/* Session accounting: called by session.c only. */
+void proxy_session_added(struct proxy *px, struct session *s);
+void proxy_session_removed(struct proxy *px, struct session *s);
+
+#endif

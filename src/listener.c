@@ -1,0 +1,85 @@
+/*
+ * listener: bound sockets over libevent's evconnlistener.
+ */
+#include "listener.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+#include <event2/listener.h>
+
+#include "log.h"
+
+struct listener {
+	struct evconnlistener *ev;
+	listener_accept_cb on_accept;
+	listener_full_cb on_full;
+	void *arg;
+	char name[64];
+};
+
+static void listener_accept_ev_cb(struct evconnlistener *ev, evutil_socket_t fd,
+				  struct sockaddr *sa, int len, void *arg)
+{
+	struct listener *l = arg;
+	int one = 1;
+	/* small heads and tunnel frames must not wait for Nagle */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	l->on_accept(l->arg, fd, sa, (socklen_t)len);
+}
+
+static void listener_error_cb(struct evconnlistener *ev, void *arg)
+{
+	struct listener *l = arg;
+	int err = errno;
+	if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+		log_msg(LOG_LEVEL_WARN, 0, "accept on %s: %s; pausing", l->name, strerror(err));
+		l->on_full(l->arg);
+		return;
+	}
+	log_msg(LOG_LEVEL_WARN, 0, "accept on %s: %s", l->name, strerror(err));
+}
+
+struct listener *listener_new(struct event_base *base, const struct config_addr *addr,
+			      listener_accept_cb on_accept, listener_full_cb on_full, void *arg)
+{
+	struct listener *l = calloc(1, sizeof(*l));
+	if (l == NULL)
+		return NULL;
+	l->on_accept = on_accept;
+	l->on_full = on_full;
+	l->arg = arg;
+	snprintf(l->name, sizeof(l->name), "%s", addr->text);
+	unsigned flags = LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC;
+	l->ev = evconnlistener_new_bind(base, listener_accept_ev_cb, l, flags, 1024,
+					(const struct sockaddr *)&addr->ss, (int)addr->len);
+	if (l->ev == NULL) {
+		log_msg(LOG_LEVEL_ERROR, 0, "cannot listen on %s: %s", addr->text, strerror(errno));
+		free(l);
+		return NULL;
+	}
+	evconnlistener_set_error_cb(l->ev, listener_error_cb);
+	return l;
+}
+
+void listener_free(struct listener *l)
+{
+	if (l == NULL)
+		return;
+	evconnlistener_free(l->ev);
+	free(l);
+}
+
+void listener_pause(struct listener *l)
+{
+	evconnlistener_disable(l->ev);
+}
+
+void listener_resume(struct listener *l)
+{
+	evconnlistener_enable(l->ev);
+}

@@ -1,0 +1,990 @@
+/*
+ * session: the per-connection state machine.
+ *
+ *   READ_REQ -> CONNECT -> EXCHANGE -> (READ_REQ | TUNNEL | LINGER) -> CLOSED
+ *
+ * READ_REQ waits for a complete head (header / keepalive timers), routes it
+ * and classifies upgrades. CONNECT opens the upstream connection, trying the
+ * next server on failure. EXCHANGE streams the request body up and the
+ * response down at the same time, with watermarks on both sides. A valid 101
+ * hands both sockets to the tunnel module. LINGER flushes a proxy-generated
+ * error, half-closes and drains the client briefly so the error is not lost
+ * to a reset. Every path ends in session_close(), which defers the free to
+ * its own event so no callback ever runs on freed memory.
+ */
+#include "session.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "balance.h"
+#include "config.h"
+#include "http.h"
+#include "http_hdr.h"
+#include "log.h"
+#include "proxy.h"
+#include "route.h"
+#include "tunnel.h"
+#include "upgrade.h"
+#include "upstream.h"
+
+#define SESSION_HIGH_WATER (256 * 1024) /* output bytes before the source pauses */
+#define SESSION_LINGER_MS 2000          /* drain time after an error response */
+#define SESSION_MAX_SERVERS 64          /* servers tried per request */
+
+enum session_state {
+	SESSION_READ_REQ,
+	SESSION_CONNECT,
+	SESSION_EXCHANGE,
+	SESSION_TUNNEL,
+	SESSION_LINGER,
+	SESSION_CLOSED,
+};
+
+enum session_timer {
+	TIMER_NONE,
+	TIMER_KEEPALIVE,
+	TIMER_HEADER,
+	TIMER_CONNECT,
+	TIMER_RESPONSE,
+	TIMER_LINGER,
+	TIMER_FREE, /* deferred free after session_close() */
+};
+
+struct session {
+	uint64_t id;
+	struct proxy *px;
+	const struct config *cfg;
+	struct session *next, *prev;
+	enum session_state state;
+	enum session_timer timer_kind;
+	struct event *timer;
+
+	struct bufferevent *client;
+	struct bufferevent *backend;
+	struct tunnel *tunnel;
+	char client_ip[INET6_ADDRSTRLEN];
+	char client_addr[INET6_ADDRSTRLEN + 8];
+
+	struct http_limits limits;
+	struct http_reader *req_reader, *resp_reader;
+	struct http_msg req, resp;
+	struct upgrade_req up;
+
+	/* the current exchange */
+	const struct config_route *route;
+	size_t upstream;
+	long server;
+	bool tried[SESSION_MAX_SERVERS];
+	bool req_body_done, resp_head_done, resp_body_done;
+	bool req_chunk_out, resp_chunk_out;
+	bool close_after;  /* close the client after this response */
+	bool client_eof;
+	bool backend_eof;
+	bool shutdown_requested;
+	bool has_request;  /* req holds a parsed head (for the access log) */
+	int status;
+	const char *reason; /* set when the proxy generated the response */
+	uint64_t bytes_in, bytes_out;
+	struct timespec started, tunnel_started;
+	size_t head101_len;
+};
+
+static void session_read_request(struct session *s);
+static void exchange_pump(struct session *s);
+static void connect_next(struct session *s);
+static void client_event_cb(struct bufferevent *bev, short what, void *arg);
+static void client_read_cb(struct bufferevent *bev, void *arg);
+static void client_write_cb(struct bufferevent *bev, void *arg);
+static void backend_event_cb(struct bufferevent *bev, short what, void *arg);
+static void backend_read_cb(struct bufferevent *bev, void *arg);
+static void backend_write_cb(struct bufferevent *bev, void *arg);
+
+static const char *session_state_str(enum session_state st)
+{
+	static const char *const names[] = {"read_req", "connect", "exchange",
+					    "tunnel",   "linger",  "closed"};
+	return names[st];
+}
+
+static uint64_t elapsed_ms(const struct timespec *since)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	int64_t ms = (now.tv_sec - since->tv_sec) * 1000 + (now.tv_nsec - since->tv_nsec) / 1000000;
+	return ms < 0 ? 0 : (uint64_t)ms;
+}
+
+static void timer_arm(struct session *s, enum session_timer kind, uint64_t ms)
+{
+	s->timer_kind = kind;
+	if (ms == 0) {
+		event_del(s->timer);
+		return;
+	}
+	struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+	event_add(s->timer, &tv);
+}
+
+static void timer_stop(struct session *s)
+{
+	s->timer_kind = TIMER_NONE;
+	event_del(s->timer);
+}
+
+/* ---- access log ---- */
+
+static const char *server_text(const struct session *s)
+{
+	if (s->route == NULL || s->server < 0)
+		return NULL;
+	return s->cfg->upstreams[s->upstream].servers[s->server].addr.text;
+}
+
+static void log_request_common(struct session *s, struct log_json *j)
+{
+	char ts[32];
+	log_time_iso(ts, sizeof(ts));
+	log_json_begin(j);
+	log_json_cstr(j, "time", ts);
+	log_json_num(j, "session", s->id);
+	log_json_cstr(j, "client", s->client_addr);
+	if (s->has_request) {
+		const struct http_header *host = http_msg_find(&s->req, "Host");
+		log_json_str(j, "method", s->req.method_str, s->req.method_len);
+		log_json_str(j, "target", s->req.target, s->req.target_len);
+		if (s->req.authority)
+			log_json_str(j, "host", s->req.authority, s->req.authority_len);
+		else if (host)
+			log_json_str(j, "host", host->value, host->value_len);
+	}
+	log_json_cstr(j, "route", s->route ? s->route->name : NULL);
+	log_json_cstr(j, "upstream", s->route ? s->cfg->upstreams[s->upstream].name : NULL);
+	log_json_cstr(j, "server", server_text(s));
+}
+
+static void log_access(struct session *s)
+{
+	struct log_json j;
+	if (!log_access_enabled())
+		return;
+	log_request_common(s, &j);
+	log_json_num(&j, "status", (uint64_t)s->status);
+	log_json_num(&j, "bytes_in", s->bytes_in);
+	log_json_num(&j, "bytes_out", s->bytes_out);
+	log_json_num(&j, "duration_ms", elapsed_ms(&s->started));
+	if (s->reason)
+		log_json_cstr(&j, "reason", s->reason);
+	log_json_emit(&j);
+}
+
+static void log_tunnel(struct session *s, const char *closed_by, const char *reason)
+{
+	struct log_json j;
+	uint64_t up = 0, down = 0;
+	if (!log_access_enabled())
+		return;
+	tunnel_bytes(s->tunnel, &up, &down);
+	down = down > s->head101_len ? down - s->head101_len : 0;
+	log_request_common(s, &j);
+	log_json_cstr(&j, "event", "tunnel");
+	log_json_cstr(&j, "mode", tunnel_mode_str(s->tunnel));
+	log_json_num(&j, "bytes_up", up);
+	log_json_num(&j, "bytes_down", down);
+	log_json_num(&j, "duration_ms", elapsed_ms(&s->tunnel_started));
+	log_json_cstr(&j, "closed_by", closed_by);
+	log_json_cstr(&j, "reason", reason);
+	log_json_emit(&j);
+}
+
+/* ---- teardown ---- */
+
+static void backend_drop(struct session *s)
+{
+	if (s->backend) {
+		bufferevent_free(s->backend); /* BEV_OPT_CLOSE_ON_FREE closes the socket */
+		s->backend = NULL;
+	}
+}
+
+static void session_free(struct session *s)
+{
+	proxy_session_removed(s->px, s);
+	if (s->tunnel)
+		tunnel_free(s->tunnel);
+	backend_drop(s);
+	if (s->client)
+		bufferevent_free(s->client);
+	http_reader_free(s->req_reader);
+	http_reader_free(s->resp_reader);
+	http_msg_fini(&s->req);
+	http_msg_fini(&s->resp);
+	event_free(s->timer);
+	free(s);
+}
+
+void session_close(struct session *s, const char *reason)
+{
+	if (s->state == SESSION_CLOSED)
+		return;
+	log_msg(LOG_LEVEL_DEBUG, s->id, "close in %s: %s", session_state_str(s->state), reason);
+	s->state = SESSION_CLOSED;
+	if (s->client)
+		bufferevent_disable(s->client, EV_READ | EV_WRITE);
+	if (s->backend)
+		bufferevent_disable(s->backend, EV_READ | EV_WRITE);
+	/* free from our own event so the callback that called us can return safely */
+	event_del(s->timer);
+	s->timer_kind = TIMER_FREE;
+	event_active(s->timer, EV_TIMEOUT, 0);
+}
+
+/* Abort an exchange that already sent bytes to the client: nothing can fix it. */
+static void exchange_abort(struct session *s, const char *reason)
+{
+	log_msg(LOG_LEVEL_WARN, s->id, "%s", reason);
+	if (!s->reason)
+		s->reason = reason;
+	log_access(s);
+	session_close(s, reason);
+}
+
+/* ---- proxy-generated responses ---- */
+
+static void linger_start(struct session *s)
+{
+	s->state = SESSION_LINGER;
+	bufferevent_setcb(s->client, client_read_cb, client_write_cb, client_event_cb, s);
+	bufferevent_enable(s->client, EV_READ | EV_WRITE);
+	timer_arm(s, TIMER_LINGER, s->cfg->timeouts.send ? s->cfg->timeouts.send : 60000);
+	if (evbuffer_get_length(bufferevent_get_output(s->client)) == 0)
+		client_write_cb(s->client, s);
+}
+
+/* Answer with a short text/plain error, log it, then close the connection. */
+static void session_error(struct session *s, int status, const char *reason)
+{
+	struct evbuffer *out = bufferevent_get_output(s->client);
+	const char *extra = status == 426 ? "Sec-WebSocket-Version: 13\r\n" : "";
+	size_t before = evbuffer_get_length(out);
+
+	backend_drop(s);
+	s->status = status;
+	s->reason = reason;
+	evbuffer_add_printf(out,
+			    "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n"
+			    "%sConnection: close\r\n\r\n%s\n",
+			    status, http_status_text(status), strlen(reason) + 1, extra, reason);
+	s->bytes_out += evbuffer_get_length(out) - before;
+	log_msg(status >= 500 ? LOG_LEVEL_WARN : LOG_LEVEL_INFO, s->id, "%d: %s", status, reason);
+	log_access(s);
+	linger_start(s);
+}
+
+/* ---- request phase ---- */
+
+static void exchange_reset(struct session *s)
+{
+	s->route = NULL;
+	s->server = -1;
+	memset(s->tried, 0, sizeof(s->tried));
+	s->req_body_done = s->resp_head_done = s->resp_body_done = false;
+	s->req_chunk_out = s->resp_chunk_out = false;
+	s->backend_eof = false;
+	s->has_request = false;
+	s->status = 0;
+	s->reason = NULL;
+	s->bytes_in = s->bytes_out = 0;
+	memset(&s->up, 0, sizeof(s->up));
+}
+
+static void session_wait_request(struct session *s)
+{
+	s->state = SESSION_READ_REQ;
+	exchange_reset(s);
+	bufferevent_setcb(s->client, client_read_cb, client_write_cb, client_event_cb, s);
+	bufferevent_enable(s->client, EV_READ);
+	timer_arm(s, TIMER_KEEPALIVE, s->cfg->timeouts.keepalive);
+	session_read_request(s);
+}
+
+static const char *request_host(const struct session *s, size_t *len)
+{
+	const struct http_header *h = http_msg_find(&s->req, "Host");
+	if (s->req.authority) {
+		*len = s->req.authority_len;
+		return s->req.authority;
+	}
+	*len = h ? h->value_len : 0;
+	return h ? h->value : NULL;
+}
+
+/* Route and classify a parsed request; connect or answer an error. */
+static void session_dispatch(struct session *s)
+{
+	size_t host_len;
+	const char *host = request_host(s, &host_len);
+
+	s->route = route_match(s->cfg, host, host_len, s->req.target, s->req.target_len);
+	if (s->route == NULL) {
+		session_error(s, 404, "no route for this host and path");
+		return;
+	}
+	s->upstream = s->route->upstream;
+	upgrade_classify(&s->req, s->route, &s->up);
+	if (s->up.decision == UPGRADE_REJECT) {
+		session_error(s, s->up.status, s->up.reason);
+		return;
+	}
+	if (s->up.decision == UPGRADE_FORWARD)
+		s->close_after = true; /* either a tunnel or, per RFC 9931, no more HTTP */
+	if (!s->req.keep_alive)
+		s->close_after = true;
+	if (s->shutdown_requested)
+		s->close_after = true;
+	s->state = SESSION_CONNECT;
+	connect_next(s);
+}
+
+static void session_read_request(struct session *s)
+{
+	struct evbuffer *in = bufferevent_get_input(s->client);
+	size_t len = evbuffer_get_length(in), head_len = 0;
+	struct http_error err = {400, "malformed request"};
+
+	if (len == 0)
+		return;
+	if (s->timer_kind == TIMER_KEEPALIVE) {
+		clock_gettime(CLOCK_MONOTONIC, &s->started);
+		timer_arm(s, TIMER_HEADER, s->cfg->timeouts.header);
+	}
+	size_t scan = len < s->limits.header_bytes + 1 ? len : s->limits.header_bytes + 1;
+	const char *buf = (const char *)evbuffer_pullup(in, (ssize_t)scan);
+	switch (http_head_scan(HTTP_MSG_REQUEST, buf, scan, &s->limits, &head_len, &err)) {
+	case HTTP_SCAN_MORE:
+		return;
+	case HTTP_SCAN_ERROR:
+		session_error(s, err.status, err.reason);
+		return;
+	case HTTP_SCAN_DONE:
+		break;
+	}
+	if (http_reader_head(s->req_reader, &s->req, buf, head_len, HTTP_METHOD_OTHER, &s->limits,
+			     &err) < 0) {
+		s->has_request = s->req.method_str != NULL;
+		session_error(s, err.status, err.reason);
+		return;
+	}
+	s->has_request = true;
+	evbuffer_drain(in, head_len);
+	s->bytes_in += head_len;
+	s->req_body_done = s->req.body == HTTP_BODY_NONE;
+	timer_stop(s);
+	session_dispatch(s);
+}
+
+/* ---- connecting ---- */
+
+static void connect_failed(struct session *s, const char *why)
+{
+	log_msg(LOG_LEVEL_WARN, s->id, "connect to %s failed: %s", server_text(s), why);
+	backend_drop(s);
+	if (s->server >= 0 && s->server < SESSION_MAX_SERVERS)
+		s->tried[s->server] = true;
+	connect_next(s);
+}
+
+static void connect_next(struct session *s)
+{
+	const struct config_upstream *u = &s->cfg->upstreams[s->upstream];
+	long pick = balance_pick(s->px->pools[s->upstream], s->tried);
+	if (pick < 0) {
+		s->server = -1;
+		session_error(s, 502, "no upstream server could be reached");
+		return;
+	}
+	s->server = pick;
+	s->backend = upstream_connect(s->px->base, &u->servers[pick]);
+	if (s->backend == NULL) {
+		connect_failed(s, strerror(errno));
+		return;
+	}
+	bufferevent_setcb(s->backend, backend_read_cb, backend_write_cb, backend_event_cb, s);
+	timer_arm(s, TIMER_CONNECT, s->cfg->timeouts.connect);
+}
+
+/* ---- forwarding ---- */
+
+static int write_request_head(struct session *s)
+{
+	char upgrade_fields[512];
+	struct http_hdr_opts o = {
+		.via = s->cfg->via,
+		.client_ip = s->client_ip,
+		.proto = "http",
+		.connection = "close",
+		.chunked = s->req.body == HTTP_BODY_CHUNKED,
+	};
+	if (s->up.decision == UPGRADE_FORWARD) {
+		o.extra_len = upgrade_format_request_fields(&s->up, upgrade_fields,
+							    sizeof(upgrade_fields));
+		o.extra = upgrade_fields;
+		o.connection = NULL;
+	}
+	s->req_chunk_out = o.chunked;
+	return http_hdr_write_request(&s->req, &o, bufferevent_get_output(s->backend));
+}
+
+static void backend_connected(struct session *s)
+{
+	s->state = SESSION_EXCHANGE;
+	bufferevent_set_timeouts(s->backend, NULL, NULL);
+	if (write_request_head(s) < 0) {
+		session_error(s, 500, "out of memory");
+		return;
+	}
+	bufferevent_enable(s->backend, EV_READ | EV_WRITE);
+	timer_stop(s);
+	exchange_pump(s);
+	if (s->state == SESSION_EXCHANGE && s->req_body_done && !s->resp_head_done)
+		timer_arm(s, TIMER_RESPONSE, s->cfg->timeouts.response);
+}
+
+struct body_sink {
+	struct evbuffer *out;
+	bool chunk;
+	uint64_t bytes;
+};
+
+static void body_sink_cb(void *arg, const char *data, size_t len)
+{
+	struct body_sink *sink = arg;
+	if (len == 0)
+		return;
+	if (sink->chunk)
+		evbuffer_add_printf(sink->out, "%zx\r\n", len);
+	evbuffer_add(sink->out, data, len);
+	if (sink->chunk)
+		evbuffer_add(sink->out, "\r\n", 2);
+	sink->bytes += len;
+}
+
+/*
+ * Move body bytes from in to out through reader, until the message ends or
+ * out is above the high-water mark. Returns consumed bytes, or -1 on a
+ * malformed body. eof: the source has closed (for close-delimited bodies).
+ */
+static ssize_t relay_body(struct http_reader *r, struct evbuffer *in, struct evbuffer *out,
+			  bool chunk, bool eof, bool *done)
+{
+	struct body_sink sink = {.out = out, .chunk = chunk};
+	size_t total = 0;
+	*done = false;
+	while (!*done && evbuffer_get_length(out) < SESSION_HIGH_WATER) {
+		struct evbuffer_iovec v;
+		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1 || v.iov_len == 0) {
+			if (eof && http_reader_body(r, NULL, 0, body_sink_cb, &sink, done) < 0)
+				return -1;
+			break;
+		}
+		ssize_t n = http_reader_body(r, v.iov_base, v.iov_len, body_sink_cb, &sink, done);
+		if (n < 0)
+			return -1;
+		evbuffer_drain(in, (size_t)n);
+		total += (size_t)n;
+		if (n == 0 && !*done)
+			break;
+	}
+	if (*done && chunk)
+		evbuffer_add(out, "0\r\n\r\n", 5);
+	return (ssize_t)total;
+}
+
+/* Pause a source whose destination is full; resume when it drains. */
+static void flow_control(struct bufferevent *src, struct bufferevent *dst, bool src_done)
+{
+	if (src_done)
+		return;
+	if (evbuffer_get_length(bufferevent_get_output(dst)) >= SESSION_HIGH_WATER) {
+		bufferevent_disable(src, EV_READ);
+		bufferevent_setwatermark(dst, EV_WRITE, SESSION_HIGH_WATER / 2, 0);
+	} else {
+		bufferevent_enable(src, EV_READ);
+	}
+}
+
+static void pump_request_body(struct session *s)
+{
+	bool done;
+	if (s->req_body_done || s->backend == NULL)
+		return;
+	ssize_t n = relay_body(s->req_reader, bufferevent_get_input(s->client),
+			       bufferevent_get_output(s->backend), s->req_chunk_out, s->client_eof,
+			       &done);
+	if (n < 0) {
+		if (s->resp_head_done)
+			exchange_abort(s, "malformed request body");
+		else
+			session_error(s, 400, "malformed request body");
+		return;
+	}
+	s->bytes_in += (uint64_t)n;
+	s->req_body_done = done;
+	flow_control(s->client, s->backend, done);
+	/* the response clock starts once the whole request is with the backend */
+	if (done && !s->resp_head_done)
+		timer_arm(s, TIMER_RESPONSE, s->cfg->timeouts.response);
+}
+
+static void exchange_finish(struct session *s)
+{
+	log_access(s);
+	backend_drop(s);
+	timer_stop(s);
+	if (!s->req_body_done)
+		s->close_after = true; /* the rest of the request cannot be framed */
+	if (s->close_after || s->client_eof) {
+		s->reason = NULL;
+		linger_start(s);
+		return;
+	}
+	session_wait_request(s);
+}
+
+static void pump_response_body(struct session *s)
+{
+	bool done;
+	if (!s->resp_head_done || s->resp_body_done || s->backend == NULL)
+		return;
+	struct evbuffer *out = bufferevent_get_output(s->client);
+	size_t before = evbuffer_get_length(out);
+	ssize_t n = relay_body(s->resp_reader, bufferevent_get_input(s->backend), out,
+			       s->resp_chunk_out, s->backend_eof, &done);
+	s->bytes_out += evbuffer_get_length(out) - before;
+	if (n < 0) {
+		exchange_abort(s, s->backend_eof ? "backend closed in the middle of the response body"
+						 : "malformed response body");
+		return;
+	}
+	s->resp_body_done = done;
+	if (done) {
+		exchange_finish(s);
+		return;
+	}
+	flow_control(s->backend, s->client, false);
+}
+
+/* ---- the response head ---- */
+
+static void session_tunnel_done_cb(void *arg, const char *closed_by, const char *reason)
+{
+	struct session *s = arg;
+	log_tunnel(s, closed_by, reason);
+	session_close(s, reason);
+}
+
+static void session_start_tunnel(struct session *s)
+{
+	struct evbuffer *client_out = bufferevent_get_output(s->client);
+	struct tunnel_params p = {
+		.base = s->px->base,
+		.mode = s->cfg->tunnel_mode,
+		.pipes = s->px->pipes,
+		.idle_ms = s->cfg->timeouts.tunnel_idle,
+		.max_ms = s->cfg->timeouts.tunnel_max,
+		.done = session_tunnel_done_cb,
+		.arg = s,
+	};
+	/* bytes read past either head go first, in order, exactly once */
+	evbuffer_add_buffer(client_out, bufferevent_get_input(s->backend));
+	evbuffer_add_buffer(bufferevent_get_output(s->backend), bufferevent_get_input(s->client));
+	timer_stop(s);
+	log_access(s);
+	s->tunnel = tunnel_start(&p, s->client, s->backend);
+	if (s->tunnel == NULL) {
+		session_close(s, "cannot start tunnel");
+		return;
+	}
+	s->client = s->backend = NULL; /* owned by the tunnel now */
+	s->state = SESSION_TUNNEL;
+	clock_gettime(CLOCK_MONOTONIC, &s->tunnel_started);
+	/* the HTTP phase is over: give its memory back */
+	http_reader_free(s->req_reader);
+	http_reader_free(s->resp_reader);
+	s->req_reader = s->resp_reader = NULL;
+	http_msg_fini(&s->resp);
+}
+
+static void relay_switch(struct session *s)
+{
+	const char *bad = upgrade_check_101(&s->up, &s->req, &s->resp);
+	if (bad) {
+		session_error(s, 502, bad);
+		return;
+	}
+	const struct http_header *upg = http_msg_find(&s->resp, "Upgrade");
+	char extra[512];
+	int n = snprintf(extra, sizeof(extra), "Connection: Upgrade\r\nUpgrade: %.*s\r\n",
+			 (int)upg->value_len, upg->value);
+	if (n < 0 || (size_t)n >= sizeof(extra)) {
+		session_error(s, 502, "101 Upgrade value too long");
+		return;
+	}
+	struct http_hdr_opts o = {.via = s->cfg->via, .extra = extra, .extra_len = (size_t)n};
+	struct evbuffer *out = bufferevent_get_output(s->client);
+	size_t before = evbuffer_get_length(out);
+	http_hdr_write_response(&s->resp, &o, out);
+	s->head101_len = evbuffer_get_length(out) - before;
+	s->bytes_out += s->head101_len;
+	s->status = 101;
+	session_start_tunnel(s);
+}
+
+static void relay_interim(struct session *s)
+{
+	/* 1xx is never sent to an HTTP/1.0 client (RFC 9110 §15.2) */
+	if (s->req.version_minor == 0)
+		return;
+	struct http_hdr_opts o = {.via = s->cfg->via};
+	struct evbuffer *out = bufferevent_get_output(s->client);
+	size_t before = evbuffer_get_length(out);
+	http_hdr_write_response(&s->resp, &o, out);
+	s->bytes_out += evbuffer_get_length(out) - before;
+}
+
+static void relay_final_head(struct session *s)
+{
+	struct http_hdr_opts o = {.via = s->cfg->via};
+	bool open_ended = s->resp.body == HTTP_BODY_CHUNKED || s->resp.body == HTTP_BODY_CLOSE;
+	if (s->up.decision == UPGRADE_FORWARD || !s->req_body_done)
+		s->close_after = true;
+	if (open_ended && s->req.version_minor == 0)
+		s->close_after = true; /* an HTTP/1.0 client only knows close-delimiting */
+	s->resp_chunk_out = open_ended && s->req.version_minor == 1;
+	o.chunked = s->resp_chunk_out;
+	if (s->close_after)
+		o.connection = "close";
+	else if (s->req.version_minor == 0)
+		o.connection = "keep-alive";
+	struct evbuffer *out = bufferevent_get_output(s->client);
+	size_t before = evbuffer_get_length(out);
+	http_hdr_write_response(&s->resp, &o, out);
+	s->bytes_out += evbuffer_get_length(out) - before;
+	s->status = s->resp.status;
+	s->resp_head_done = true;
+	timer_stop(s);
+	if (s->up.decision == UPGRADE_FORWARD)
+		evbuffer_drain(bufferevent_get_input(s->client), (size_t)-1); /* RFC 9931 */
+}
+
+/* Parse response heads until a final one (or a 101) has been relayed. */
+static void read_response_head(struct session *s)
+{
+	struct evbuffer *in = bufferevent_get_input(s->backend);
+	while (!s->resp_head_done && s->state == SESSION_EXCHANGE) {
+		size_t len = evbuffer_get_length(in), head_len = 0;
+		struct http_error err = {502, "malformed response"};
+		size_t scan = len < s->limits.header_bytes + 1 ? len : s->limits.header_bytes + 1;
+		const char *buf = (const char *)evbuffer_pullup(in, (ssize_t)scan);
+		enum http_scan_result r =
+			http_head_scan(HTTP_MSG_RESPONSE, buf, scan, &s->limits, &head_len, &err);
+		if (r == HTTP_SCAN_MORE)
+			return;
+		if (r == HTTP_SCAN_ERROR ||
+		    http_reader_head(s->resp_reader, &s->resp, buf, head_len, s->req.method,
+				     &s->limits, &err) < 0) {
+			session_error(s, 502, err.reason);
+			return;
+		}
+		evbuffer_drain(in, head_len);
+		if (s->resp.status == 101) {
+			relay_switch(s);
+			return;
+		}
+		if (s->resp.status < 200)
+			relay_interim(s);
+		else
+			relay_final_head(s);
+	}
+}
+
+static void exchange_pump(struct session *s)
+{
+	pump_request_body(s);
+	if (s->state != SESSION_EXCHANGE || s->backend == NULL)
+		return;
+	read_response_head(s);
+	if (s->state != SESSION_EXCHANGE)
+		return;
+	pump_response_body(s);
+}
+
+/* ---- callbacks ---- */
+
+static void client_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct session *s = arg;
+	switch (s->state) {
+	case SESSION_READ_REQ:
+		session_read_request(s);
+		break;
+	case SESSION_EXCHANGE:
+		pump_request_body(s);
+		break;
+	case SESSION_LINGER:
+		evbuffer_drain(bufferevent_get_input(bev), (size_t)-1);
+		break;
+	default:
+		break; /* CONNECT: keep the bytes until the request can be forwarded */
+	}
+}
+
+static void client_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct session *s = arg;
+	if (s->state == SESSION_LINGER) {
+		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
+			/* everything was said: half-close, then drain until the client closes */
+			shutdown(bufferevent_getfd(bev), SHUT_WR);
+			timer_arm(s, TIMER_LINGER, SESSION_LINGER_MS);
+		}
+		return;
+	}
+	if (s->state == SESSION_EXCHANGE && s->backend) {
+		bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+		pump_response_body(s);
+	}
+}
+
+static void client_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct session *s = arg;
+	bool in_exchange = s->state == SESSION_EXCHANGE || s->state == SESSION_CONNECT;
+	if (what & (BEV_EVENT_TIMEOUT | BEV_EVENT_ERROR)) {
+		const char *why = (what & BEV_EVENT_TIMEOUT) ? "send timeout: client is not reading"
+							     : "client connection error";
+		if (in_exchange)
+			exchange_abort(s, why);
+		else
+			session_close(s, why);
+		return;
+	}
+	/* EOF */
+	s->client_eof = true;
+	if (s->state == SESSION_EXCHANGE && !s->req_body_done) {
+		pump_request_body(s);
+		if (s->state == SESSION_EXCHANGE && !s->req_body_done)
+			exchange_abort(s, "client closed during the request body");
+		return;
+	}
+	if (in_exchange) {
+		bufferevent_disable(bev, EV_READ); /* finish the response, then close */
+		return;
+	}
+	session_close(s, "client closed");
+}
+
+static void backend_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct session *s = arg;
+	if (s->state == SESSION_EXCHANGE)
+		exchange_pump(s);
+}
+
+static void backend_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct session *s = arg;
+	if (s->state != SESSION_EXCHANGE)
+		return;
+	bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+	pump_request_body(s);
+}
+
+static void backend_eof(struct session *s)
+{
+	s->backend_eof = true;
+	if (!s->resp_head_done)
+		session_error(s, 502, "backend closed before a complete response head");
+	else
+		pump_response_body(s);
+}
+
+static void backend_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct session *s = arg;
+	if (s->state == SESSION_CONNECT) {
+		if (what & BEV_EVENT_CONNECTED)
+			backend_connected(s);
+		else
+			connect_failed(s, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+		return;
+	}
+	if (s->state != SESSION_EXCHANGE)
+		return;
+	if (what & BEV_EVENT_EOF) {
+		backend_eof(s);
+		return;
+	}
+	if (!s->resp_head_done)
+		session_error(s, 502, "backend connection error");
+	else
+		exchange_abort(s, "backend connection error during the response");
+}
+
+static void timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct session *s = arg;
+	switch (s->timer_kind) {
+	case TIMER_FREE:
+		session_free(s);
+		return;
+	case TIMER_KEEPALIVE:
+		session_close(s, "keep-alive timeout");
+		return;
+	case TIMER_HEADER:
+		session_error(s, 408, "request head not received in time");
+		return;
+	case TIMER_CONNECT:
+		connect_failed(s, "connect timeout");
+		return;
+	case TIMER_RESPONSE:
+		session_error(s, 504, "no response head from the backend in time");
+		return;
+	case TIMER_LINGER:
+		session_close(s, "linger done");
+		return;
+	case TIMER_NONE:
+		return;
+	}
+}
+
+/* ---- lifecycle ---- */
+
+static void format_peer(struct session *s, const struct sockaddr *sa)
+{
+	int port = 0;
+	if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const void *)sa;
+		inet_ntop(AF_INET6, &in6->sin6_addr, s->client_ip, sizeof(s->client_ip));
+		port = ntohs(in6->sin6_port);
+		snprintf(s->client_addr, sizeof(s->client_addr), "[%s]:%d", s->client_ip, port);
+		return;
+	}
+	const struct sockaddr_in *in = (const void *)sa;
+	inet_ntop(AF_INET, &in->sin_addr, s->client_ip, sizeof(s->client_ip));
+	port = ntohs(in->sin_port);
+	snprintf(s->client_addr, sizeof(s->client_addr), "%s:%d", s->client_ip, port);
+}
+
+static void session_free_partial(struct session *s)
+{
+	if (s->client)
+		bufferevent_free(s->client);
+	http_reader_free(s->req_reader);
+	http_reader_free(s->resp_reader);
+	if (s->timer)
+		event_free(s->timer);
+	free(s);
+}
+
+/* Allocate a session around fd; NULL (fd closed) on failure. */
+static struct session *session_new(struct proxy *px, int fd)
+{
+	struct session *s = calloc(1, sizeof(*s));
+	if (s == NULL) {
+		close(fd);
+		return NULL;
+	}
+	s->px = px;
+	s->cfg = px->cfg;
+	s->server = -1;
+	s->limits = (struct http_limits){s->cfg->limits.header_bytes, s->cfg->limits.header_fields,
+					 s->cfg->limits.uri_bytes};
+	http_msg_init(&s->req, HTTP_MSG_REQUEST);
+	http_msg_init(&s->resp, HTTP_MSG_RESPONSE);
+	s->timer = evtimer_new(px->base, timer_cb, s);
+	s->req_reader = http_reader_new(HTTP_MSG_REQUEST);
+	s->resp_reader = http_reader_new(HTTP_MSG_RESPONSE);
+	s->client = bufferevent_socket_new(px->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (s->client == NULL)
+		close(fd);
+	if (!s->timer || !s->req_reader || !s->resp_reader || !s->client) {
+		session_free_partial(s);
+		return NULL;
+	}
+	s->id = ++px->next_session_id;
+	return s;
+}
+
+void session_accept(struct proxy *px, int fd, const struct sockaddr *sa, socklen_t len)
+{
+	struct session *s = session_new(px, fd);
+	if (s == NULL) {
+		log_msg(LOG_LEVEL_ERROR, 0, "out of memory accepting a connection");
+		return;
+	}
+	(void)len;
+	format_peer(s, sa);
+	proxy_session_added(px, s);
+	/* bound what one client can make us buffer while a response is in flight */
+	size_t high = s->limits.header_bytes + 1 > SESSION_HIGH_WATER ? s->limits.header_bytes + 1
+								      : SESSION_HIGH_WATER;
+	bufferevent_setwatermark(s->client, EV_READ, 0, high);
+	if (s->cfg->timeouts.send) {
+		struct timeval tv = {(time_t)(s->cfg->timeouts.send / 1000),
+				     (suseconds_t)(s->cfg->timeouts.send % 1000) * 1000};
+		bufferevent_set_timeouts(s->client, NULL, &tv);
+	}
+	clock_gettime(CLOCK_MONOTONIC, &s->started);
+	session_wait_request(s);
+	/* a new connection has no keep-alive grace: the header clock runs now */
+	if (s->state == SESSION_READ_REQ)
+		timer_arm(s, TIMER_HEADER, s->cfg->timeouts.header);
+}
+
+void session_shutdown(struct session *s)
+{
+	s->shutdown_requested = true;
+	s->close_after = true;
+	if (s->state == SESSION_TUNNEL)
+		session_tunnel_done_cb(s, "proxy", "shutdown");
+	else if (s->state == SESSION_READ_REQ &&
+		 evbuffer_get_length(bufferevent_get_input(s->client)) == 0)
+		session_close(s, "shutdown");
+}
+
+struct session *session_next(const struct session *s)
+{
+	return s->next;
+}
+
+void session_link(struct session **head, struct session *s)
+{
+	s->prev = NULL;
+	s->next = *head;
+	if (*head)
+		(*head)->prev = s;
+	*head = s;
+}
+
+void session_unlink(struct session **head, struct session *s)
+{
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		*head = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	s->next = s->prev = NULL;
+}

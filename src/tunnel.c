@@ -1,0 +1,460 @@
+/*
+ * tunnel: two directions (up: client -> backend, down: backend -> client),
+ * each with its own pump, and one timer for idle and lifetime limits.
+ *
+ * Splice pump: raw fds and plain events. A direction first writes the bytes
+ * handed over from the HTTP phase (pending), then loops splice(src -> pipe),
+ * splice(pipe -> dst). It reads only when nothing is pending, so a slow
+ * destination stops its source without any buffer growing. A pipe is held
+ * only while it has bytes in it.
+ *
+ * Copy pump: the two bufferevents, with a high-water mark on each output;
+ * used when splice is off (and later for TLS).
+ *
+ * In both, EOF from a source becomes shutdown(SHUT_WR) on its destination
+ * once all its bytes are written, and the tunnel ends when both directions
+ * have ended or on the first error.
+ */
+#include "tunnel.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "splice.h"
+
+#define TUNNEL_CHUNK (64 * 1024)       /* bytes per splice/read call */
+#define TUNNEL_ROUNDS 16               /* pump rounds before yielding to other events */
+#define TUNNEL_COPY_HIGH (256 * 1024)  /* copy pump: output bytes before the source pauses */
+
+struct tunnel;
+
+struct tunnel_dir {
+	struct tunnel *t;
+	const char *src_name; /* "client" or "backend" */
+	const char *dst_name;
+	int src, dst;
+	/* splice pump */
+	struct event *rd, *wr;
+	struct evbuffer *pending;
+	int pipe[2];
+	size_t in_pipe;
+	/* copy pump */
+	struct bufferevent *src_bev, *dst_bev;
+	bool eof;  /* the source said EOF */
+	bool done; /* ... and the destination got everything and a FIN */
+	uint64_t bytes;
+};
+
+struct tunnel {
+	struct tunnel_params p;
+	bool splice;
+	bool finished;
+	struct tunnel_dir up, down;
+	struct bufferevent *client_bev, *backend_bev; /* copy pump only */
+	struct event *timer;
+	struct timespec started, last_active;
+	const char *first_eof; /* who half-closed first: names who closed */
+};
+
+static void now(struct timespec *ts)
+{
+	clock_gettime(CLOCK_MONOTONIC, ts);
+}
+
+static uint64_t ms_since(const struct timespec *ts)
+{
+	struct timespec n;
+	now(&n);
+	return (uint64_t)((n.tv_sec - ts->tv_sec) * 1000 + (n.tv_nsec - ts->tv_nsec) / 1000000);
+}
+
+static void tunnel_finish(struct tunnel *t, const char *closed_by, const char *reason)
+{
+	if (t->finished)
+		return;
+	t->finished = true;
+	event_del(t->timer);
+	for (struct tunnel_dir *d = &t->up; d; d = d == &t->up ? &t->down : NULL) {
+		if (d->rd)
+			event_del(d->rd);
+		if (d->wr)
+			event_del(d->wr);
+	}
+	if (t->client_bev)
+		bufferevent_disable(t->client_bev, EV_READ | EV_WRITE);
+	if (t->backend_bev)
+		bufferevent_disable(t->backend_bev, EV_READ | EV_WRITE);
+	t->p.done(t->p.arg, closed_by, reason);
+}
+
+/* A direction has delivered its EOF: the tunnel ends when both have. */
+static void dir_done(struct tunnel_dir *d)
+{
+	struct tunnel *t = d->t;
+	d->done = true;
+	if (t->first_eof == NULL)
+		t->first_eof = d->src_name;
+	if (t->up.done && t->down.done) {
+		bool client_first = strcmp(t->first_eof, "client") == 0;
+		tunnel_finish(t, t->first_eof, client_first ? "client EOF" : "backend EOF");
+	}
+}
+
+static void dir_error(struct tunnel_dir *d, const char *who, int err)
+{
+	char reason[96]; /* the done callback logs it before we return */
+	snprintf(reason, sizeof(reason), "error: %s", strerror(err));
+	tunnel_finish(d->t, who, reason);
+}
+
+static void touch(struct tunnel *t)
+{
+	now(&t->last_active);
+}
+
+/* ---- splice pump ---- */
+
+static void dir_wait(struct tunnel_dir *d, bool for_write)
+{
+	if (for_write) {
+		event_del(d->rd);
+		event_add(d->wr, NULL);
+	} else {
+		event_del(d->wr);
+		event_add(d->rd, NULL);
+	}
+}
+
+/* Write what is queued (handed-over bytes, then the pipe). 1 all out, 0 blocked, -1 error. */
+static int dir_flush(struct tunnel_dir *d)
+{
+	while (d->pending && evbuffer_get_length(d->pending) > 0) {
+		int n = evbuffer_write(d->pending, d->dst);
+		if (n < 0)
+			return errno == EAGAIN ? 0 : -1;
+		d->bytes += (uint64_t)n;
+	}
+	while (d->in_pipe > 0) {
+		ssize_t n = splice_move(d->pipe[0], d->dst, d->in_pipe);
+		if (n < 0)
+			return errno == EAGAIN ? 0 : -1;
+		d->in_pipe -= (size_t)n;
+		d->bytes += (uint64_t)n;
+	}
+	return 1;
+}
+
+/* Read into a pipe; without a pipe (pool exhausted) read into pending. */
+static ssize_t dir_fill(struct tunnel_dir *d)
+{
+	if (d->pipe[0] < 0 && splice_pool_get(d->t->p.pipes, d->pipe) < 0) {
+		if (d->pending == NULL && (d->pending = evbuffer_new()) == NULL)
+			return -1;
+		return evbuffer_read(d->pending, d->src, TUNNEL_CHUNK);
+	}
+	ssize_t n = splice_move(d->src, d->pipe[1], TUNNEL_CHUNK);
+	if (n > 0)
+		d->in_pipe += (size_t)n;
+	return n;
+}
+
+static void dir_release_pipe(struct tunnel_dir *d)
+{
+	if (d->pipe[0] >= 0)
+		splice_pool_put(d->t->p.pipes, d->pipe, d->in_pipe == 0);
+	d->in_pipe = 0;
+}
+
+static void dir_pump(struct tunnel_dir *d)
+{
+	for (int round = 0; round < TUNNEL_ROUNDS && !d->t->finished; round++) {
+		int f = dir_flush(d);
+		if (f < 0) {
+			dir_error(d, d->dst_name, errno);
+			return;
+		}
+		if (f == 0) {
+			dir_wait(d, true);
+			return;
+		}
+		if (d->eof) {
+			dir_release_pipe(d);
+			event_del(d->rd);
+			event_del(d->wr);
+			shutdown(d->dst, SHUT_WR);
+			dir_done(d);
+			return;
+		}
+		ssize_t n = dir_fill(d);
+		if (n == 0) {
+			d->eof = true;
+		} else if (n < 0 && errno == EAGAIN) {
+			dir_release_pipe(d); /* idle: give the pipe back */
+			dir_wait(d, false);
+			return;
+		} else if (n < 0) {
+			dir_error(d, d->src_name, errno);
+			return;
+		} else {
+			touch(d->t);
+		}
+	}
+	if (!d->t->finished)
+		dir_wait(d, false); /* yield; level-triggered readiness brings us back */
+}
+
+static void dir_event_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct tunnel_dir *d = arg;
+	if (!d->t->finished)
+		dir_pump(d);
+}
+
+static int dir_init_splice(struct tunnel_dir *d, struct event_base *base, struct evbuffer *out)
+{
+	d->rd = event_new(base, d->src, EV_READ | EV_PERSIST, dir_event_cb, d);
+	d->wr = event_new(base, d->dst, EV_WRITE | EV_PERSIST, dir_event_cb, d);
+	if (d->rd == NULL || d->wr == NULL)
+		return -1;
+	if (evbuffer_get_length(out) > 0) {
+		d->pending = evbuffer_new();
+		if (d->pending == NULL)
+			return -1;
+		evbuffer_add_buffer(d->pending, out);
+	}
+	return 0;
+}
+
+/* Take the fds out of the HTTP-phase bufferevents and free those. */
+static int tunnel_start_splice(struct tunnel *t, struct bufferevent *client,
+			       struct bufferevent *backend)
+{
+	/* the bytes due to each side sit in the output of the side they go to */
+	if (dir_init_splice(&t->up, t->p.base, bufferevent_get_output(backend)) < 0 ||
+	    dir_init_splice(&t->down, t->p.base, bufferevent_get_output(client)) < 0)
+		return -1;
+	bufferevent_setfd(client, -1); /* detach so freeing does not close the socket */
+	bufferevent_setfd(backend, -1);
+	bufferevent_free(client);
+	bufferevent_free(backend);
+	dir_pump(&t->up);
+	dir_pump(&t->down);
+	return 0;
+}
+
+/* ---- copy pump ---- */
+
+static struct tunnel_dir *dir_from_src(struct tunnel *t, struct bufferevent *bev)
+{
+	return bev == t->client_bev ? &t->up : &t->down;
+}
+
+static struct tunnel_dir *dir_from_dst(struct tunnel *t, struct bufferevent *bev)
+{
+	return bev == t->client_bev ? &t->down : &t->up;
+}
+
+static void copy_try_finish(struct tunnel_dir *d)
+{
+	if (d->eof && !d->done && evbuffer_get_length(bufferevent_get_output(d->dst_bev)) == 0) {
+		shutdown(d->dst, SHUT_WR);
+		dir_done(d);
+	}
+}
+
+static void copy_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct tunnel *t = arg;
+	struct tunnel_dir *d = dir_from_src(t, bev);
+	struct evbuffer *in = bufferevent_get_input(bev);
+	struct evbuffer *out = bufferevent_get_output(d->dst_bev);
+	if (t->finished)
+		return;
+	d->bytes += evbuffer_get_length(in);
+	evbuffer_add_buffer(out, in);
+	touch(t);
+	if (evbuffer_get_length(out) >= TUNNEL_COPY_HIGH) {
+		bufferevent_disable(bev, EV_READ);
+		bufferevent_setwatermark(d->dst_bev, EV_WRITE, TUNNEL_COPY_HIGH / 2, 0);
+	}
+}
+
+static void copy_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct tunnel *t = arg;
+	struct tunnel_dir *d = dir_from_dst(t, bev);
+	if (t->finished)
+		return;
+	if (d->eof) {
+		bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+		copy_try_finish(d);
+		return;
+	}
+	bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+	bufferevent_enable(d->src_bev, EV_READ);
+}
+
+static void copy_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct tunnel *t = arg;
+	struct tunnel_dir *d = dir_from_src(t, bev);
+	if (t->finished)
+		return;
+	if (what & BEV_EVENT_EOF) {
+		d->eof = true;
+		bufferevent_setwatermark(d->dst_bev, EV_WRITE, 0, 0);
+		copy_try_finish(d);
+		return;
+	}
+	/* reading or writing, the error is on this socket */
+	dir_error(d, bev == t->client_bev ? "client" : "backend", EVUTIL_SOCKET_ERROR());
+}
+
+static int tunnel_start_copy(struct tunnel *t, struct bufferevent *client,
+			     struct bufferevent *backend)
+{
+	t->client_bev = client;
+	t->backend_bev = backend;
+	t->up.src_bev = t->down.dst_bev = client;
+	t->up.dst_bev = t->down.src_bev = backend;
+	t->up.bytes = evbuffer_get_length(bufferevent_get_output(backend));
+	t->down.bytes = evbuffer_get_length(bufferevent_get_output(client));
+	for (int i = 0; i < 2; i++) {
+		struct bufferevent *bev = i ? backend : client;
+		bufferevent_setcb(bev, copy_read_cb, copy_write_cb, copy_event_cb, t);
+		bufferevent_setwatermark(bev, EV_READ, 0, TUNNEL_CHUNK);
+		bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+		bufferevent_set_timeouts(bev, NULL, NULL);
+		bufferevent_enable(bev, EV_READ | EV_WRITE);
+	}
+	return 0;
+}
+
+/* ---- common ---- */
+
+static void timer_arm(struct tunnel *t)
+{
+	uint64_t wait = 0;
+	if (t->p.idle_ms) {
+		uint64_t idle = ms_since(&t->last_active);
+		wait = idle >= t->p.idle_ms ? 1 : t->p.idle_ms - idle;
+	}
+	if (t->p.max_ms) {
+		uint64_t age = ms_since(&t->started);
+		uint64_t left = age >= t->p.max_ms ? 1 : t->p.max_ms - age;
+		if (wait == 0 || left < wait)
+			wait = left;
+	}
+	if (wait == 0)
+		return;
+	struct timeval tv = {(time_t)(wait / 1000), (suseconds_t)(wait % 1000) * 1000};
+	event_add(t->timer, &tv);
+}
+
+static void timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct tunnel *t = arg;
+	if (t->finished)
+		return;
+	if (t->p.max_ms && ms_since(&t->started) >= t->p.max_ms) {
+		tunnel_finish(t, "proxy", "lifetime limit");
+		return;
+	}
+	if (t->p.idle_ms && ms_since(&t->last_active) >= t->p.idle_ms) {
+		tunnel_finish(t, "proxy", "idle timeout");
+		return;
+	}
+	timer_arm(t); /* there was traffic: sleep until the new deadline */
+}
+
+static void dir_setup(struct tunnel_dir *d, struct tunnel *t, const char *src_name,
+		      const char *dst_name, int src, int dst)
+{
+	d->t = t;
+	d->src_name = src_name;
+	d->dst_name = dst_name;
+	d->src = src;
+	d->dst = dst;
+	d->pipe[0] = d->pipe[1] = -1;
+}
+
+struct tunnel *tunnel_start(const struct tunnel_params *p, struct bufferevent *client,
+			    struct bufferevent *backend)
+{
+	struct tunnel *t = calloc(1, sizeof(*t));
+	if (t == NULL)
+		return NULL;
+	t->p = *p;
+	t->splice = p->mode == CONFIG_TUNNEL_SPLICE && p->pipes != NULL;
+	int cfd = bufferevent_getfd(client), bfd = bufferevent_getfd(backend);
+	dir_setup(&t->up, t, "client", "backend", cfd, bfd);
+	dir_setup(&t->down, t, "backend", "client", bfd, cfd);
+	now(&t->started);
+	t->last_active = t->started;
+	t->timer = evtimer_new(p->base, timer_cb, t);
+	if (t->timer == NULL)
+		goto fail;
+	int rc = t->splice ? tunnel_start_splice(t, client, backend)
+			   : tunnel_start_copy(t, client, backend);
+	if (rc < 0)
+		goto fail;
+	timer_arm(t);
+	return t;
+fail:
+	/* nothing taken yet: the caller still owns both bufferevents */
+	t->client_bev = t->backend_bev = NULL;
+	t->up.src = t->up.dst = t->down.src = t->down.dst = -1;
+	tunnel_free(t);
+	return NULL;
+}
+
+static void dir_free(struct tunnel_dir *d)
+{
+	if (d->rd)
+		event_free(d->rd);
+	if (d->wr)
+		event_free(d->wr);
+	if (d->pending)
+		evbuffer_free(d->pending);
+	if (d->pipe[0] >= 0)
+		splice_pool_put(d->t->p.pipes, d->pipe, d->in_pipe == 0);
+}
+
+void tunnel_free(struct tunnel *t)
+{
+	if (t == NULL)
+		return;
+	dir_free(&t->up);
+	dir_free(&t->down);
+	if (t->timer)
+		event_free(t->timer);
+	if (t->client_bev) {
+		bufferevent_free(t->client_bev); /* closes its socket */
+		bufferevent_free(t->backend_bev);
+	} else if (t->splice && t->up.src >= 0) {
+		close(t->up.src);
+		close(t->up.dst);
+	}
+	free(t);
+}
+
+void tunnel_bytes(const struct tunnel *t, uint64_t *up, uint64_t *down)
+{
+	*up = t->up.bytes;
+	*down = t->down.bytes;
+}
+
+const char *tunnel_mode_str(const struct tunnel *t)
+{
+	return t->splice ? "splice" : "copy";
+}
