@@ -35,8 +35,8 @@ struct tunnel_params {
  * Start a tunnel over two connected bufferevents. Their output buffers may
  * already hold bytes due to that side (the relayed 101, early data); those go
  * first. Input buffers must be empty. Takes ownership of both bufferevents and
- * their sockets. done is called once, from an event callback; the owner then
- * calls tunnel_free(). NULL on failure (nothing taken).
+ * their sockets, also on failure (NULL: both are closed). done is called once,
+ * from an event callback; the owner then calls tunnel_free().
  */
 struct tunnel *tunnel_start(const struct tunnel_params *p, struct bufferevent *client,
 			    struct bufferevent *backend);

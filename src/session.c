@@ -612,11 +612,11 @@ static void session_start_tunnel(struct session *s)
 	timer_stop(s);
 	log_access(s);
 	s->tunnel = tunnel_start(&p, s->client, s->backend);
+	s->client = s->backend = NULL; /* owned (or closed) by the tunnel now */
 	if (s->tunnel == NULL) {
 		session_close(s, "cannot start tunnel");
 		return;
 	}
-	s->client = s->backend = NULL; /* owned by the tunnel now */
 	s->state = SESSION_TUNNEL;
 	clock_gettime(CLOCK_MONOTONIC, &s->tunnel_started);
 	/* the HTTP phase is over: give its memory back */

@@ -239,14 +239,20 @@ static int dir_init_splice(struct tunnel_dir *d, struct event_base *base, struct
 static int tunnel_start_splice(struct tunnel *t, struct bufferevent *client,
 			       struct bufferevent *backend)
 {
-	/* the bytes due to each side sit in the output of the side they go to */
-	if (dir_init_splice(&t->up, t->p.base, bufferevent_get_output(backend)) < 0 ||
-	    dir_init_splice(&t->down, t->p.base, bufferevent_get_output(client)) < 0)
-		return -1;
-	bufferevent_setfd(client, -1); /* detach so freeing does not close the socket */
+	/*
+	 * Detach the sockets first: that also unfreezes the output buffers, which
+	 * libevent keeps frozen at the front while a socket is attached.
+	 */
+	bufferevent_setfd(client, -1);
 	bufferevent_setfd(backend, -1);
+	/* the bytes due to each side sit in the output of the side they go to */
+	int rc = dir_init_splice(&t->up, t->p.base, bufferevent_get_output(backend));
+	if (rc == 0)
+		rc = dir_init_splice(&t->down, t->p.base, bufferevent_get_output(client));
 	bufferevent_free(client);
 	bufferevent_free(backend);
+	if (rc < 0)
+		return -1;
 	dir_pump(&t->up);
 	dir_pump(&t->down);
 	return 0;
@@ -411,9 +417,11 @@ struct tunnel *tunnel_start(const struct tunnel_params *p, struct bufferevent *c
 	timer_arm(t);
 	return t;
 fail:
-	/* nothing taken yet: the caller still owns both bufferevents */
-	t->client_bev = t->backend_bev = NULL;
-	t->up.src = t->up.dst = t->down.src = t->down.dst = -1;
+	if (!t->splice || t->timer == NULL) {
+		bufferevent_free(client);
+		bufferevent_free(backend);
+		t->up.src = -1; /* closed with the bufferevents */
+	}
 	tunnel_free(t);
 	return NULL;
 }
