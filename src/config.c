@@ -1,0 +1,1156 @@
+/*
+ * config: the only module that includes libconfig.h. Reads the file, checks
+ * every key against a fixed schema and builds a read-only struct config.
+ *
+ * Validation never stops at the first problem: each one is recorded as
+ * "FILE:LINE: message" and loading continues, so `switchyard -t` shows the
+ * whole list at once. The struct is built even while errors accumulate (with
+ * fields left at their defaults) and thrown away at the end if any occurred.
+ */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <libconfig.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+
+#define CONFIG_WEIGHT_MAX 1000
+#define CONFIG_QUOTE_MAX 80 /* longest user value echoed back in a message */
+
+struct loader {
+	const char *file;
+	struct config_errors *errs;
+	int lines[CONFIG_MAX_ERRORS]; /* line of each errs->msg, to sort them */
+	struct config *cfg;
+};
+
+/* What a setting must be; the names feed "'x' must be <name>". */
+enum kind { KIND_STRING, KIND_INT, KIND_GROUP, KIND_LIST, KIND_STRINGS };
+
+static const char *const KIND_NAMES[] = {
+    [KIND_STRING] = "a string",
+    [KIND_INT] = "an integer",
+    [KIND_GROUP] = "a group",
+    [KIND_LIST] = "a list of groups",
+    [KIND_STRINGS] = "an array of strings",
+};
+
+static const char *const ROOT_KEYS[] = {"listen", "timeouts",	"limits",    "upstreams",
+					"routes", "access_log", "error_log", "log_level",
+					"via",	  "tunnel",	NULL};
+static const char *const LISTEN_KEYS[] = {"address", NULL};
+static const char *const UPSTREAM_KEYS[] = {"name", "servers", NULL};
+static const char *const SERVER_KEYS[] = {"address", "weight", NULL};
+static const char *const ROUTE_KEYS[] = {"name",    "host",	 "path_prefix", "upstream",
+					 "upgrade", "protocols", NULL};
+static const char *const TUNNEL_KEYS[] = {"mode", NULL};
+
+struct duration_key {
+	const char *key;
+	size_t off;
+	uint64_t def;
+};
+
+static const struct duration_key TIMEOUT_TABLE[] = {
+    {"header", offsetof(struct config_timeouts, header), 10 * 1000},
+    {"keepalive", offsetof(struct config_timeouts, keepalive), 60 * 1000},
+    {"connect", offsetof(struct config_timeouts, connect), 5 * 1000},
+    {"response", offsetof(struct config_timeouts, response), 60 * 1000},
+    {"send", offsetof(struct config_timeouts, send), 60 * 1000},
+    {"tunnel_idle", offsetof(struct config_timeouts, tunnel_idle), 3600 * 1000},
+    {"tunnel_max", offsetof(struct config_timeouts, tunnel_max), 0},
+};
+static const char *const TIMEOUT_KEYS[] = {"header", "keepalive",   "connect",	  "response",
+					   "send",   "tunnel_idle", "tunnel_max", NULL};
+
+struct limit_key {
+	const char *key;
+	size_t off;
+	size_t def;
+	size_t min;
+	bool size_string; /* a byte count, so "16k" is accepted too */
+};
+
+static const struct limit_key LIMIT_TABLE[] = {
+    {"header_bytes", offsetof(struct config_limits, header_bytes), 16384, 256, true},
+    {"header_fields", offsetof(struct config_limits, header_fields), 100, 1, false},
+    {"uri_bytes", offsetof(struct config_limits, uri_bytes), 8192, 1, true},
+    {"max_connections", offsetof(struct config_limits, max_connections), 10000, 1, false},
+};
+static const char *const LIMIT_KEYS[] = {"header_bytes", "header_fields", "uri_bytes",
+					 "max_connections", NULL};
+
+/* ---- error collection ------------------------------------------------- */
+
+/* line 0 means "no line": the message is "FILE: msg". */
+static void errors_vadd(struct loader *ld, const char *file, int line, const char *fmt, va_list ap)
+    __attribute__((format(printf, 4, 0)));
+
+static void errors_vadd(struct loader *ld, const char *file, int line, const char *fmt, va_list ap)
+{
+	struct config_errors *errs = ld->errs;
+	char prefix[32] = "";
+	va_list ap2;
+
+	if (errs->n >= CONFIG_MAX_ERRORS) {
+		errs->dropped++;
+		return;
+	}
+	if (line > 0)
+		snprintf(prefix, sizeof(prefix), ":%d", line);
+	va_copy(ap2, ap);
+	int n = vsnprintf(NULL, 0, fmt, ap2);
+	va_end(ap2);
+	size_t size = strlen(file) + strlen(prefix) + 2 + (size_t)(n > 0 ? n : 0) + 1;
+	char *msg = malloc(size);
+	if (msg == NULL) {
+		/* Still fail the load; a NULL slot would trip up the caller. */
+		errs->dropped++;
+		return;
+	}
+	int off = snprintf(msg, size, "%s%s: ", file, prefix);
+	vsnprintf(msg + off, size - (size_t)off, fmt, ap);
+	ld->lines[errs->n] = line;
+	errs->msg[errs->n++] = msg;
+}
+
+static void errors_addf(struct loader *ld, const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void errors_addf(struct loader *ld, const char *file, int line, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	errors_vadd(ld, file, line, fmt, ap);
+	va_end(ap);
+}
+
+/*
+ * Sections are checked in a fixed order, not file order; a stable sort by
+ * line lets the user walk the list top to bottom. Line-less errors go first.
+ */
+static void errors_sort(struct loader *ld)
+{
+	struct config_errors *errs = ld->errs;
+
+	for (size_t i = 1; i < errs->n; i++) {
+		char *msg = errs->msg[i];
+		int line = ld->lines[i];
+		size_t j = i;
+		for (; j > 0 && ld->lines[j - 1] > line; j--) {
+			errs->msg[j] = errs->msg[j - 1];
+			ld->lines[j] = ld->lines[j - 1];
+		}
+		errs->msg[j] = msg;
+		ld->lines[j] = line;
+	}
+}
+
+/* Scalars inside arrays carry no line of their own; their container does. */
+static int setting_line(const config_setting_t *s)
+{
+	for (; s != NULL; s = config_setting_parent(s))
+		if (config_setting_source_line(s) > 0)
+			return config_setting_source_line(s);
+	return 0;
+}
+
+static void load_err(struct loader *ld, const config_setting_t *s, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void load_err(struct loader *ld, const config_setting_t *s, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	errors_vadd(ld, ld->file, setting_line(s), fmt, ap);
+	va_end(ap);
+}
+
+static void load_oom(struct loader *ld, const config_setting_t *s)
+{
+	load_err(ld, s, "out of memory");
+}
+
+void config_errors_fini(struct config_errors *errs)
+{
+	if (errs == NULL)
+		return;
+	for (size_t i = 0; i < errs->n; i++)
+		free(errs->msg[i]);
+	memset(errs, 0, sizeof(*errs));
+}
+
+/* ---- message helpers -------------------------------------------------- */
+
+/*
+ * Echo a user value inside a message: quoted, control bytes and quotes
+ * escaped so one error stays one line, long values cut with "...".
+ */
+static const char *quote(char *buf, size_t size, const char *s)
+{
+	size_t o = 0;
+
+	buf[o++] = '"';
+	for (; *s != '\0' && o + 8 < size && o < CONFIG_QUOTE_MAX; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c == '"' || c == '\\')
+			o += (size_t)snprintf(buf + o, size - o, "\\%c", c);
+		else if (c < 0x20 || c == 0x7f)
+			o += (size_t)snprintf(buf + o, size - o, "\\x%02x", c);
+		else
+			buf[o++] = (char)c;
+	}
+	if (*s != '\0')
+		o += (size_t)snprintf(buf + o, size - o, "...");
+	snprintf(buf + o, size - o, "\"");
+	return buf;
+}
+
+/*
+ * The name a message uses for a setting: dotted from the top level
+ * ("timeouts.header"), but only the key itself inside a list entry
+ * ("weight"), where the line number already says which entry.
+ */
+static const char *setting_path(char *buf, size_t size, const config_setting_t *s)
+{
+	const config_setting_t *chain[8];
+	size_t n = 0, o = 0;
+
+	for (; s != NULL && n < 8; s = config_setting_parent(s)) {
+		if (config_setting_is_root(s) || config_setting_name(s) == NULL)
+			break;
+		chain[n++] = s;
+	}
+	buf[0] = '\0';
+	while (n-- > 0 && o < size) {
+		int w = snprintf(buf + o, size - o, "%s%s", o ? "." : "",
+				 config_setting_name(chain[n]));
+		if (w < 0)
+			break;
+		o += (size_t)w;
+	}
+	return buf;
+}
+
+/* ---- schema helpers --------------------------------------------------- */
+
+static bool key_allowed(const char *const *allowed, const char *name)
+{
+	for (; *allowed != NULL; allowed++)
+		if (strcmp(*allowed, name) == 0)
+			return true;
+	return false;
+}
+
+static void check_keys(struct loader *ld, const config_setting_t *group, const char *const *allowed)
+{
+	char path[128];
+
+	for (int i = 0; i < config_setting_length(group); i++) {
+		const config_setting_t *c = config_setting_get_elem(group, (unsigned)i);
+		if (!key_allowed(allowed, config_setting_name(c)))
+			load_err(ld, c, "unknown key '%s'", setting_path(path, sizeof(path), c));
+	}
+}
+
+static bool kind_matches(const config_setting_t *s, enum kind want)
+{
+	int t = config_setting_type(s);
+
+	switch (want) {
+	case KIND_STRING:
+		return t == CONFIG_TYPE_STRING;
+	case KIND_INT:
+		return t == CONFIG_TYPE_INT || t == CONFIG_TYPE_INT64;
+	case KIND_GROUP:
+		return t == CONFIG_TYPE_GROUP;
+	case KIND_LIST:
+		return t == CONFIG_TYPE_LIST;
+	case KIND_STRINGS:
+		if (t != CONFIG_TYPE_ARRAY && t != CONFIG_TYPE_LIST)
+			return false;
+		for (int i = 0; i < config_setting_length(s); i++)
+			if (config_setting_type(config_setting_get_elem(s, (unsigned)i)) !=
+			    CONFIG_TYPE_STRING)
+				return false;
+		return true;
+	}
+	return false;
+}
+
+/*
+ * Find KEY in PARENT and check its kind. Returns 1 and sets *out when present
+ * and right, 0 when absent, -1 when of the wrong kind (already reported).
+ */
+static int lookup(struct loader *ld, const config_setting_t *parent, const char *key,
+		  enum kind want, config_setting_t **out)
+{
+	char path[128];
+	config_setting_t *s = config_setting_get_member(parent, key);
+
+	*out = NULL;
+	if (s == NULL)
+		return 0;
+	if (!kind_matches(s, want)) {
+		load_err(ld, s, "'%s' must be %s", setting_path(path, sizeof(path), s),
+			 KIND_NAMES[want]);
+		return -1;
+	}
+	*out = s;
+	return 1;
+}
+
+/* Entries of a list of groups: reports and skips entries that are not groups. */
+static config_setting_t *list_entry(struct loader *ld, const config_setting_t *list, int i)
+{
+	char path[128];
+	config_setting_t *e = config_setting_get_elem(list, (unsigned)i);
+
+	if (config_setting_type(e) != CONFIG_TYPE_GROUP) {
+		load_err(ld, e, "each '%s' entry must be a group",
+			 setting_path(path, sizeof(path), list));
+		return NULL;
+	}
+	return e;
+}
+
+/* Copy a string setting; *dst keeps its old value when absent or wrong. */
+static int dup_string(struct loader *ld, const config_setting_t *parent, const char *key,
+		      char **dst)
+{
+	config_setting_t *s;
+	int rc = lookup(ld, parent, key, KIND_STRING, &s);
+
+	if (rc <= 0)
+		return rc;
+	char *copy = strdup(config_setting_get_string(s));
+	if (copy == NULL) {
+		load_oom(ld, s);
+		return -1;
+	}
+	free(*dst);
+	*dst = copy;
+	return 1;
+}
+
+/* RFC 9110 tchar: the only bytes allowed in a token. */
+static bool is_tchar(unsigned char c)
+{
+	return isalnum(c) || (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+static bool is_token(const char *s)
+{
+	if (*s == '\0')
+		return false;
+	for (; *s != '\0'; s++)
+		if (!is_tchar((unsigned char)*s))
+			return false;
+	return true;
+}
+
+static void lower_ascii(char *s)
+{
+	for (; *s != '\0'; s++)
+		*s = (char)tolower((unsigned char)*s);
+}
+
+/* ---- value parsers ---------------------------------------------------- */
+
+/* Leading decimal digits (at least one) without overflow; *p moves past them. */
+static int parse_u64_prefix(const char **p, uint64_t *out)
+{
+	const char *s = *p;
+	uint64_t v = 0;
+
+	if (!isdigit((unsigned char)*s))
+		return -1;
+	for (; isdigit((unsigned char)*s); s++) {
+		unsigned d = (unsigned)(*s - '0');
+		if (v > (UINT64_MAX - d) / 10)
+			return -1;
+		v = v * 10 + d;
+	}
+	*p = s;
+	*out = v;
+	return 0;
+}
+
+static int scale_u64(uint64_t v, uint64_t mult, uint64_t *out)
+{
+	if (mult != 0 && v > UINT64_MAX / mult)
+		return -1;
+	*out = v * mult;
+	return 0;
+}
+
+int config_parse_duration(const char *text, uint64_t *ms)
+{
+	static const struct {
+		const char *unit;
+		uint64_t mult;
+	} units[] = {{"", 1000}, {"ms", 1}, {"s", 1000}, {"m", 60 * 1000}, {"h", 3600 * 1000}};
+	const char *p = text;
+	uint64_t v;
+
+	if (text == NULL || parse_u64_prefix(&p, &v) < 0)
+		return -1;
+	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
+		if (strcmp(p, units[i].unit) == 0)
+			return scale_u64(v, units[i].mult, ms);
+	return -1;
+}
+
+int config_parse_size(const char *text, uint64_t *bytes)
+{
+	const char *p = text;
+	uint64_t v, mult;
+
+	if (text == NULL || parse_u64_prefix(&p, &v) < 0)
+		return -1;
+	switch (*p) {
+	case '\0':
+		mult = 1;
+		break;
+	case 'k':
+	case 'K':
+		mult = 1024;
+		break;
+	case 'm':
+	case 'M':
+		mult = 1024 * 1024;
+		break;
+	case 'g':
+	case 'G':
+		mult = 1024 * 1024 * 1024;
+		break;
+	default:
+		return -1;
+	}
+	if (*p != '\0' && p[1] != '\0')
+		return -1;
+	return scale_u64(v, mult, bytes);
+}
+
+static int parse_port(const char *s, in_port_t *port)
+{
+	uint64_t v;
+	const char *p = s;
+
+	if (strlen(s) > 5 || parse_u64_prefix(&p, &v) < 0 || *p != '\0' || v < 1 || v > 65535)
+		return -1;
+	*port = htons((uint16_t)v);
+	return 0;
+}
+
+/*
+ * Split "host:port" / "[v6]:port" and fill out. Returns NULL on success or
+ * the reason the text is not an address. Numeric only: a proxy that resolved
+ * names at load time would pin whatever DNS said at that moment.
+ */
+static const char *address_parse(const char *text, struct config_addr *out)
+{
+	char host[64];
+	const char *colon, *h = text;
+	size_t hlen, len = strlen(text);
+	in_port_t port;
+
+	if (len >= sizeof(out->text))
+		return "address too long";
+	if (text[0] == '[') {
+		const char *close = strchr(text, ']');
+		if (close == NULL || close[1] != ':')
+			return "expected [IPV6]:PORT";
+		h = text + 1;
+		hlen = (size_t)(close - h);
+		colon = close + 1;
+	} else {
+		colon = strrchr(text, ':');
+		if (colon == NULL)
+			return "expected HOST:PORT";
+		hlen = (size_t)(colon - text);
+		if (memchr(text, ':', hlen) != NULL)
+			return "IPv6 addresses need brackets: [IPV6]:PORT";
+	}
+	if (parse_port(colon + 1, &port) < 0)
+		return "port must be 1..65535";
+	memcpy(host, h, hlen);
+	host[hlen] = '\0';
+
+	struct config_addr a;
+	memset(&a, 0, sizeof(a));
+	if (text[0] == '[') {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&a.ss;
+		if (inet_pton(AF_INET6, host, &sin6->sin6_addr) != 1)
+			return "host must be a numeric IPv6 address";
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = port;
+		a.len = sizeof(*sin6);
+	} else {
+		struct sockaddr_in *sin = (struct sockaddr_in *)&a.ss;
+		if (inet_pton(AF_INET, host, &sin->sin_addr) != 1)
+			return "host must be a numeric IPv4 address (no DNS)";
+		sin->sin_family = AF_INET;
+		sin->sin_port = port;
+		a.len = sizeof(*sin);
+	}
+	memcpy(a.text, text, len + 1);
+	*out = a;
+	return NULL;
+}
+
+int config_parse_address(const char *text, struct config_addr *out)
+{
+	if (text == NULL || out == NULL)
+		return -1;
+	return address_parse(text, out) == NULL ? 0 : -1;
+}
+
+/* ---- sections --------------------------------------------------------- */
+
+/* Required address of a listen entry or server; WHERE names it in messages. */
+static void load_address(struct loader *ld, const config_setting_t *entry, const char *where,
+			 struct config_addr *out)
+{
+	char q[CONFIG_QUOTE_MAX + 16];
+	config_setting_t *s;
+	int rc = lookup(ld, entry, "address", KIND_STRING, &s);
+
+	if (rc == 0)
+		load_err(ld, entry, "missing 'address' in %s", where);
+	if (rc <= 0)
+		return;
+	const char *text = config_setting_get_string(s);
+	const char *why = address_parse(text, out);
+	if (why != NULL)
+		load_err(ld, s, "bad address %s in %s: %s", quote(q, sizeof(q), text), where, why);
+}
+
+static bool addr_equal(const struct config_addr *a, const struct config_addr *b)
+{
+	return a->len != 0 && a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
+}
+
+static void load_listen(struct loader *ld, const config_setting_t *root)
+{
+	struct config *cfg = ld->cfg;
+	config_setting_t *list;
+	int rc = lookup(ld, root, "listen", KIND_LIST, &list);
+
+	if (rc == 0)
+		errors_addf(ld, ld->file, 0, "no 'listen' addresses");
+	if (rc <= 0)
+		return;
+	if (config_setting_length(list) == 0) {
+		load_err(ld, list, "no 'listen' addresses");
+		return;
+	}
+	cfg->listens = calloc((size_t)config_setting_length(list), sizeof(*cfg->listens));
+	if (cfg->listens == NULL) {
+		load_oom(ld, list);
+		return;
+	}
+	for (int i = 0; i < config_setting_length(list); i++) {
+		config_setting_t *e = list_entry(ld, list, i);
+		if (e == NULL)
+			continue;
+		struct config_listen *l = &cfg->listens[cfg->n_listens];
+		check_keys(ld, e, LISTEN_KEYS);
+		l->line = setting_line(e);
+		load_address(ld, e, "'listen'", &l->addr);
+		for (size_t j = 0; j < cfg->n_listens; j++)
+			if (addr_equal(&cfg->listens[j].addr, &l->addr))
+				load_err(ld, e, "duplicate address \"%s\" in 'listen'",
+					 l->addr.text);
+		cfg->n_listens++;
+	}
+}
+
+static void load_timeouts(struct loader *ld, const config_setting_t *root)
+{
+	char q[CONFIG_QUOTE_MAX + 16], path[128];
+	config_setting_t *group, *s;
+	const size_t n = sizeof(TIMEOUT_TABLE) / sizeof(TIMEOUT_TABLE[0]);
+
+	for (size_t i = 0; i < n; i++)
+		*(uint64_t *)((char *)&ld->cfg->timeouts + TIMEOUT_TABLE[i].off) =
+		    TIMEOUT_TABLE[i].def;
+	if (lookup(ld, root, "timeouts", KIND_GROUP, &group) <= 0)
+		return;
+	check_keys(ld, group, TIMEOUT_KEYS);
+	for (size_t i = 0; i < n; i++) {
+		uint64_t *dst = (uint64_t *)((char *)&ld->cfg->timeouts + TIMEOUT_TABLE[i].off);
+		if (lookup(ld, group, TIMEOUT_TABLE[i].key, KIND_STRING, &s) <= 0)
+			continue;
+		const char *text = config_setting_get_string(s);
+		if (config_parse_duration(text, dst) < 0)
+			load_err(ld, s, "bad duration '%s' = %s",
+				 setting_path(path, sizeof(path), s), quote(q, sizeof(q), text));
+	}
+}
+
+/* One limit: an integer, or for byte counts also a size string like "16k". */
+static void load_limit(struct loader *ld, const config_setting_t *s, const struct limit_key *k,
+		       size_t *dst)
+{
+	char q[CONFIG_QUOTE_MAX + 16], path[128];
+	uint64_t v;
+
+	setting_path(path, sizeof(path), s);
+	if (k->size_string && config_setting_type(s) == CONFIG_TYPE_STRING) {
+		const char *text = config_setting_get_string(s);
+		if (config_parse_size(text, &v) < 0) {
+			load_err(ld, s, "bad size '%s' = %s", path, quote(q, sizeof(q), text));
+			return;
+		}
+	} else if (kind_matches(s, KIND_INT)) {
+		long long iv = config_setting_get_int64(s);
+		if (iv < 0) {
+			load_err(ld, s, "bad value '%s' = %lld: must be >= %zu", path, iv, k->min);
+			return;
+		}
+		v = (uint64_t)iv;
+	} else {
+		load_err(ld, s, "'%s' must be %s", path,
+			 k->size_string ? "an integer or a size string" : "an integer");
+		return;
+	}
+	if (v < k->min || v > SIZE_MAX)
+		load_err(ld, s, "bad value '%s' = %llu: must be >= %zu", path,
+			 (unsigned long long)v, k->min);
+	else
+		*dst = (size_t)v;
+}
+
+static void load_limits(struct loader *ld, const config_setting_t *root)
+{
+	config_setting_t *group;
+	const size_t n = sizeof(LIMIT_TABLE) / sizeof(LIMIT_TABLE[0]);
+
+	for (size_t i = 0; i < n; i++)
+		*(size_t *)((char *)&ld->cfg->limits + LIMIT_TABLE[i].off) = LIMIT_TABLE[i].def;
+	if (lookup(ld, root, "limits", KIND_GROUP, &group) <= 0)
+		return;
+	check_keys(ld, group, LIMIT_KEYS);
+	for (size_t i = 0; i < n; i++) {
+		config_setting_t *s = config_setting_get_member(group, LIMIT_TABLE[i].key);
+		if (s != NULL)
+			load_limit(ld, s, &LIMIT_TABLE[i],
+				   (size_t *)((char *)&ld->cfg->limits + LIMIT_TABLE[i].off));
+	}
+}
+
+static void load_server(struct loader *ld, const config_setting_t *e, const char *where,
+			struct config_server *srv)
+{
+	config_setting_t *w;
+
+	check_keys(ld, e, SERVER_KEYS);
+	srv->weight = 1;
+	load_address(ld, e, where, &srv->addr);
+	if (lookup(ld, e, "weight", KIND_INT, &w) <= 0)
+		return;
+	long long v = config_setting_get_int64(w);
+	if (v < 1 || v > CONFIG_WEIGHT_MAX)
+		load_err(ld, w, "bad value 'weight' = %lld: must be 1..%d", v, CONFIG_WEIGHT_MAX);
+	else
+		srv->weight = (unsigned)v;
+}
+
+static void load_servers(struct loader *ld, const config_setting_t *e, struct config_upstream *up)
+{
+	char where[CONFIG_QUOTE_MAX + 32];
+	config_setting_t *list;
+	int rc = lookup(ld, e, "servers", KIND_LIST, &list);
+
+	if (rc < 0)
+		return;
+	if (rc == 0 || config_setting_length(list) == 0) {
+		load_err(ld, rc ? list : e, "upstream '%s' has no servers",
+			 up->name ? up->name : "?");
+		return;
+	}
+	snprintf(where, sizeof(where), "upstream '%s'", up->name ? up->name : "?");
+	up->servers = calloc((size_t)config_setting_length(list), sizeof(*up->servers));
+	if (up->servers == NULL) {
+		load_oom(ld, list);
+		return;
+	}
+	for (int i = 0; i < config_setting_length(list); i++) {
+		config_setting_t *s = list_entry(ld, list, i);
+		if (s != NULL)
+			load_server(ld, s, where, &up->servers[up->n_servers++]);
+	}
+}
+
+static ptrdiff_t upstream_find(const struct config *cfg, size_t n, const char *name)
+{
+	for (size_t i = 0; i < n; i++)
+		if (cfg->upstreams[i].name != NULL && strcmp(cfg->upstreams[i].name, name) == 0)
+			return (ptrdiff_t)i;
+	return -1;
+}
+
+static void load_upstream(struct loader *ld, const config_setting_t *e, struct config_upstream *up)
+{
+	config_setting_t *name;
+	int rc;
+
+	check_keys(ld, e, UPSTREAM_KEYS);
+	rc = dup_string(ld, e, "name", &up->name);
+	if (rc == 0)
+		load_err(ld, e, "missing 'name' in upstream");
+	if (rc > 0 && up->name[0] == '\0') {
+		name = config_setting_get_member(e, "name");
+		load_err(ld, name, "bad value 'name' = \"\": must not be empty");
+	}
+	load_servers(ld, e, up);
+}
+
+static void load_upstreams(struct loader *ld, const config_setting_t *root)
+{
+	struct config *cfg = ld->cfg;
+	config_setting_t *list;
+
+	if (lookup(ld, root, "upstreams", KIND_LIST, &list) <= 0)
+		return;
+	if (config_setting_length(list) == 0)
+		return; /* reported as undefined upstreams by the routes */
+	cfg->upstreams = calloc((size_t)config_setting_length(list), sizeof(*cfg->upstreams));
+	if (cfg->upstreams == NULL) {
+		load_oom(ld, list);
+		return;
+	}
+	for (int i = 0; i < config_setting_length(list); i++) {
+		config_setting_t *e = list_entry(ld, list, i);
+		if (e == NULL)
+			continue;
+		struct config_upstream *up = &cfg->upstreams[cfg->n_upstreams];
+		load_upstream(ld, e, up);
+		if (up->name != NULL && upstream_find(cfg, cfg->n_upstreams, up->name) >= 0)
+			load_err(ld, e, "duplicate upstream '%s'", up->name);
+		cfg->n_upstreams++;
+	}
+}
+
+/* "name" or "*.suffix": hostname bytes only, a wildcard only as the first label. */
+static bool host_pattern_ok(const char *h)
+{
+	if (h[0] == '[') { /* IPv6 literal, matched as written in Host */
+		size_t n = strspn(h + 1, "0123456789abcdefABCDEF:.");
+		return n > 0 && h[1 + n] == ']' && h[2 + n] == '\0';
+	}
+	if (h[0] == '*') {
+		if (h[1] != '.')
+			return false;
+		h += 2;
+	}
+	if (*h == '\0' || *h == '.' || h[strlen(h) - 1] == '.' || strstr(h, "..") != NULL)
+		return false;
+	for (; *h != '\0'; h++)
+		if (!isalnum((unsigned char)*h) && *h != '-' && *h != '.' && *h != '_')
+			return false;
+	return true;
+}
+
+static void load_route_host(struct loader *ld, const config_setting_t *e, struct config_route *r)
+{
+	char q[CONFIG_QUOTE_MAX + 16];
+
+	if (dup_string(ld, e, "host", &r->host) <= 0)
+		return;
+	const config_setting_t *s = config_setting_get_member(e, "host");
+	lower_ascii(r->host);
+	size_t len = strlen(r->host);
+	/* "example.com." is the same name; route_match drops the dot too. */
+	if (len > 1 && r->host[len - 1] == '.' && r->host[len - 2] != '.')
+		r->host[len - 1] = '\0';
+	if (!host_pattern_ok(r->host))
+		load_err(ld, s, "bad value 'host' = %s: expected NAME or *.SUFFIX",
+			 quote(q, sizeof(q), config_setting_get_string(s)));
+}
+
+static void load_route_path(struct loader *ld, const config_setting_t *e, struct config_route *r)
+{
+	char q[CONFIG_QUOTE_MAX + 16];
+
+	if (dup_string(ld, e, "path_prefix", &r->path_prefix) <= 0)
+		return;
+	if (r->path_prefix[0] != '/')
+		load_err(ld, config_setting_get_member(e, "path_prefix"),
+			 "bad value 'path_prefix' = %s: must start with \"/\"",
+			 quote(q, sizeof(q), r->path_prefix));
+}
+
+static void load_route_upstream(struct loader *ld, const config_setting_t *e,
+				struct config_route *r)
+{
+	config_setting_t *s;
+	int rc = lookup(ld, e, "upstream", KIND_STRING, &s);
+
+	if (rc == 0)
+		load_err(ld, e, "missing 'upstream' in route '%s'", r->name);
+	if (rc <= 0)
+		return;
+	const char *name = config_setting_get_string(s);
+	ptrdiff_t idx = upstream_find(ld->cfg, ld->cfg->n_upstreams, name);
+	if (idx < 0)
+		load_err(ld, s, "undefined upstream '%s'", name);
+	else
+		r->upstream = (size_t)idx;
+}
+
+/* Match VALUE against NAMES (NULL-terminated); the index is the enum value. */
+static void load_enum(struct loader *ld, const config_setting_t *parent, const char *key,
+		      const char *const *names, const char *expected, int *dst)
+{
+	char q[CONFIG_QUOTE_MAX + 16], path[128];
+	config_setting_t *s;
+
+	if (lookup(ld, parent, key, KIND_STRING, &s) <= 0)
+		return;
+	const char *v = config_setting_get_string(s);
+	for (int i = 0; names[i] != NULL; i++) {
+		if (strcmp(names[i], v) == 0) {
+			*dst = i;
+			return;
+		}
+	}
+	load_err(ld, s, "bad value '%s' = %s: expected %s", setting_path(path, sizeof(path), s),
+		 quote(q, sizeof(q), v), expected);
+}
+
+static void load_route_upgrade(struct loader *ld, const config_setting_t *e, struct config_route *r)
+{
+	static const char *const names[] = {[CONFIG_UPGRADE_FORWARD] = "forward",
+					    [CONFIG_UPGRADE_STRIP] = "strip",
+					    [CONFIG_UPGRADE_DENY] = "deny",
+					    NULL};
+	int v = CONFIG_UPGRADE_FORWARD;
+
+	load_enum(ld, e, "upgrade", names, "forward, strip or deny", &v);
+	r->upgrade = (enum config_upgrade_policy)v;
+}
+
+static int protocols_default(struct config_route *r)
+{
+	r->protocols = calloc(1, sizeof(*r->protocols));
+	if (r->protocols == NULL)
+		return -1;
+	r->protocols[0] = strdup("websocket");
+	if (r->protocols[0] == NULL)
+		return -1;
+	r->n_protocols = 1;
+	return 0;
+}
+
+/* A protocol is "name" or "name/version", both tokens (RFC 9110 7.8). */
+static bool protocol_ok(const char *p)
+{
+	char buf[256];
+	const char *slash = strchr(p, '/');
+
+	if (slash == NULL)
+		return is_token(p);
+	size_t n = (size_t)(slash - p);
+	if (n >= sizeof(buf))
+		return false;
+	memcpy(buf, p, n);
+	buf[n] = '\0';
+	return is_token(buf) && is_token(slash + 1);
+}
+
+/* Checks one entry; returns true when it belongs in the allow-list. */
+static bool protocol_entry(struct loader *ld, const config_setting_t *el, struct config_route *r)
+{
+	char q[CONFIG_QUOTE_MAX + 16];
+	const char *v = config_setting_get_string(el);
+
+	if (strcmp(v, "*") == 0) {
+		r->any_protocol = true;
+		return false;
+	}
+	if (strncasecmp(v, "h2c", 3) == 0 && (v[3] == '\0' || v[3] == '/')) {
+		load_err(ld, el, "h2c cannot be allowed: HTTP/2 forbids Upgrade");
+		return false;
+	}
+	if (!protocol_ok(v)) {
+		load_err(ld, el, "bad value in 'protocols': %s is not a protocol token",
+			 quote(q, sizeof(q), v));
+		return false;
+	}
+	return true;
+}
+
+static void load_route_protocols(struct loader *ld, const config_setting_t *e,
+				 struct config_route *r)
+{
+	config_setting_t *arr;
+	int rc = lookup(ld, e, "protocols", KIND_STRINGS, &arr);
+
+	if (rc <= 0) {
+		if (protocols_default(r) < 0)
+			load_oom(ld, e);
+		return;
+	}
+	int n = config_setting_length(arr);
+	r->protocols = calloc(n > 0 ? (size_t)n : 1, sizeof(*r->protocols));
+	if (r->protocols == NULL) {
+		load_oom(ld, arr);
+		return;
+	}
+	for (int i = 0; i < n; i++) {
+		config_setting_t *el = config_setting_get_elem(arr, (unsigned)i);
+		if (!protocol_entry(ld, el, r))
+			continue;
+		char *p = strdup(config_setting_get_string(el));
+		if (p == NULL) {
+			load_oom(ld, el);
+			return;
+		}
+		lower_ascii(p);
+		r->protocols[r->n_protocols++] = p;
+	}
+}
+
+static void load_route_name(struct loader *ld, const config_setting_t *e, struct config_route *r,
+			    size_t pos)
+{
+	char buf[32];
+
+	if (dup_string(ld, e, "name", &r->name) > 0) {
+		if (r->name[0] == '\0')
+			load_err(ld, config_setting_get_member(e, "name"),
+				 "bad value 'name' = \"\": must not be empty");
+		for (size_t i = 0; i < pos; i++)
+			if (ld->cfg->routes[i].name != NULL &&
+			    strcmp(ld->cfg->routes[i].name, r->name) == 0)
+				load_err(ld, config_setting_get_member(e, "name"),
+					 "duplicate route '%s'", r->name);
+		return;
+	}
+	snprintf(buf, sizeof(buf), "#%zu", pos + 1);
+	r->name = strdup(buf);
+	if (r->name == NULL)
+		load_oom(ld, e);
+}
+
+static void load_route(struct loader *ld, const config_setting_t *e, struct config_route *r,
+		       size_t pos)
+{
+	check_keys(ld, e, ROUTE_KEYS);
+	r->line = setting_line(e);
+	load_route_name(ld, e, r, pos);
+	load_route_host(ld, e, r);
+	load_route_path(ld, e, r);
+	load_route_upstream(ld, e, r);
+	load_route_upgrade(ld, e, r);
+	load_route_protocols(ld, e, r);
+}
+
+static void load_routes(struct loader *ld, const config_setting_t *root)
+{
+	struct config *cfg = ld->cfg;
+	config_setting_t *list;
+	int rc = lookup(ld, root, "routes", KIND_LIST, &list);
+
+	if (rc == 0)
+		errors_addf(ld, ld->file, 0, "no 'routes'");
+	if (rc <= 0)
+		return;
+	if (config_setting_length(list) == 0) {
+		load_err(ld, list, "no 'routes'");
+		return;
+	}
+	cfg->routes = calloc((size_t)config_setting_length(list), sizeof(*cfg->routes));
+	if (cfg->routes == NULL) {
+		load_oom(ld, list);
+		return;
+	}
+	for (int i = 0; i < config_setting_length(list); i++) {
+		config_setting_t *e = list_entry(ld, list, i);
+		if (e == NULL)
+			continue;
+		load_route(ld, e, &cfg->routes[cfg->n_routes], (size_t)i);
+		cfg->n_routes++;
+	}
+}
+
+static void load_string_default(struct loader *ld, const config_setting_t *root, const char *key,
+				const char *def, char **dst)
+{
+	*dst = strdup(def);
+	if (*dst == NULL) {
+		load_oom(ld, root);
+		return;
+	}
+	dup_string(ld, root, key, dst);
+}
+
+static void load_logging(struct loader *ld, const config_setting_t *root)
+{
+	static const char *const levels[] = {"error", "warn", "info", "debug", NULL};
+	char q[CONFIG_QUOTE_MAX + 16];
+	struct config *cfg = ld->cfg;
+	int level = 2;
+
+	load_string_default(ld, root, "access_log", "stderr", &cfg->access_log);
+	load_string_default(ld, root, "error_log", "stderr", &cfg->error_log);
+	load_string_default(ld, root, "via", "switchyard", &cfg->via);
+	if (cfg->access_log != NULL && cfg->access_log[0] == '\0')
+		load_err(ld, config_setting_get_member(root, "access_log"),
+			 "bad value 'access_log' = \"\": expected \"stderr\", \"off\" or a path");
+	/* An error log cannot be switched off; "off" would silently be a file name. */
+	if (cfg->error_log != NULL && (cfg->error_log[0] == '\0' || !strcmp(cfg->error_log, "off")))
+		load_err(ld, config_setting_get_member(root, "error_log"),
+			 "bad value 'error_log' = %s: expected \"stderr\" or a path",
+			 quote(q, sizeof(q), cfg->error_log));
+	if (cfg->via != NULL && !is_token(cfg->via))
+		load_err(ld, config_setting_get_member(root, "via"),
+			 "bad value 'via' = %s: must be a token", quote(q, sizeof(q), cfg->via));
+	load_enum(ld, root, "log_level", levels, "error, warn, info or debug", &level);
+	cfg->log_level = strdup(levels[level]);
+	if (cfg->log_level == NULL)
+		load_oom(ld, root);
+}
+
+static void load_tunnel(struct loader *ld, const config_setting_t *root)
+{
+	static const char *const modes[] = {
+	    [CONFIG_TUNNEL_SPLICE] = "splice", [CONFIG_TUNNEL_COPY] = "copy", NULL};
+	config_setting_t *group;
+	int mode = CONFIG_TUNNEL_SPLICE;
+
+	if (lookup(ld, root, "tunnel", KIND_GROUP, &group) > 0) {
+		check_keys(ld, group, TUNNEL_KEYS);
+		load_enum(ld, group, "mode", modes, "splice or copy", &mode);
+	}
+	ld->cfg->tunnel_mode = (enum config_tunnel_mode)mode;
+}
+
+/* ---- entry points ----------------------------------------------------- */
+
+void config_free(struct config *cfg)
+{
+	if (cfg == NULL)
+		return;
+	for (size_t i = 0; i < cfg->n_upstreams; i++) {
+		free(cfg->upstreams[i].name);
+		free(cfg->upstreams[i].servers);
+	}
+	for (size_t i = 0; i < cfg->n_routes; i++) {
+		struct config_route *r = &cfg->routes[i];
+		for (size_t j = 0; j < r->n_protocols; j++)
+			free(r->protocols[j]);
+		free(r->protocols);
+		free(r->name);
+		free(r->host);
+		free(r->path_prefix);
+	}
+	free(cfg->upstreams);
+	free(cfg->routes);
+	free(cfg->listens);
+	free(cfg->access_log);
+	free(cfg->error_log);
+	free(cfg->log_level);
+	free(cfg->via);
+	free(cfg->file);
+	free(cfg);
+}
+
+/*
+ * Check up front that FILE can be read: libconfig reports only "file I/O
+ * error" without errno, and its scanner exits the process when read(2)
+ * fails on a directory.
+ */
+static int file_readable(const char *file, int *err)
+{
+	struct stat st;
+	FILE *fp = fopen(file, "r");
+
+	if (fp == NULL) {
+		*err = errno;
+		return -1;
+	}
+	if (fstat(fileno(fp), &st) < 0)
+		*err = errno;
+	else if (S_ISDIR(st.st_mode))
+		*err = EISDIR;
+	fclose(fp);
+	return *err != 0 ? -1 : 0;
+}
+
+static int config_read_checked(config_t *lc, struct loader *ld)
+{
+	int err = 0;
+
+	if (file_readable(ld->file, &err) < 0) {
+		errors_addf(ld, ld->file, 0, "cannot read: %s", strerror(err));
+		return -1;
+	}
+	if (config_read_file(lc, ld->file) == CONFIG_TRUE)
+		return 0;
+	if (config_error_type(lc) == CONFIG_ERR_FILE_IO) {
+		errors_addf(ld, ld->file, 0, "cannot read: %s", strerror(errno ? errno : EIO));
+		return -1;
+	}
+	/* For an error inside an @include, libconfig names that file. */
+	const char *efile = config_error_file(lc) ? config_error_file(lc) : ld->file;
+	errors_addf(ld, efile, config_error_line(lc), "%s", config_error_text(lc));
+	return -1;
+}
+
+static void load_root(struct loader *ld, const config_setting_t *root)
+{
+	check_keys(ld, root, ROOT_KEYS);
+	load_listen(ld, root);
+	load_timeouts(ld, root);
+	load_limits(ld, root);
+	load_upstreams(ld, root);
+	load_routes(ld, root);
+	load_logging(ld, root);
+	load_tunnel(ld, root);
+}
+
+struct config *config_load(const char *file, struct config_errors *errs)
+{
+	struct config_errors scratch;
+	struct loader ld;
+	config_t lc;
+
+	if (errs == NULL)
+		errs = &scratch;
+	memset(errs, 0, sizeof(*errs));
+	memset(&ld, 0, sizeof(ld));
+	ld.file = file;
+	ld.errs = errs;
+	ld.cfg = calloc(1, sizeof(*ld.cfg));
+	if (ld.cfg == NULL || (ld.cfg->file = strdup(file)) == NULL) {
+		errors_addf(&ld, file, 0, "out of memory");
+		goto fail_cfg;
+	}
+	config_init(&lc);
+	if (config_read_checked(&lc, &ld) == 0)
+		load_root(&ld, config_root_setting(&lc));
+	config_destroy(&lc);
+	errors_sort(&ld);
+	if (errs->n > 0 || errs->dropped > 0)
+		goto fail_cfg;
+	return ld.cfg;
+
+fail_cfg:
+	config_free(ld.cfg);
+	if (errs == &scratch)
+		config_errors_fini(&scratch);
+	return NULL;
+}

@@ -1,0 +1,685 @@
+/*
+ * check_config: config_load over temporary files, and the three value
+ * parsers. Every error message is asserted byte for byte (after the file
+ * name, which mkstemp chooses), including its line number.
+ */
+#include <check.h>
+#include <arpa/inet.h>
+#include <stdbool.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+
+#define N_ELEMS(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Lines 1-3 of most cases; a case's own text starts on line 4. */
+#define LISTEN "listen = ( { address = \"127.0.0.1:8080\"; } );\n"
+#define UPS                                                                                        \
+	"upstreams = ( { name = \"app\"; servers = ( { address = \"127.0.0.1:9000\"; } ); } );\n"
+#define ROUTES "routes = ( { upstream = \"app\"; } );\n"
+#define BASE LISTEN UPS ROUTES
+
+static char tmp_path[64];
+
+/* Write TEXT to a fresh temporary file, load it, remove the file. */
+static struct config *load_text(const char *text, struct config_errors *errs)
+{
+	snprintf(tmp_path, sizeof(tmp_path), "/tmp/check_config_XXXXXX");
+	int fd = mkstemp(tmp_path);
+	ck_assert_int_ge(fd, 0);
+	size_t len = strlen(text);
+	ck_assert_int_eq(write(fd, text, len), (ssize_t)len);
+	close(fd);
+	struct config *cfg = config_load(tmp_path, errs);
+	unlink(tmp_path);
+	return cfg;
+}
+
+/* errs->msg[i] must be tmp_path followed by expected[i] exactly. */
+static void assert_errors(const struct config_errors *errs, const char *const *expected,
+			  size_t n_expected)
+{
+	size_t plen = strlen(tmp_path);
+
+	bool same = errs->n == n_expected;
+	for (size_t i = 0; same && i < n_expected; i++)
+		same = strncmp(errs->msg[i], tmp_path, plen) == 0 &&
+		       strcmp(errs->msg[i] + plen, expected[i]) == 0;
+	for (size_t i = 0; !same && i < errs->n; i++)
+		fprintf(stderr, "  got: %s\n", errs->msg[i]);
+	ck_assert_uint_eq(errs->n, n_expected);
+	for (size_t i = 0; i < n_expected; i++) {
+		ck_assert_msg(strncmp(errs->msg[i], tmp_path, plen) == 0, "no file in '%s'",
+			      errs->msg[i]);
+		ck_assert_str_eq(errs->msg[i] + plen, expected[i]);
+	}
+	ck_assert_uint_eq(errs->dropped, 0);
+}
+
+/* ---- a full valid config, every value read back ----------------------- */
+
+/* Line numbers asserted below: routes start on lines 13, 15 and 17. */
+static const char FULL[] =
+    "listen = ( { address = \"127.0.0.1:8080\"; },\n"
+    "           { address = \"[::1]:8443\"; } );\n"
+    "timeouts = { header = \"250ms\"; keepalive = \"2m\"; connect = \"3\";\n"
+    "             response = \"1h\"; send = \"0\"; tunnel_idle = \"90s\"; tunnel_max = \"2h\"; };\n"
+    "limits = { header_bytes = \"32k\"; header_fields = 50; uri_bytes = 4096;\n"
+    "           max_connections = 20; };\n"
+    "upstreams = (\n"
+    "  { name = \"app\"; servers = ( { address = \"127.0.0.1:9000\"; weight = 5; },\n"
+    "                               { address = \"127.0.0.1:9001\"; } ); },\n"
+    "  { name = \"chat\"; servers = ( { address = \"[::1]:9100\"; weight = 1000; } ); }\n"
+    ");\n"
+    "routes = (\n"
+    "  { name = \"ws\"; host = \"*.Example.COM\"; path_prefix = \"/ws\"; upstream = \"chat\";\n"
+    "    upgrade = \"strip\"; protocols = [ \"WebSocket\", \"*\", \"foo/2\" ]; },\n"
+    "  { host = \"api.example.com.\"; upstream = \"app\"; upgrade = \"deny\";\n"
+    "    protocols = [ ]; },\n"
+    "  { upstream = \"app\"; }\n"
+    ");\n"
+    "access_log = \"/var/log/sy/access.log\";\n"
+    "error_log = \"/var/log/sy/error.log\";\n"
+    "log_level = \"debug\";\n"
+    "via = \"edge-1\";\n"
+    "tunnel = { mode = \"copy\"; };\n";
+
+START_TEST(test_full)
+{
+	struct config_errors errs;
+	struct config *cfg = load_text(FULL, &errs);
+
+	assert_errors(&errs, NULL, 0);
+	ck_assert_ptr_nonnull(cfg);
+	ck_assert_str_eq(cfg->file, tmp_path);
+
+	ck_assert_uint_eq(cfg->n_listens, 2);
+	ck_assert_str_eq(cfg->listens[0].addr.text, "127.0.0.1:8080");
+	ck_assert_int_eq(cfg->listens[0].addr.ss.ss_family, AF_INET);
+	ck_assert_uint_eq(cfg->listens[0].addr.len, sizeof(struct sockaddr_in));
+	ck_assert_int_eq(cfg->listens[0].line, 1);
+	ck_assert_str_eq(cfg->listens[1].addr.text, "[::1]:8443");
+	ck_assert_int_eq(cfg->listens[1].addr.ss.ss_family, AF_INET6);
+	ck_assert_uint_eq(ntohs(((struct sockaddr_in6 *)&cfg->listens[1].addr.ss)->sin6_port),
+			  8443);
+	ck_assert_int_eq(cfg->listens[1].line, 2);
+
+	ck_assert_uint_eq(cfg->timeouts.header, 250);
+	ck_assert_uint_eq(cfg->timeouts.keepalive, 120000);
+	ck_assert_uint_eq(cfg->timeouts.connect, 3000);
+	ck_assert_uint_eq(cfg->timeouts.response, 3600000);
+	ck_assert_uint_eq(cfg->timeouts.send, 0);
+	ck_assert_uint_eq(cfg->timeouts.tunnel_idle, 90000);
+	ck_assert_uint_eq(cfg->timeouts.tunnel_max, 7200000);
+
+	ck_assert_uint_eq(cfg->limits.header_bytes, 32768);
+	ck_assert_uint_eq(cfg->limits.header_fields, 50);
+	ck_assert_uint_eq(cfg->limits.uri_bytes, 4096);
+	ck_assert_uint_eq(cfg->limits.max_connections, 20);
+
+	ck_assert_uint_eq(cfg->n_upstreams, 2);
+	ck_assert_str_eq(cfg->upstreams[0].name, "app");
+	ck_assert_uint_eq(cfg->upstreams[0].n_servers, 2);
+	ck_assert_str_eq(cfg->upstreams[0].servers[0].addr.text, "127.0.0.1:9000");
+	ck_assert_uint_eq(cfg->upstreams[0].servers[0].weight, 5);
+	ck_assert_str_eq(cfg->upstreams[0].servers[1].addr.text, "127.0.0.1:9001");
+	ck_assert_uint_eq(cfg->upstreams[0].servers[1].weight, 1);
+	ck_assert_str_eq(cfg->upstreams[1].name, "chat");
+	ck_assert_uint_eq(cfg->upstreams[1].n_servers, 1);
+	ck_assert_uint_eq(cfg->upstreams[1].servers[0].weight, 1000);
+
+	ck_assert_uint_eq(cfg->n_routes, 3);
+	const struct config_route *r = &cfg->routes[0];
+	ck_assert_str_eq(r->name, "ws");
+	ck_assert_str_eq(r->host, "*.example.com");
+	ck_assert_str_eq(r->path_prefix, "/ws");
+	ck_assert_uint_eq(r->upstream, 1);
+	ck_assert_int_eq(r->upgrade, CONFIG_UPGRADE_STRIP);
+	ck_assert(r->any_protocol);
+	ck_assert_uint_eq(r->n_protocols, 2); /* "*" is the flag, not a list entry */
+	ck_assert_str_eq(r->protocols[0], "websocket");
+	ck_assert_str_eq(r->protocols[1], "foo/2");
+	ck_assert_int_eq(r->line, 13);
+
+	r = &cfg->routes[1];
+	ck_assert_str_eq(r->name, "#2");
+	ck_assert_str_eq(r->host, "api.example.com"); /* trailing dot dropped */
+	ck_assert_ptr_null(r->path_prefix);
+	ck_assert_uint_eq(r->upstream, 0);
+	ck_assert_int_eq(r->upgrade, CONFIG_UPGRADE_DENY);
+	ck_assert(!r->any_protocol);
+	ck_assert_uint_eq(r->n_protocols, 0);
+	ck_assert_int_eq(r->line, 15);
+
+	r = &cfg->routes[2];
+	ck_assert_str_eq(r->name, "#3");
+	ck_assert_ptr_null(r->host);
+	ck_assert_int_eq(r->line, 17);
+
+	ck_assert_str_eq(cfg->access_log, "/var/log/sy/access.log");
+	ck_assert_str_eq(cfg->error_log, "/var/log/sy/error.log");
+	ck_assert_str_eq(cfg->log_level, "debug");
+	ck_assert_str_eq(cfg->via, "edge-1");
+	ck_assert_int_eq(cfg->tunnel_mode, CONFIG_TUNNEL_COPY);
+	config_free(cfg);
+	config_errors_fini(&errs);
+}
+END_TEST
+
+START_TEST(test_defaults)
+{
+	struct config_errors errs;
+	struct config *cfg = load_text(BASE, &errs);
+
+	assert_errors(&errs, NULL, 0);
+	ck_assert_ptr_nonnull(cfg);
+	ck_assert_uint_eq(cfg->timeouts.header, 10000);
+	ck_assert_uint_eq(cfg->timeouts.keepalive, 60000);
+	ck_assert_uint_eq(cfg->timeouts.connect, 5000);
+	ck_assert_uint_eq(cfg->timeouts.response, 60000);
+	ck_assert_uint_eq(cfg->timeouts.send, 60000);
+	ck_assert_uint_eq(cfg->timeouts.tunnel_idle, 3600000);
+	ck_assert_uint_eq(cfg->timeouts.tunnel_max, 0);
+	ck_assert_uint_eq(cfg->limits.header_bytes, 16384);
+	ck_assert_uint_eq(cfg->limits.header_fields, 100);
+	ck_assert_uint_eq(cfg->limits.uri_bytes, 8192);
+	ck_assert_uint_eq(cfg->limits.max_connections, 10000);
+	ck_assert_uint_eq(cfg->upstreams[0].servers[0].weight, 1);
+	const struct config_route *r = &cfg->routes[0];
+	ck_assert_str_eq(r->name, "#1");
+	ck_assert_ptr_null(r->host);
+	ck_assert_ptr_null(r->path_prefix);
+	ck_assert_uint_eq(r->upstream, 0);
+	ck_assert_int_eq(r->upgrade, CONFIG_UPGRADE_FORWARD);
+	ck_assert_uint_eq(r->n_protocols, 1);
+	ck_assert_str_eq(r->protocols[0], "websocket");
+	ck_assert(!r->any_protocol);
+	ck_assert_str_eq(cfg->access_log, "stderr");
+	ck_assert_str_eq(cfg->error_log, "stderr");
+	ck_assert_str_eq(cfg->log_level, "info");
+	ck_assert_str_eq(cfg->via, "switchyard");
+	ck_assert_int_eq(cfg->tunnel_mode, CONFIG_TUNNEL_SPLICE);
+	config_free(cfg);
+	config_errors_fini(&errs);
+}
+END_TEST
+
+/* Empty groups are allowed and leave every default in place. */
+START_TEST(test_empty_groups)
+{
+	struct config_errors errs;
+	struct config *cfg =
+	    load_text(BASE "timeouts = { };\nlimits = { };\ntunnel = { };\n", &errs);
+
+	assert_errors(&errs, NULL, 0);
+	ck_assert_ptr_nonnull(cfg);
+	ck_assert_uint_eq(cfg->timeouts.header, 10000);
+	ck_assert_uint_eq(cfg->limits.header_bytes, 16384);
+	ck_assert_int_eq(cfg->tunnel_mode, CONFIG_TUNNEL_SPLICE);
+	config_free(cfg);
+	config_errors_fini(&errs);
+}
+END_TEST
+
+START_TEST(test_example_file)
+{
+	struct config_errors errs;
+	struct config *cfg = config_load("etc/switchyard.conf", &errs);
+
+	for (size_t i = 0; i < errs.n; i++)
+		fprintf(stderr, "  got: %s\n", errs.msg[i]);
+	ck_assert_ptr_nonnull(cfg);
+	ck_assert_str_eq(cfg->listens[0].addr.text, "127.0.0.1:8080");
+	ck_assert_str_eq(cfg->upstreams[0].name, "app");
+	ck_assert_str_eq(cfg->upstreams[0].servers[0].addr.text, "127.0.0.1:9000");
+	ck_assert_uint_eq(cfg->n_routes, 2);
+	ck_assert_str_eq(cfg->routes[0].name, "ws");
+	ck_assert_str_eq(cfg->routes[0].path_prefix, "/ws");
+	ck_assert_ptr_null(cfg->routes[1].path_prefix);
+	ck_assert_ptr_null(cfg->routes[1].host);
+	config_free(cfg);
+	config_errors_fini(&errs);
+}
+END_TEST
+
+/* ---- one error each --------------------------------------------------- */
+
+struct err_case {
+	const char *text;
+	const char *want[3]; /* after the file name; NULL-terminated */
+};
+
+static const struct err_case ERR_CASES[] = {
+    /* unknown keys, top level and in every nested group */
+    {BASE "bogus = 1;\n", {":4: unknown key 'bogus'"}},
+    {BASE "timeouts = { header = \"1s\";\n hedaer = \"2s\"; };\n",
+     {":5: unknown key 'timeouts.hedaer'"}},
+    {BASE "limits = { foo = 1; };\n", {":4: unknown key 'limits.foo'"}},
+    {BASE "tunnel = { mode = \"copy\"; speed = 1; };\n", {":4: unknown key 'tunnel.speed'"}},
+    {"listen = ( { address = \"127.0.0.1:8080\"; backlog = 5; } );\n" UPS ROUTES,
+     {":1: unknown key 'backlog'"}},
+    {LISTEN "upstreams = ( { name = \"app\"; balance = \"rr\";\n"
+	    "  servers = ( { address = \"127.0.0.1:9000\"; } ); } );\n" ROUTES,
+     {":2: unknown key 'balance'"}},
+    {LISTEN "upstreams = ( { name = \"app\";\n"
+	    "  servers = ( { address = \"127.0.0.1:9000\"; wieght = 2; } ); } );\n" ROUTES,
+     {":3: unknown key 'wieght'"}},
+    {LISTEN UPS "routes = ( { upstream = \"app\"; hots = \"x\"; } );\n",
+     {":3: unknown key 'hots'"}},
+
+    /* wrong types */
+    {BASE "timeouts = { header = 10; };\n", {":4: 'timeouts.header' must be a string"}},
+    {BASE "timeouts = \"10s\";\n", {":4: 'timeouts' must be a group"}},
+    {BASE "limits = \"big\";\n", {":4: 'limits' must be a group"}},
+    {BASE "tunnel = \"copy\";\n", {":4: 'tunnel' must be a group"}},
+    {BASE "limits = { header_fields = \"100\"; };\n",
+     {":4: 'limits.header_fields' must be an integer"}},
+    {BASE "limits = { header_bytes = 1.5; };\n",
+     {":4: 'limits.header_bytes' must be an integer or a size string"}},
+    {LISTEN "upstreams = ( { name = \"app\";\n"
+	    "  servers = ( { address = \"127.0.0.1:9000\"; weight = \"2\"; } ); } );\n" ROUTES,
+     {":3: 'weight' must be an integer"}},
+    {"listen = \"127.0.0.1:8080\";\n" UPS ROUTES, {":1: 'listen' must be a list of groups"}},
+    {"listen = ( \"127.0.0.1:8080\" );\n" UPS ROUTES, {":1: each 'listen' entry must be a group"}},
+    {"listen = ( { address = 8080; } );\n" UPS ROUTES, {":1: 'address' must be a string"}},
+    {LISTEN "upstreams = { name = \"app\"; };\n" ROUTES,
+     {":2: 'upstreams' must be a list of groups", ":3: undefined upstream 'app'"}},
+    {LISTEN UPS "routes = { upstream = \"app\"; };\n", {":3: 'routes' must be a list of groups"}},
+    {LISTEN UPS "routes = ( { upstream = 1; } );\n", {":3: 'upstream' must be a string"}},
+    {LISTEN UPS "routes = ( { upstream = \"app\"; protocols = \"websocket\"; } );\n",
+     {":3: 'protocols' must be an array of strings"}},
+    {LISTEN UPS "routes = ( { upstream = \"app\"; protocols = [ 1, 2 ]; } );\n",
+     {":3: 'protocols' must be an array of strings"}},
+    {LISTEN UPS "routes = ( { upstream = \"app\"; upgrade = true; } );\n",
+     {":3: 'upgrade' must be a string"}},
+    {BASE "via = true;\n", {":4: 'via' must be a string"}},
+    {BASE "access_log = 1;\n", {":4: 'access_log' must be a string"}},
+    {BASE "log_level = 3;\n", {":4: 'log_level' must be a string"}},
+
+    /* durations */
+    {BASE "timeouts = { header = \"10x\"; };\n", {":4: bad duration 'timeouts.header' = \"10x\""}},
+    {BASE "timeouts = { tunnel_idle = \"-1s\"; };\n",
+     {":4: bad duration 'timeouts.tunnel_idle' = \"-1s\""}},
+    {BASE "timeouts = { connect = \"\"; };\n", {":4: bad duration 'timeouts.connect' = \"\""}},
+    {BASE "timeouts = { send = \"99999999999999999999s\"; };\n",
+     {":4: bad duration 'timeouts.send' = \"99999999999999999999s\""}},
+    /* control bytes are escaped so one error stays one line */
+    {BASE "timeouts = { keepalive = \"1\\n0s\"; };\n",
+     {":4: bad duration 'timeouts.keepalive' = \"1\\x0a0s\""}},
+
+    /* addresses */
+    {"listen = ( { address = \"127.0.0.1\"; } );\n" UPS ROUTES,
+     {":1: bad address \"127.0.0.1\" in 'listen': expected HOST:PORT"}},
+    {"listen = ( { address = \"127.0.0.1:0\"; } );\n" UPS ROUTES,
+     {":1: bad address \"127.0.0.1:0\" in 'listen': port must be 1..65535"}},
+    {"listen = ( { address = \"localhost:80\"; } );\n" UPS ROUTES,
+     {":1: bad address \"localhost:80\" in 'listen': host must be a numeric IPv4 address (no "
+      "DNS)"}},
+    {"listen = ( { address = \"::1:80\"; } );\n" UPS ROUTES,
+     {":1: bad address \"::1:80\" in 'listen': IPv6 addresses need brackets: [IPV6]:PORT"}},
+    {"listen = ( { address = \"[::1]80\"; } );\n" UPS ROUTES,
+     {":1: bad address \"[::1]80\" in 'listen': expected [IPV6]:PORT"}},
+    {"listen = ( { address = \"[fe80::zz]:80\"; } );\n" UPS ROUTES,
+     {":1: bad address \"[fe80::zz]:80\" in 'listen': host must be a numeric IPv6 address"}},
+    {LISTEN "upstreams = ( { name = \"app\";\n"
+	    "  servers = ( { address = \"app.local:9000\"; } ); } );\n" ROUTES,
+     {":3: bad address \"app.local:9000\" in upstream 'app': host must be a numeric IPv4 "
+      "address (no DNS)"}},
+    {"listen = ( { } );\n" UPS ROUTES, {":1: missing 'address' in 'listen'"}},
+    {LISTEN "upstreams = ( { name = \"app\"; servers = ( { weight = 2; } ); } );\n" ROUTES,
+     {":2: missing 'address' in upstream 'app'"}},
+    {"listen = ( { address = \"127.0.0.1:8080\"; },\n { address = \"127.0.0.1:8080\"; } );\n" UPS
+	 ROUTES,
+     {":2: duplicate address \"127.0.0.1:8080\" in 'listen'"}},
+
+    /* sizes and limits */
+    {BASE "limits = { header_bytes = \"16x\"; };\n",
+     {":4: bad size 'limits.header_bytes' = \"16x\""}},
+    {BASE "limits = { uri_bytes = \"k\"; };\n", {":4: bad size 'limits.uri_bytes' = \"k\""}},
+    {BASE "limits = { header_bytes = 100; };\n",
+     {":4: bad value 'limits.header_bytes' = 100: must be >= 256"}},
+    {BASE "limits = { header_fields = 0; };\n",
+     {":4: bad value 'limits.header_fields' = 0: must be >= 1"}},
+    {BASE "limits = { max_connections = -5; };\n",
+     {":4: bad value 'limits.max_connections' = -5: must be >= 1"}},
+
+    /* upstreams */
+    {LISTEN "upstreams = ( );\n" ROUTES, {":3: undefined upstream 'app'"}},
+    {LISTEN "upstreams = ( { name = \"app\"; servers = ( { address = \"127.0.0.1:9000\"; } ); },\n"
+	    "  { name = \"app\"; servers = ( { address = \"127.0.0.1:9001\"; } ); } );\n" ROUTES,
+     {":3: duplicate upstream 'app'"}},
+    {LISTEN "upstreams = ( { name = \"app\"; servers = ( ); } );\n" ROUTES,
+     {":2: upstream 'app' has no servers"}},
+    {LISTEN "upstreams = ( { name = \"app\"; } );\n" ROUTES, {":2: upstream 'app' has no servers"}},
+    {LISTEN "upstreams = ( { name = \"\"; servers = ( { address = \"127.0.0.1:1\"; } ); },\n"
+	    "  { name = \"app\"; servers = ( { address = \"127.0.0.1:2\"; } ); } );\n" ROUTES,
+     {":2: bad value 'name' = \"\": must not be empty"}},
+    {LISTEN "upstreams = ( { servers = ( { address = \"127.0.0.1:1\"; } ); },\n"
+	    "  { name = \"app\"; servers = ( { address = \"127.0.0.1:2\"; } ); } );\n" ROUTES,
+     {":2: missing 'name' in upstream"}},
+    {LISTEN "upstreams = ( { name = \"app\";\n"
+	    "  servers = ( { address = \"127.0.0.1:9000\"; weight = 0; } ); } );\n" ROUTES,
+     {":3: bad value 'weight' = 0: must be 1..1000"}},
+    {LISTEN "upstreams = ( { name = \"app\";\n"
+	    "  servers = ( { address = \"127.0.0.1:9000\"; weight = 1001; } ); } );\n" ROUTES,
+     {":3: bad value 'weight' = 1001: must be 1..1000"}},
+
+    /* listen and routes required */
+    {UPS ROUTES, {": no 'listen' addresses"}},
+    {"listen = ( );\n" UPS ROUTES, {":1: no 'listen' addresses"}},
+    {LISTEN UPS, {": no 'routes'"}},
+    {LISTEN UPS "routes = ( );\n", {":3: no 'routes'"}},
+
+    /* routes */
+    {LISTEN UPS "routes = ( { upstream = \"nope\"; } );\n", {":3: undefined upstream 'nope'"}},
+    {LISTEN ROUTES, {":2: undefined upstream 'app'"}},
+    {LISTEN UPS "routes = ( { upstream = \"app\"; },\n { name = \"x\"; } );\n",
+     {":4: missing 'upstream' in route 'x'"}},
+    {LISTEN UPS "routes = ( { upstream = \"app\"; },\n { host = \"a.b\"; } );\n",
+     {":4: missing 'upstream' in route '#2'"}},
+    {LISTEN UPS "routes = ( { upstream = \"app\";\n protocols = [ \"websocket\", \"h2c\" ]; } );\n",
+     {":4: h2c cannot be allowed: HTTP/2 forbids Upgrade"}},
+    {LISTEN UPS "routes = ( { upstream = \"app\"; protocols = [ \"*\", \"H2C\" ]; } );\n",
+     {":3: h2c cannot be allowed: HTTP/2 forbids Upgrade"}},
+    {LISTEN UPS "routes = ( { upstream = \"app\"; protocols = [ \"web socket\" ]; } );\n",
+     {":3: bad value in 'protocols': \"web socket\" is not a protocol token"}},
+    {LISTEN UPS "routes = ( { upstream = \"app\"; upgrade = \"sideways\"; } );\n",
+     {":3: bad value 'upgrade' = \"sideways\": expected forward, strip or deny"}},
+    {LISTEN UPS "routes = ( { upstream = \"app\"; path_prefix = \"ws\"; } );\n",
+     {":3: bad value 'path_prefix' = \"ws\": must start with \"/\""}},
+    {LISTEN UPS "routes = ( { upstream = \"app\"; host = \"a b\"; } );\n",
+     {":3: bad value 'host' = \"a b\": expected NAME or *.SUFFIX"}},
+    {LISTEN UPS "routes = ( { upstream = \"app\"; host = \"*\"; } );\n",
+     {":3: bad value 'host' = \"*\": expected NAME or *.SUFFIX"}},
+    {LISTEN UPS "routes = ( { upstream = \"app\"; host = \"a..example.com\"; } );\n",
+     {":3: bad value 'host' = \"a..example.com\": expected NAME or *.SUFFIX"}},
+    {LISTEN UPS "routes = ( { upstream = \"app\"; host = \"example.com:80\"; } );\n",
+     {":3: bad value 'host' = \"example.com:80\": expected NAME or *.SUFFIX"}},
+    {LISTEN UPS "routes = ( { name = \"a\"; upstream = \"app\"; },\n"
+		"  { name = \"a\"; upstream = \"app\"; } );\n",
+     {":4: duplicate route 'a'"}},
+    {LISTEN UPS "routes = ( { name = \"\"; upstream = \"app\"; } );\n",
+     {":3: bad value 'name' = \"\": must not be empty"}},
+
+    /* top-level scalars */
+    {BASE "tunnel = { mode = \"zerocopy\"; };\n",
+     {":4: bad value 'tunnel.mode' = \"zerocopy\": expected splice or copy"}},
+    {BASE "log_level = \"loud\";\n",
+     {":4: bad value 'log_level' = \"loud\": expected error, warn, info or debug"}},
+    {BASE "via = \"my proxy\";\n", {":4: bad value 'via' = \"my proxy\": must be a token"}},
+    {BASE "via = \"\";\n", {":4: bad value 'via' = \"\": must be a token"}},
+    {BASE "error_log = \"off\";\n",
+     {":4: bad value 'error_log' = \"off\": expected \"stderr\" or a path"}},
+    {BASE "access_log = \"\";\n",
+     {":4: bad value 'access_log' = \"\": expected \"stderr\", \"off\" or a path"}},
+
+    /* libconfig parse errors: FILE:LINE: text, nothing else checked */
+    {LISTEN "upstreams = ( { name = \"app\"\n  servers = ( ; ) } );\n" ROUTES,
+     {":3: syntax error"}},
+    {LISTEN UPS ROUTES "via = \"a\";\nvia = \"b\";\n", {":5: duplicate setting name"}},
+};
+
+START_TEST(test_error_case)
+{
+	const struct err_case *c = &ERR_CASES[_i];
+	struct config_errors errs;
+	size_t n = 0;
+
+	while (n < N_ELEMS(c->want) && c->want[n] != NULL)
+		n++;
+	struct config *cfg = load_text(c->text, &errs);
+	ck_assert_ptr_null(cfg);
+	assert_errors(&errs, c->want, n);
+	config_errors_fini(&errs);
+	ck_assert_uint_eq(errs.n, 0);
+}
+END_TEST
+
+/* Every error in one file, reported together in line order. */
+START_TEST(test_many_errors)
+{
+	static const char text[] =
+	    "listen = ( { address = \"1.2.3.4\"; } );\n"
+	    "bogus = 1;\n"
+	    "timeouts = { header = \"x\"; };\n"
+	    "upstreams = ( { name = \"app\";\n"
+	    "  servers = ( { address = \"127.0.0.1:9000\"; weight = 0; } ); } );\n"
+	    "routes = ( { upstream = \"nope\"; upgrade = \"maybe\"; },\n"
+	    "  { upstream = \"app\"; protocols = [ \"h2c\" ]; path_prefix = \"x\"; } );\n"
+	    "tunnel = { mode = \"fast\"; };\n"
+	    "limits = { header_bytes = 1; };\n";
+	static const char *const want[] = {
+	    ":1: bad address \"1.2.3.4\" in 'listen': expected HOST:PORT",
+	    ":2: unknown key 'bogus'",
+	    ":3: bad duration 'timeouts.header' = \"x\"",
+	    ":5: bad value 'weight' = 0: must be 1..1000",
+	    ":6: undefined upstream 'nope'",
+	    ":6: bad value 'upgrade' = \"maybe\": expected forward, strip or deny",
+	    ":7: bad value 'path_prefix' = \"x\": must start with \"/\"",
+	    ":7: h2c cannot be allowed: HTTP/2 forbids Upgrade",
+	    ":8: bad value 'tunnel.mode' = \"fast\": expected splice or copy",
+	    ":9: bad value 'limits.header_bytes' = 1: must be >= 256",
+	};
+	struct config_errors errs;
+
+	ck_assert_ptr_null(load_text(text, &errs));
+	assert_errors(&errs, want, N_ELEMS(want));
+	config_errors_fini(&errs);
+}
+END_TEST
+
+/* Beyond CONFIG_MAX_ERRORS the rest are counted, not kept. */
+START_TEST(test_error_overflow)
+{
+	char text[8192];
+	size_t o = (size_t)snprintf(text, sizeof(text), "%s", BASE);
+	struct config_errors errs;
+
+	for (int i = 0; i < CONFIG_MAX_ERRORS + 6; i++)
+		o += (size_t)snprintf(text + o, sizeof(text) - o, "bad%d = 1;\n", i);
+	ck_assert_ptr_null(load_text(text, &errs));
+	ck_assert_uint_eq(errs.n, CONFIG_MAX_ERRORS);
+	ck_assert_uint_eq(errs.dropped, 6);
+	ck_assert_str_eq(errs.msg[0] + strlen(tmp_path), ":4: unknown key 'bad0'");
+	config_errors_fini(&errs);
+}
+END_TEST
+
+START_TEST(test_missing_file)
+{
+	struct config_errors errs;
+
+	ck_assert_ptr_null(config_load("/nonexistent/switchyard.conf", &errs));
+	ck_assert_uint_eq(errs.n, 1);
+	ck_assert_str_eq(errs.msg[0],
+			 "/nonexistent/switchyard.conf: cannot read: No such file or directory");
+	config_errors_fini(&errs);
+
+	ck_assert_ptr_null(config_load("/tmp", &errs));
+	ck_assert_uint_eq(errs.n, 1);
+	ck_assert_str_eq(errs.msg[0], "/tmp: cannot read: Is a directory");
+	config_errors_fini(&errs);
+
+	/* errs is optional */
+	ck_assert_ptr_null(config_load("/nonexistent/switchyard.conf", NULL));
+	config_free(NULL);
+	config_errors_fini(NULL);
+}
+END_TEST
+
+/* ---- value parsers ---------------------------------------------------- */
+
+static const struct {
+	const char *text;
+	int rc;
+	uint64_t ms;
+} DURATIONS[] = {
+    {"10s", 0, 10000},
+    {"250ms", 0, 250},
+    {"5m", 0, 300000},
+    {"1h", 0, 3600000},
+    {"0", 0, 0},
+    {"0s", 0, 0},
+    {"7", 0, 7000},
+    {"007ms", 0, 7},
+    {"18446744073709551615ms", 0, UINT64_MAX},
+    {"18446744073709551616ms", -1, 0}, /* digits overflow */
+    {"18446744073709552s", -1, 0},     /* unit overflow */
+    {"", -1, 0},
+    {"s", -1, 0},
+    {"-1s", -1, 0},
+    {"+1s", -1, 0},
+    {" 1s", -1, 0},
+    {"1 s", -1, 0},
+    {"1s ", -1, 0},
+    {"1.5s", -1, 0},
+    {"10x", -1, 0},
+    {"10ss", -1, 0},
+    {"10S", -1, 0},
+    {"1h30m", -1, 0},
+    {"1d", -1, 0},
+};
+
+START_TEST(test_parse_duration)
+{
+	uint64_t ms = 12345;
+	int rc = config_parse_duration(DURATIONS[_i].text, &ms);
+
+	ck_assert_msg(rc == DURATIONS[_i].rc, "'%s': rc %d", DURATIONS[_i].text, rc);
+	ck_assert_uint_eq(ms, rc == 0 ? DURATIONS[_i].ms : 12345); /* untouched on failure */
+}
+END_TEST
+
+static const struct {
+	const char *text;
+	int rc;
+	uint64_t bytes;
+} SIZES[] = {
+    {"512", 0, 512},
+    {"0", 0, 0},
+    {"64k", 0, 65536},
+    {"64K", 0, 65536},
+    {"1m", 0, 1048576},
+    {"1M", 0, 1048576},
+    {"2g", 0, 2147483648ULL},
+    {"17179869183g", 0, 17179869183ULL << 30},
+    {"17179869184g", -1, 0}, /* 2^64 */
+    {"", -1, 0},
+    {"k", -1, 0},
+    {"-1", -1, 0},
+    {"1kb", -1, 0},
+    {"1t", -1, 0},
+    {"1.5k", -1, 0},
+    {" 1", -1, 0},
+};
+
+START_TEST(test_parse_size)
+{
+	uint64_t bytes = 777;
+	int rc = config_parse_size(SIZES[_i].text, &bytes);
+
+	ck_assert_msg(rc == SIZES[_i].rc, "'%s': rc %d", SIZES[_i].text, rc);
+	ck_assert_uint_eq(bytes, rc == 0 ? SIZES[_i].bytes : 777);
+}
+END_TEST
+
+static const struct {
+	const char *text;
+	int family; /* 0 = must fail */
+	const char *host;
+	unsigned port;
+} ADDRESSES[] = {
+    {"127.0.0.1:8080", AF_INET, "127.0.0.1", 8080},
+    {"0.0.0.0:1", AF_INET, "0.0.0.0", 1},
+    {"10.1.2.3:65535", AF_INET, "10.1.2.3", 65535},
+    {"[::1]:443", AF_INET6, "::1", 443},
+    {"[::]:80", AF_INET6, "::", 80},
+    {"[2001:db8::1]:8080", AF_INET6, "2001:db8::1", 8080},
+    {"[::ffff:127.0.0.1]:80", AF_INET6, "::ffff:127.0.0.1", 80},
+    {"127.0.0.1", 0, NULL, 0},
+    {"127.0.0.1:", 0, NULL, 0},
+    {"127.0.0.1:0", 0, NULL, 0},
+    {"127.0.0.1:65536", 0, NULL, 0},
+    {"127.0.0.1:008080", 0, NULL, 0},
+    {"127.0.0.1:+80", 0, NULL, 0},
+    {"127.0.0.1:-80", 0, NULL, 0},
+    {"127.0.0.1:80x", 0, NULL, 0},
+    {"127.0.0.1: 80", 0, NULL, 0},
+    {"256.0.0.1:80", 0, NULL, 0},
+    {"127.1:80", 0, NULL, 0},
+    {"localhost:80", 0, NULL, 0},
+    {":80", 0, NULL, 0},
+    {"::1:80", 0, NULL, 0},
+    {"[::1]", 0, NULL, 0},
+    {"[::1]:", 0, NULL, 0},
+    {"[::1:80", 0, NULL, 0},
+    {"[127.0.0.1]:80", 0, NULL, 0},
+    {"[fe80::1%lo]:80", 0, NULL, 0},
+    {"", 0, NULL, 0},
+    {"[0000:0000:0000:0000:0000:0000:0000:0001]:65535xxxxxxxxxxxxxxxxxxxxxxxx", 0, NULL, 0},
+};
+
+START_TEST(test_parse_address)
+{
+	struct config_addr a;
+	char buf[INET6_ADDRSTRLEN];
+	int rc = config_parse_address(ADDRESSES[_i].text, &a);
+
+	if (ADDRESSES[_i].family == 0) {
+		ck_assert_msg(rc == -1, "'%s' accepted", ADDRESSES[_i].text);
+		return;
+	}
+	ck_assert_msg(rc == 0, "'%s' rejected", ADDRESSES[_i].text);
+	ck_assert_int_eq(a.ss.ss_family, ADDRESSES[_i].family);
+	ck_assert_str_eq(a.text, ADDRESSES[_i].text);
+	if (a.ss.ss_family == AF_INET) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)&a.ss;
+		ck_assert_uint_eq(a.len, sizeof(*sin));
+		ck_assert_uint_eq(ntohs(sin->sin_port), ADDRESSES[_i].port);
+		inet_ntop(AF_INET, &sin->sin_addr, buf, sizeof(buf));
+	} else {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&a.ss;
+		ck_assert_uint_eq(a.len, sizeof(*sin6));
+		ck_assert_uint_eq(ntohs(sin6->sin6_port), ADDRESSES[_i].port);
+		inet_ntop(AF_INET6, &sin6->sin6_addr, buf, sizeof(buf));
+	}
+	ck_assert_str_eq(buf, ADDRESSES[_i].host);
+}
+END_TEST
+
+static Suite *config_suite(void)
+{
+	Suite *s = suite_create("config");
+	TCase *tc = tcase_create("load");
+
+	tcase_add_test(tc, test_full);
+	tcase_add_test(tc, test_defaults);
+	tcase_add_test(tc, test_empty_groups);
+	tcase_add_test(tc, test_example_file);
+	tcase_add_loop_test(tc, test_error_case, 0, (int)N_ELEMS(ERR_CASES));
+	tcase_add_test(tc, test_many_errors);
+	tcase_add_test(tc, test_error_overflow);
+	tcase_add_test(tc, test_missing_file);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("parse");
+	tcase_add_loop_test(tc, test_parse_duration, 0, (int)N_ELEMS(DURATIONS));
+	tcase_add_loop_test(tc, test_parse_size, 0, (int)N_ELEMS(SIZES));
+	tcase_add_loop_test(tc, test_parse_address, 0, (int)N_ELEMS(ADDRESSES));
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(config_suite());
+
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
