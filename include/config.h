@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 
 #define CONFIG_MAX_ERRORS 64
+#define CONFIG_MAX_SERVERS 64 /* per upstream; sessions keep a tried[] bitmap this size */
 
 enum config_upgrade_policy {
 	CONFIG_UPGRADE_FORWARD = 0, /* default: forward allowed tokens */

@@ -680,6 +680,11 @@ static void load_servers(struct loader *ld, const config_setting_t *e, struct co
 			 up->name ? up->name : "?");
 		return;
 	}
+	if (config_setting_length(list) > CONFIG_MAX_SERVERS) {
+		load_err(ld, list, "upstream '%s' has %d servers: at most %d", up->name ? up->name : "?",
+			 config_setting_length(list), CONFIG_MAX_SERVERS);
+		return;
+	}
 	snprintf(where, sizeof(where), "upstream '%s'", up->name ? up->name : "?");
 	up->servers = calloc((size_t)config_setting_length(list), sizeof(*up->servers));
 	if (up->servers == NULL) {

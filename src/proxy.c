@@ -81,11 +81,10 @@ static int proxy_make_pools(struct proxy *px)
 		return -1;
 	for (size_t i = 0; i < cfg->n_upstreams; i++) {
 		const struct config_upstream *u = &cfg->upstreams[i];
-		unsigned weights[64];
-		size_t n = u->n_servers < 64 ? u->n_servers : 64;
-		for (size_t j = 0; j < n; j++)
+		unsigned weights[CONFIG_MAX_SERVERS];
+		for (size_t j = 0; j < u->n_servers; j++)
 			weights[j] = u->servers[j].weight;
-		px->pools[i] = balance_pool_new(weights, n);
+		px->pools[i] = balance_pool_new(weights, u->n_servers);
 		if (px->pools[i] == NULL)
 			return -1;
 	}

@@ -41,7 +41,6 @@
 
 #define SESSION_HIGH_WATER (256 * 1024) /* output bytes before the source pauses */
 #define SESSION_LINGER_MS 2000          /* drain time after an error response */
-#define SESSION_MAX_SERVERS 64          /* servers tried per request */
 
 enum session_state {
 	SESSION_READ_REQ,
@@ -86,7 +85,7 @@ struct session {
 	const struct config_route *route;
 	size_t upstream;
 	long server;
-	bool tried[SESSION_MAX_SERVERS];
+	bool tried[CONFIG_MAX_SERVERS];
 	bool req_body_done, resp_head_done, resp_body_done;
 	bool req_chunk_out, resp_chunk_out;
 	bool close_after;  /* close the client after this response */
@@ -400,7 +399,7 @@ static void connect_failed(struct session *s, const char *why)
 {
 	log_msg(LOG_LEVEL_WARN, s->id, "connect to %s failed: %s", server_text(s), why);
 	backend_drop(s);
-	if (s->server >= 0 && s->server < SESSION_MAX_SERVERS)
+	if (s->server >= 0)
 		s->tried[s->server] = true;
 	connect_next(s);
 }

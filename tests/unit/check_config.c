@@ -439,6 +439,24 @@ START_TEST(test_error_case)
 }
 END_TEST
 
+/* A session remembers tried servers in a fixed bitmap: the pool size is capped. */
+START_TEST(test_too_many_servers)
+{
+	char text[8192];
+	size_t len = (size_t)snprintf(text, sizeof(text), LISTEN "upstreams = ( { name = \"app\";\n"
+						       "  servers = (");
+	for (int i = 0; i <= CONFIG_MAX_SERVERS; i++)
+		len += (size_t)snprintf(text + len, sizeof(text) - len,
+					"%s{ address = \"127.0.0.1:%d\"; }", i ? ", " : "", 1000 + i);
+	snprintf(text + len, sizeof(text) - len, "); } );\n" ROUTES);
+	struct config_errors errs;
+	const char *want[] = {":3: upstream 'app' has 65 servers: at most 64"};
+	ck_assert_ptr_null(load_text(text, &errs));
+	assert_errors(&errs, want, 1);
+	config_errors_fini(&errs);
+}
+END_TEST
+
 /* Every error in one file, reported together in line order. */
 START_TEST(test_many_errors)
 {
@@ -662,6 +680,7 @@ static Suite *config_suite(void)
 	tcase_add_test(tc, test_example_file);
 	tcase_add_loop_test(tc, test_error_case, 0, (int)N_ELEMS(ERR_CASES));
 	tcase_add_test(tc, test_many_errors);
+	tcase_add_test(tc, test_too_many_servers);
 	tcase_add_test(tc, test_error_overflow);
 	tcase_add_test(tc, test_missing_file);
 	suite_add_tcase(s, tc);
