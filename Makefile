@@ -44,7 +44,7 @@ CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null)
 CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
 PYTHON   := /usr/bin/python3
 
-.PHONY: all check unit e2e clean deps format format-check bench
+.PHONY: all check unit e2e clean deps format format-check bench install
 
 all: $(BIN)
 
@@ -86,6 +86,12 @@ deps:
 		echo "installing:" $$missing; \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	else echo "all dependencies present"; fi
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+install: $(BIN)
+	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/sbin/switchyard
+	install -D -m 0644 man/switchyard.8 $(DESTDIR)$(PREFIX)/share/man/man8/switchyard.8
 
 format:
 	clang-format -i src/*.c include/*.h tests/unit/*.c
