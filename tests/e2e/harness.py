@@ -1,0 +1,1221 @@
+"""switchyard end-to-end harness (standard library only).
+
+Cases live in tests/e2e/cases_*.py and register themselves with @case; the
+runner (run.py) forks one process per case, gives it a Ctx `t`, and cleans up
+everything the case created through `t`. See README.md for the API.
+"""
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+import zlib
+
+# ---------------------------------------------------------------------------
+# registry
+
+CASES = []  # list of Case, in registration order
+_module = "main"  # set by the runner while it imports a cases_*.py module
+
+
+class Case:
+    def __init__(self, name, fn, timeout):
+        self.name, self.fn, self.timeout = name, fn, timeout
+
+
+def register(name, fn, timeout=30):
+    """Register fn(t) as case '<module>.<name>' (for table-driven corpora)."""
+    full = "%s.%s" % (_module, name)
+    if any(c.name == full for c in CASES):
+        raise ValueError("duplicate case name " + full)
+    CASES.append(Case(full, fn, timeout))
+    return fn
+
+
+def case(name=None, timeout=30):
+    """Decorator: @case() or @case("name", timeout=60) on a function fn(t)."""
+
+    def deco(fn):
+        register(name or fn.__name__, fn, timeout)
+        return fn
+
+    return deco
+
+
+class CaseTimeout(Exception):
+    pass
+
+
+# ---------------------------------------------------------------------------
+# small helpers
+
+REASONS = {
+    100: "Continue",
+    200: "OK",
+    204: "No Content",
+    304: "Not Modified",
+    400: "Bad Request",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    414: "URI Too Long",
+    426: "Upgrade Required",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+    505: "HTTP Version Not Supported",
+}
+
+
+def eq(got, want, what="value"):
+    """assert got == want with a readable message."""
+    if got != want:
+        raise AssertionError("%s: got %r, want %r" % (what, got, want))
+
+
+def wait_until(pred, timeout=5.0, interval=0.02, what="condition"):
+    """Poll pred() until truthy; return its value or raise AssertionError."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() >= deadline:
+            raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, what))
+        time.sleep(interval)
+
+
+def blob(n, seed=1):
+    """n deterministic pseudo-random bytes."""
+    return random.Random(seed).randbytes(n)
+
+
+def sha256(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def dur(v):
+    """Duration for the config: int/float = milliseconds, str passed as is."""
+    if isinstance(v, (int, float)):
+        return "%dms" % v
+    return v
+
+
+class Raw:
+    """A raw libconfig value inserted verbatim into a generated config."""
+
+    def __init__(self, text):
+        self.text = text
+
+
+def _cfg_value(v):
+    if isinstance(v, Raw):
+        return v.text
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, (list, tuple)):
+        return "[ " + ", ".join(_cfg_value(x) for x in v) + " ]"
+    s = str(v).replace("\\", "\\\\").replace('"', '\\"')
+    return '"%s"' % s
+
+
+def _server_addr(s):
+    """Server spec -> (address text, weight)."""
+    weight = 1
+    if isinstance(s, tuple):
+        s, weight = s
+    if hasattr(s, "port"):
+        s = s.port
+    if isinstance(s, int):
+        s = "127.0.0.1:%d" % s
+    return s, weight
+
+
+DEFAULT_TIMEOUTS = {
+    "header": "10s",
+    "keepalive": "60s",
+    "connect": "5s",
+    "response": "60s",
+    "send": "60s",
+    "tunnel_idle": "1h",
+}
+DEFAULT_LIMITS = {
+    "header_bytes": 16384,
+    "header_fields": 100,
+    "uri_bytes": 8192,
+    "max_connections": 10000,
+}
+
+
+def make_config(port, upstreams, routes=None, timeouts=None, limits=None, extra="",
+                via="switchyard", log_level="info", access_log="stderr",
+                error_log="stderr"):
+    """Generate libconfig text.
+
+    upstreams: {name: [server, ...]} where a server is a port (int), a backend
+      object (has .port), "host:port", or (any of those, weight).
+    routes: list of dicts (keys name, host, path_prefix, upstream, plus any
+      other key rendered as a libconfig value; use Raw() for verbatim text).
+      Default: one catch-all route "all" to the first upstream.
+    timeouts / limits: dict overriding DEFAULT_TIMEOUTS / DEFAULT_LIMITS
+      (timeouts may be ints in ms); a value of None drops the key.
+    extra: raw text appended at the end.
+    """
+    tmo = dict(DEFAULT_TIMEOUTS)
+    tmo.update(timeouts or {})
+    lim = dict(DEFAULT_LIMITS)
+    lim.update(limits or {})
+    if routes is None:
+        routes = [{"name": "all", "upstream": next(iter(upstreams))}]
+    out = []
+    out.append('listen = ( { address = "127.0.0.1:%d"; } );' % port)
+    out.append("timeouts = { %s };" % " ".join(
+        "%s = %s;" % (k, _cfg_value(dur(v))) for k, v in tmo.items() if v is not None))
+    out.append("limits = { %s };" % " ".join(
+        "%s = %s;" % (k, _cfg_value(v)) for k, v in lim.items() if v is not None))
+    ups = []
+    for name, servers in upstreams.items():
+        srv = ", ".join('{ address = "%s"; weight = %d; }' % _server_addr(s) for s in servers)
+        ups.append('  { name = "%s"; servers = ( %s ); }' % (name, srv))
+    out.append("upstreams = (\n" + ",\n".join(ups) + "\n);")
+    rts = []
+    for r in routes:
+        rts.append("  { " + " ".join("%s = %s;" % (k, _cfg_value(v)) for k, v in r.items()) + " }")
+    out.append("routes = (\n" + ",\n".join(rts) + "\n);")
+    out.append('access_log = "%s";' % access_log)
+    out.append('error_log = "%s";' % error_log)
+    out.append('log_level = "%s";' % log_level)
+    out.append('via = "%s";' % via)
+    if extra:
+        out.append(extra)
+    return "\n".join(out) + "\n"
+
+
+def free_port():
+    """A port that was free a moment ago (bind 0, read, close)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def _listening_inodes(port):
+    found = set()
+    for f in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(f) as fh:
+                next(fh)
+                for line in fh:
+                    parts = line.split()
+                    local, st, inode = parts[1], parts[3], parts[9]
+                    if st == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                        found.add(inode)
+        except OSError:
+            pass
+    return found
+
+
+def wait_listen(port, timeout=10):
+    """Wait until something listens on 127.0.0.1:port (reads /proc/net/tcp)."""
+    wait_until(lambda: _listening_inodes(port), timeout, what="a listener on port %d" % port)
+
+
+def fd_count(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+def fd_list(pid):
+    out = []
+    d = "/proc/%d/fd" % pid
+    for n in sorted(os.listdir(d), key=int):
+        try:
+            out.append("%s->%s" % (n, os.readlink(os.path.join(d, n))))
+        except OSError:
+            pass
+    return out
+
+
+# ---------------------------------------------------------------------------
+# HTTP message parsing (client and backend side)
+
+
+def split_head(head):
+    """bytes head (without final CRLFCRLF) -> (first line, [(name, value)], [raw lines])."""
+    lines = head.split(b"\r\n")
+    fields = []
+    for ln in lines[1:]:
+        name, _, value = ln.partition(b":")
+        fields.append((name.decode("latin-1"), value.strip(b" \t").decode("latin-1")))
+    return lines[0], fields, lines[1:]
+
+
+class Message:
+    """Common accessors over .fields (list of (name, value) str pairs)."""
+
+    fields = ()
+
+    def get(self, name, default=None):
+        n = name.lower()
+        for k, v in self.fields:
+            if k.lower() == n:
+                return v
+        return default
+
+    def get_all(self, name):
+        n = name.lower()
+        return [v for k, v in self.fields if k.lower() == n]
+
+    def has(self, name):
+        return self.get(name) is not None
+
+
+class Response(Message):
+    """A response as read by Client.read_response."""
+
+    def __init__(self):
+        self.version = self.reason = ""
+        self.status = 0
+        self.head = b""  # raw head incl. final CRLFCRLF
+        self.lines = []  # raw field lines (bytes, no CRLF)
+        self.fields = []
+        self.body = b""  # decoded payload (empty when store=False)
+        self.body_raw = b""  # bytes as on the wire (chunked framing kept)
+        self.body_len = 0
+        self.sha256 = ""
+        self.chunked = False
+        self.close_delimited = False
+        self.trailers = []
+        self.interim = []  # earlier 1xx Response objects
+
+    def __repr__(self):
+        return "<Response %d %s %r body=%d>" % (self.status, self.reason, self.fields, self.body_len)
+
+
+class ProtocolError(Exception):
+    pass
+
+
+class _Reader:
+    """Buffered reader over a socket with a deadline per call."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = bytearray()
+        self.eof = False
+        self.reset = False
+
+    def _fill(self, deadline, n=65536):
+        if self.eof:
+            return False
+        t = deadline - time.monotonic()
+        if t <= 0:
+            raise socket.timeout("read timed out")
+        self.sock.settimeout(t)
+        try:
+            d = self.sock.recv(n)
+        except ConnectionResetError:
+            self.eof = self.reset = True
+            return False
+        if not d:
+            self.eof = True
+            return False
+        self.buf += d
+        return True
+
+    def read_until(self, sep, deadline, limit=1 << 20):
+        while True:
+            i = self.buf.find(sep)
+            if i >= 0:
+                out = bytes(self.buf[: i + len(sep)])
+                del self.buf[: i + len(sep)]
+                return out
+            if len(self.buf) > limit:
+                raise ProtocolError("no %r within %d bytes" % (sep, limit))
+            if not self._fill(deadline):
+                raise ProtocolError("EOF before %r (have %r)" % (sep, bytes(self.buf[:200])))
+
+    def read_exact(self, n, deadline, sink):
+        while n > 0:
+            if not self.buf and not self._fill(deadline):
+                raise ProtocolError("EOF with %d body bytes missing" % n)
+            take = min(n, len(self.buf))
+            sink(bytes(self.buf[:take]))
+            del self.buf[:take]
+            n -= take
+
+    def read_to_eof(self, deadline, sink):
+        while True:
+            if self.buf:
+                sink(bytes(self.buf))
+                self.buf.clear()
+            if not self._fill(deadline):
+                return
+
+
+def _read_chunked(rd, deadline, sink, raw_sink):
+    """Decode a chunked body; returns trailer field lines. Strict on framing."""
+    while True:
+        line = rd.read_until(b"\r\n", deadline, limit=4096)
+        raw_sink(line)
+        size_txt = line[:-2].split(b";", 1)[0].strip()
+        if not re.fullmatch(rb"[0-9A-Fa-f]+", size_txt):
+            raise ProtocolError("bad chunk size line %r" % line)
+        size = int(size_txt, 16)
+        if size == 0:
+            trailers = []
+            while True:
+                t = rd.read_until(b"\r\n", deadline, limit=65536)
+                raw_sink(t)
+                if t == b"\r\n":
+                    return trailers
+                trailers.append(t[:-2])
+        rd.read_exact(size, deadline, lambda d: (sink(d), raw_sink(d)))
+        crlf = bytearray()
+        rd.read_exact(2, deadline, crlf.extend)
+        raw_sink(bytes(crlf))
+        if crlf != b"\r\n":
+            raise ProtocolError("chunk data not followed by CRLF")
+
+
+def build_request(method="GET", target="/", headers=None, body=None, version="HTTP/1.1",
+                  host="test.example"):
+    """Bytes of a request. headers: list of (name, value) or raw b"Name: v"
+    lines, sent in order. Host (when host is not None and headers has none)
+    goes first; Content-Length is added when body is given and neither CL nor
+    TE is present."""
+    headers = list(headers or [])
+    names = [h[0].lower() if isinstance(h, tuple) else h.split(b":")[0].decode("latin-1").lower()
+             for h in headers]
+    lines = []
+    if host is not None and "host" not in names:
+        lines.append(b"Host: " + host.encode("latin-1"))
+    for h in headers:
+        if isinstance(h, tuple):
+            n, v = h
+            lines.append(n.encode("latin-1") + b": " + (v if isinstance(v, bytes) else str(v).encode("latin-1")))
+        else:
+            lines.append(h)
+    if body is not None and "content-length" not in names and "transfer-encoding" not in names:
+        lines.append(b"Content-Length: %d" % len(body))
+    m = method.encode() if isinstance(method, str) else method
+    t = target.encode("latin-1") if isinstance(target, str) else target
+    v = version.encode() if isinstance(version, str) else version
+    out = m + b" " + t + b" " + v + b"\r\n" + b"".join(l + b"\r\n" for l in lines) + b"\r\n"
+    return out + (body or b"")
+
+
+def chunked(data, size=1000, trailers=(), ext=b""):
+    """Encode data as a chunked body (optional chunk extension and trailers)."""
+    out = bytearray()
+    for i in range(0, len(data), size):
+        part = data[i:i + size]
+        out += b"%x%s\r\n" % (len(part), ext) + part + b"\r\n"
+    out += b"0\r\n" + b"".join(t + b"\r\n" for t in trailers) + b"\r\n"
+    return bytes(out)
+
+
+# ---------------------------------------------------------------------------
+# client
+
+
+class Client:
+    """A TCP client connection to the proxy (or anything)."""
+
+    def __init__(self, port, timeout=10, host="127.0.0.1", rcvbuf=None):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(timeout)
+        self.sock.connect((host, port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.rd = _Reader(self.sock)
+        self.local_port = self.sock.getsockname()[1]
+        self.closed = False
+
+    def send(self, data):
+        self.sock.settimeout(30)
+        self.sock.sendall(data)
+
+    def request(self, method="GET", target="/", headers=None, body=None, version="HTTP/1.1",
+                host="test.example"):
+        """Send a request built by build_request()."""
+        self.send(build_request(method, target, headers, body, version, host))
+
+    def get(self, target="/", **kw):
+        """Send a GET (kwargs as for request) and return read_response()."""
+        self.request("GET", target, **kw)
+        return self.read_response()
+
+    def read_response(self, method="GET", timeout=10, store=True, on_chunk=None,
+                      keep_interim=True):
+        """Read one final response (1xx interim responses are collected in
+        .interim). The body is decoded by its framing; HEAD/1xx/204/304 have
+        none. store=False keeps only length and sha256; on_chunk(bytes) is
+        called for each piece of payload (may sleep to read slowly)."""
+        deadline = time.monotonic() + timeout
+        interim = []
+        while True:
+            r = Response()
+            r.head = self.rd.read_until(b"\r\n\r\n", deadline)
+            first, r.fields, r.lines = split_head(r.head[:-4])
+            m = re.fullmatch(rb"(HTTP/\d\.\d) (\d{3}) ?(.*)", first)
+            if not m:
+                raise ProtocolError("bad status line %r" % first)
+            r.version, r.status, r.reason = m.group(1).decode(), int(m.group(2)), m.group(3).decode("latin-1")
+            if 100 <= r.status < 200 and r.status != 101:
+                interim.append(r)
+                continue
+            break
+        r.interim = interim
+        h = hashlib.sha256()
+        body, raw = bytearray(), bytearray()
+
+        def sink(d):
+            h.update(d)
+            r.body_len += len(d)
+            if store:
+                body.extend(d)
+            if on_chunk:
+                on_chunk(d)
+
+        def raw_sink(d):
+            if store:
+                raw.extend(d)
+
+        te = r.get("Transfer-Encoding")
+        cl = r.get("Content-Length")
+        if method == "HEAD" or r.status in (101, 204, 304):
+            pass
+        elif te is not None:
+            if te.lower() != "chunked":
+                raise ProtocolError("unexpected Transfer-Encoding %r" % te)
+            r.chunked = True
+            r.trailers = _read_chunked(self.rd, deadline, sink, raw_sink)
+        elif cl is not None:
+            self.rd.read_exact(int(cl), deadline, lambda d: (sink(d), raw_sink(d)))
+        else:
+            r.close_delimited = True
+            self.rd.read_to_eof(deadline, lambda d: (sink(d), raw_sink(d)))
+        r.body, r.body_raw, r.sha256 = bytes(body), bytes(raw), h.hexdigest()
+        return r
+
+    def read_until_close(self, timeout=5):
+        """All bytes until EOF (or RST); AssertionError if not closed in time."""
+        deadline = time.monotonic() + timeout
+        out = bytearray()
+        try:
+            self.rd.read_to_eof(deadline, out.extend)
+        except socket.timeout:
+            raise AssertionError("connection not closed within %.1fs (got %r)" % (timeout, bytes(out[:300])))
+        return bytes(out)
+
+    def expect_closed(self, timeout=3):
+        """Assert the peer closes the connection without sending more bytes."""
+        extra = self.read_until_close(timeout)
+        if extra:
+            raise AssertionError("expected close, got extra bytes %r" % extra[:300])
+
+    def is_open_after(self, seconds):
+        """True if no EOF and no data arrives within `seconds` (data raises)."""
+        try:
+            got = self.rd._fill(time.monotonic() + seconds)
+        except socket.timeout:
+            return True
+        if got:
+            raise AssertionError("unexpected bytes %r" % bytes(self.rd.buf[:300]))
+        return False
+
+    def close(self):
+        if not self.closed:
+            self.closed = True
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+
+
+def expect_proxy_error(client, code, timeout=5):
+    """Read until close and assert the exact proxy-generated error response:
+    HTTP/1.1 <code> <Reason>, Content-Type: text/plain, Content-Length: n,
+    Connection: close (426 may add Sec-WebSocket-Version: 13), then a one-line
+    body ending in LF, then EOF. Returns the body line."""
+    data = client.read_until_close(timeout)
+    if not data:
+        raise AssertionError("connection closed without a response (want %d)%s"
+                             % (code, " [reset]" if client.rd.reset else ""))
+    return check_error_response(data, code)
+
+
+def check_error_response(data, code):
+    """Assert bytes `data` are exactly one proxy-generated error response
+    (see expect_proxy_error); returns the body line."""
+    head, sep, body = data.partition(b"\r\n\r\n")
+    if not sep:
+        raise AssertionError("incomplete response head %r" % data[:300])
+    first, fields, lines = split_head(head)
+    want_first = ("HTTP/1.1 %d %s" % (code, REASONS[code])).encode()
+    if first != want_first:
+        raise AssertionError("status line %r, want %r" % (first, want_first))
+    want = [b"Content-Type: text/plain", b"Content-Length: %d" % len(body), b"Connection: close"]
+    got = list(lines)
+    if code == 426 and b"Sec-WebSocket-Version: 13" in got:
+        got.remove(b"Sec-WebSocket-Version: 13")
+    if got != want:
+        raise AssertionError("error response fields %r, want %r (body %r)" % (lines, want, body[:200]))
+    if not body.endswith(b"\n") or body.count(b"\n") != 1 or len(body) < 2:
+        raise AssertionError("error body is not one line: %r" % body[:200])
+    return body[:-1].decode("latin-1")
+
+
+# ---------------------------------------------------------------------------
+# backends
+
+
+class _Listener:
+    """Accept loop on 127.0.0.1:0; each connection is handled in a thread."""
+
+    def __init__(self):
+        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(128)
+        self.port = self.lsock.getsockname()[1]
+        self.address = "127.0.0.1:%d" % self.port
+        self.conns = []  # accepted sockets
+        self.errors = []  # exceptions raised in handler threads (as text)
+        self.lock = threading.Lock()
+        self.stopped = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.stopped:
+            try:
+                c, addr = self.lsock.accept()
+            except OSError:
+                return
+            c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self.lock:
+                self.conns.append(c)
+                idx = len(self.conns) - 1
+            threading.Thread(target=self._run, args=(c, idx), daemon=True).start()
+
+    def _run(self, c, idx):
+        try:
+            self.handle(c, idx)
+        except Exception as e:  # recorded; cases decide whether it matters
+            self.errors.append("%s: %s" % (type(e).__name__, e))
+        finally:
+            try:
+                c.close()
+            except OSError:
+                pass
+
+    @property
+    def connections(self):
+        return len(self.conns)
+
+    def close(self):
+        self.stopped = True
+        try:
+            self.lsock.close()
+        except OSError:
+            pass
+        for c in list(self.conns):
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            try:
+                c.close()
+            except OSError:
+                pass
+
+
+class ConnRecord:
+    """What a RawBackend connection received; passed to the handler."""
+
+    def __init__(self, sock, index):
+        self.sock, self.index = sock, index
+        self.data = bytearray()
+        self.eof = False
+
+    def recv(self, n=65536, timeout=10):
+        """Receive and record; b'' on EOF/reset."""
+        self.sock.settimeout(timeout)
+        try:
+            d = self.sock.recv(n)
+        except ConnectionResetError:
+            d = b""
+        if not d:
+            self.eof = True
+        self.data += d
+        return d
+
+    def recv_until(self, sep, timeout=10):
+        """Receive until the recorded data contains sep; returns all data."""
+        deadline = time.monotonic() + timeout
+        while sep not in self.data:
+            if not self.recv(timeout=max(0.01, deadline - time.monotonic())):
+                break
+        return bytes(self.data)
+
+    def read_all(self, timeout=10):
+        """Receive and record until EOF (or timeout)."""
+        deadline = time.monotonic() + timeout
+        try:
+            while self.recv(timeout=max(0.01, deadline - time.monotonic())):
+                pass
+        except socket.timeout:
+            pass
+        return bytes(self.data)
+
+    def send(self, data):
+        self.sock.settimeout(30)
+        self.sock.sendall(data)
+
+
+class RawBackend(_Listener):
+    """TCP backend; handler(rec: ConnRecord) has full control of each
+    connection. Default handler records everything until EOF. Records are in
+    .records; .received is all bytes received over all connections."""
+
+    def __init__(self, handler=None):
+        self.handler = handler or (lambda rec: rec.read_all(timeout=30))
+        self.records = []
+        super().__init__()
+
+    def handle(self, c, idx):
+        rec = ConnRecord(c, idx)
+        with self.lock:
+            self.records.append(rec)
+        self.handler(rec)
+
+    @property
+    def received(self):
+        return b"".join(bytes(r.data) for r in self.records)
+
+
+class Reply:
+    """Scripted answer of an HttpBackend to one request.
+
+    status, reason (default standard), version ("HTTP/1.1"),
+    headers: list of (name, value) or raw b"Name: v" lines, sent in order;
+    body: bytes, an iterable of bytes, or callable(req) -> bytes (called after
+      the request body was read);
+    framing: "cl" (adds Content-Length unless present; for an iterable give
+      length=), "chunked" (adds Transfer-Encoding: chunked unless present;
+      chunk_size, trailers), "close" (no framing, close after body),
+      "none" (no body, nothing added);
+    interim: list of raw 1xx responses, sent after the head was read and before
+      the request body is read (e.g. CONTINUE);
+    delay: seconds to wait before answering (after reading the body);
+    read_delay: seconds to wait before reading the request body;
+    read_chunk / read_sleep: read the body in pieces of read_chunk bytes with a
+      sleep between them (slow reader);
+    raw: bytes sent verbatim instead of a generated response;
+    hang: never answer (keep the connection open until the peer closes);
+    close: close the connection after this answer (default True).
+    """
+
+    def __init__(self, status=200, body=b"", headers=(), framing="cl", reason=None,
+                 version="HTTP/1.1", length=None, chunk_size=16384, trailers=(),
+                 interim=(), delay=0, read_delay=0, read_chunk=65536, read_sleep=0,
+                 raw=None, hang=False, close=True):
+        self.__dict__.update(locals())
+        del self.__dict__["self"]
+
+
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class Request(Message):
+    """A request as received by an HttpBackend."""
+
+    def __init__(self):
+        self.conn = 0  # index of the backend connection
+        self.head = b""  # raw head incl. final CRLFCRLF
+        self.request_line = b""
+        self.method = self.target = self.version = ""
+        self.lines = []  # raw field lines (bytes, no CRLF)
+        self.fields = []
+        self.body = b""  # decoded payload (kept up to store_limit bytes)
+        self.body_raw = b""  # wire bytes of the body (up to store_limit)
+        self.body_len = 0
+        self.sha256 = ""
+        self.trailers = []
+        self.complete = False  # body fully read
+        self.error = None
+
+    def __repr__(self):
+        return "<Request %s %s body=%d>" % (self.method, self.target, self.body_len)
+
+
+class HttpBackend(_Listener):
+    """HTTP/1.1 backend that records every request and answers per script.
+
+    script: a Reply (used for every request), a list of Reply (used in order,
+    the last one repeats), or callable(req) -> Reply (req has the head; body
+    not read yet). Requests are appended to .requests as soon as their head
+    arrives (req.complete tells whether the body was read)."""
+
+    store_limit = 16 << 20
+
+    def __init__(self, script=None):
+        self.script = script if script is not None else Reply(200, b"ok\n")
+        self.requests = []
+        self._n = 0
+        super().__init__()
+
+    def _reply_for(self, req):
+        s = self.script
+        if callable(s) and not isinstance(s, Reply):
+            return s(req)
+        if isinstance(s, list):
+            with self.lock:
+                i = min(self._n, len(s) - 1)
+                self._n += 1
+            return s[i]
+        return s
+
+    def wait_requests(self, n, timeout=5, complete=True):
+        """Wait until at least n requests (complete ones by default) arrived."""
+        wait_until(lambda: sum(1 for r in self.requests if r.complete or not complete) >= n,
+                   timeout, what="%d request(s) at backend %d (have %d)" % (n, self.port, len(self.requests)))
+        return self.requests
+
+    def handle(self, c, idx):
+        rd = _Reader(c)
+        while True:
+            far = time.monotonic() + 60
+            try:
+                head = rd.read_until(b"\r\n\r\n", far)
+            except ProtocolError:
+                return  # EOF between requests
+            req = Request()
+            req.conn = idx
+            req.head = head
+            first, req.fields, req.lines = split_head(head[:-4])
+            req.request_line = first
+            parts = first.decode("latin-1").split(" ")
+            if len(parts) == 3:
+                req.method, req.target, req.version = parts
+            with self.lock:
+                self.requests.append(req)
+            rep = self._reply_for(req)
+            for i in rep.interim:
+                c.sendall(i)
+            if rep.read_delay:
+                time.sleep(rep.read_delay)
+            self._read_body(rd, req, rep)
+            req.complete = True
+            if rep.delay:
+                time.sleep(rep.delay)
+            if rep.hang:
+                rd.read_to_eof(time.monotonic() + 3600, lambda d: None)
+                return
+            closing = self._send(c, req, rep)
+            if closing or rd.eof:
+                return
+
+    def _read_body(self, rd, req, rep):
+        h = hashlib.sha256()
+        body, raw = bytearray(), bytearray()
+        lim = self.store_limit
+
+        def sink(d):
+            h.update(d)
+            req.body_len += len(d)
+            if len(body) < lim:
+                body.extend(d)
+            if rep.read_sleep:
+                time.sleep(rep.read_sleep)
+
+        def raw_sink(d):
+            if len(raw) < lim:
+                raw.extend(d)
+
+        far = time.monotonic() + 600
+        te, cl = req.get("Transfer-Encoding"), req.get("Content-Length")
+        try:
+            if te is not None and te.lower() == "chunked":
+                req.trailers = _read_chunked(rd, far, sink, raw_sink)
+            elif cl is not None:
+                n = int(cl)
+                while n > 0:
+                    step = min(n, rep.read_chunk)
+                    rd.read_exact(step, far, lambda d: (sink(d), raw_sink(d)))
+                    n -= step
+        except (ProtocolError, ValueError) as e:
+            req.error = str(e)
+            raise
+        finally:
+            req.body, req.body_raw, req.sha256 = bytes(body), bytes(raw), h.hexdigest()
+
+    def _send(self, c, req, rep):
+        c.settimeout(600)
+        if rep.raw is not None:
+            c.sendall(rep.raw)
+            return rep.close
+        body = rep.body(req) if callable(rep.body) else rep.body
+        reason = rep.reason if rep.reason is not None else REASONS.get(rep.status, "Whatever")
+        lines = []
+        names = []
+        for h in rep.headers:
+            if isinstance(h, tuple):
+                names.append(h[0].lower())
+                lines.append(("%s: %s" % h).encode("latin-1"))
+            else:
+                names.append(h.split(b":")[0].decode("latin-1").lower())
+                lines.append(h)
+        if rep.framing == "cl" and "content-length" not in names:
+            n = len(body) if isinstance(body, (bytes, bytearray)) else rep.length
+            lines.append(b"Content-Length: %d" % n)
+        if rep.framing == "chunked" and "transfer-encoding" not in names:
+            lines.append(b"Transfer-Encoding: chunked")
+        head = ("%s %d %s\r\n" % (rep.version, rep.status, reason)).encode("latin-1")
+        head += b"".join(l + b"\r\n" for l in lines) + b"\r\n"
+        c.sendall(head)
+        pieces = [body] if isinstance(body, (bytes, bytearray)) else body
+        if rep.framing == "chunked":
+            for p in pieces:
+                for i in range(0, len(p), rep.chunk_size):
+                    part = p[i:i + rep.chunk_size]
+                    if part:
+                        c.sendall(b"%x\r\n" % len(part) + part + b"\r\n")
+            c.sendall(b"0\r\n" + b"".join(t + b"\r\n" for t in rep.trailers) + b"\r\n")
+        elif rep.framing in ("cl", "close"):
+            for p in pieces:
+                if p:
+                    c.sendall(p)
+        return rep.close or rep.framing == "close"
+
+
+# ---------------------------------------------------------------------------
+# the proxy under test
+
+_SAN_RE = re.compile(r"ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:|AddressSanitizer:DEADLYSIGNAL")
+
+
+class Proxy:
+    """A running switchyard. Created by t.proxy()."""
+
+    def __init__(self, ctx, config_text, port, tag, env=None):
+        self.ctx = ctx
+        self.port = port
+        self.config_path = os.path.join(ctx.dir, "%s.conf" % tag)
+        self.log_path = os.path.join(ctx.dir, "%s.log" % tag)
+        with open(self.config_path, "w") as f:
+            f.write(config_text)
+        self.config_text = config_text
+        self.stopped = False
+        self.exit_code = None
+        self._logf = open(self.log_path, "wb")
+        penv = None
+        if env:
+            penv = dict(os.environ)
+            penv.update(env)
+        self.proc = subprocess.Popen([ctx.binary, "-c", self.config_path], stdin=subprocess.DEVNULL,
+                                     stdout=self._logf, stderr=self._logf, env=penv)
+        self.pid = self.proc.pid
+        self._wait_listening()
+
+    def _wait_listening(self, timeout=10):
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                self.stopped = True
+                self.exit_code = self.proc.returncode
+                raise AssertionError("switchyard exited with %d at startup: %s"
+                                     % (self.proc.returncode, self.log()[-1500:].strip()))
+            inodes = _listening_inodes(self.port)
+            if inodes:
+                try:
+                    mine = {os.readlink("/proc/%d/fd/%s" % (self.pid, n))
+                            for n in os.listdir("/proc/%d/fd" % self.pid)}
+                except OSError:
+                    mine = set()
+                if any("socket:[%s]" % i in mine for i in inodes):
+                    return
+            if time.monotonic() > deadline:
+                raise AssertionError("switchyard not listening on %d after %ds" % (self.port, timeout))
+            time.sleep(0.01)
+
+    # -- observation
+    def log(self):
+        """stderr+stdout of the proxy so far (text)."""
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def wait_log(self, regex, timeout=5):
+        """Wait until the log matches regex (re.M); return the match."""
+        rx = re.compile(regex, re.M)
+        return wait_until(lambda: rx.search(self.log()), timeout, what="log line /%s/" % regex)
+
+    def access_lines(self):
+        """Parsed JSON access-log lines so far (lines starting with '{')."""
+        out = []
+        for ln in self.log().splitlines():
+            if ln.startswith("{"):
+                out.append(json.loads(ln))
+        return out
+
+    def wait_access(self, n=1, pred=None, timeout=5):
+        """Wait until n access lines (matching pred, if given) exist; return them."""
+        def ok():
+            got = [a for a in self.access_lines() if pred is None or pred(a)]
+            return got if len(got) >= n else None
+        return wait_until(ok, timeout, what="%d access-log line(s)" % n)
+
+    def fd_count(self):
+        return fd_count(self.pid)
+
+    def fds(self):
+        return fd_list(self.pid)
+
+    def rss_kb(self):
+        with open("/proc/%d/status" % self.pid) as f:
+            for ln in f:
+                if ln.startswith("VmRSS:"):
+                    return int(ln.split()[1])
+        return 0
+
+    def cpu_seconds(self):
+        with open("/proc/%d/stat" % self.pid) as f:
+            parts = f.read().rsplit(")", 1)[1].split()
+        return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def wait_fds(self, baseline, timeout=3):
+        """Assert the fd count returns to baseline within timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            n = self.fd_count()
+            if n == baseline:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError("fd leak: %d open, baseline %d: %s" % (n, baseline, " ".join(self.fds())))
+            time.sleep(0.02)
+
+    @contextlib.contextmanager
+    def no_fd_leak(self, timeout=3):
+        """with px.no_fd_leak(): ...  asserts the fd count is back afterwards."""
+        base = self.fd_count()
+        yield base
+        self.wait_fds(base, timeout)
+
+    def connect(self, **kw):
+        return self.ctx.connect(self.port, **kw)
+
+    # -- shutdown
+    def stop(self, sig=signal.SIGTERM, timeout=5, expect=0):
+        """Send sig; assert the process exits with `expect` within timeout."""
+        if self.stopped:
+            return self.exit_code
+        self.stopped = True
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                self.exit_code = None
+                self._logf.close()
+                raise AssertionError("switchyard did not exit within %ss of %s" % (timeout, signal.Signals(sig).name))
+        self.exit_code = self.proc.returncode
+        self._logf.close()
+        san = _SAN_RE.search(self.log())
+        if san:
+            raise AssertionError("sanitizer report in proxy log: %s" % self.log()[san.start():san.start() + 300])
+        if expect is not None and self.exit_code != expect:
+            raise AssertionError("switchyard exit status %s, want %s; log tail: %s"
+                                 % (self.exit_code, expect, self.log()[-600:].strip()))
+        return self.exit_code
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.stopped = True
+        try:
+            self._logf.close()
+        except OSError:
+            pass
+
+
+class ConfigCheck:
+    def __init__(self, path, rc, out, err):
+        self.path, self.rc, self.out, self.err = path, rc, out, err
+
+    def __repr__(self):
+        return "<switchyard -t: rc=%s stderr=%r>" % (self.rc, self.err[-800:])
+
+
+# ---------------------------------------------------------------------------
+# per-case context
+
+
+class Worker:
+    def __init__(self, fn, args):
+        self.result = None
+        self.exc = None
+        self.t = threading.Thread(target=self._run, args=(fn, args), daemon=True)
+        self.t.start()
+
+    def _run(self, fn, args):
+        try:
+            self.result = fn(*args)
+        except BaseException as e:  # re-raised in join()
+            self.exc = e
+
+    def join(self, timeout=60):
+        """Wait for the thread; re-raise its exception; return its result."""
+        self.t.join(timeout)
+        if self.t.is_alive():
+            raise AssertionError("worker thread still running after %ss" % timeout)
+        if self.exc:
+            raise self.exc
+        return self.result
+
+
+class Ctx:
+    """What a case function receives as `t`. Everything created through it is
+    cleaned up when the case ends (clients closed, proxies stopped with
+    SIGTERM and checked for exit 0, backends and processes killed)."""
+
+    def __init__(self, name, binary, directory, verbose=False):
+        self.name, self.binary, self.dir, self.verbose = name, binary, directory, verbose
+        self.rng = random.Random(zlib.crc32(name.encode()))
+        self.proxies = []
+        self.clients = []
+        self.backends = []
+        self.procs = []
+        self.held = []
+        self._n = 0
+
+    def note(self, *args):
+        """Print to the case log (shown with -v on failure)."""
+        print(*args, flush=True)
+
+    # resources
+    def free_port(self):
+        return free_port()
+
+    def dead_port(self):
+        """A port nobody listens on (kept bound, so connects get refused)."""
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        self.held.append(s)
+        return s.getsockname()[1]
+
+    def http_backend(self, script=None):
+        b = HttpBackend(script)
+        self.backends.append(b)
+        return b
+
+    def raw_backend(self, handler=None):
+        b = RawBackend(handler)
+        self.backends.append(b)
+        return b
+
+    def config(self, backend=None, upstreams=None, port=None, **kw):
+        """Config text (see make_config); backend= is shorthand for one
+        upstream "app" with that single server."""
+        if upstreams is None:
+            upstreams = {"app": [backend if backend is not None else self.dead_port()]}
+        return make_config(port if port is not None else free_port(), upstreams, **kw)
+
+    def proxy(self, backend=None, upstreams=None, config_text=None, env=None, **kw):
+        """Start switchyard with a generated config (see config()); or with
+        config_text, a full config containing the placeholder {port}.
+        env: extra environment variables for the proxy process."""
+        self._n += 1
+        for attempt in range(3):
+            port = free_port()
+            if config_text is not None:
+                text = config_text.replace("{port}", str(port))
+            else:
+                text = self.config(backend, upstreams, port=port, **kw)
+            try:
+                tag = "proxy%d" % self._n if attempt == 0 else "proxy%d.%d" % (self._n, attempt)
+                p = Proxy(self, text, port, tag, env)
+            except AssertionError as e:
+                if "in use" in str(e).lower() and attempt < 2:
+                    continue
+                raise
+            self.proxies.append(p)
+            return p
+
+    def check_config(self, text, name="check.conf"):
+        """Run `switchyard -t -c FILE`; returns ConfigCheck(path, rc, out, err)."""
+        path = os.path.join(self.dir, name)
+        with open(path, "w") as f:
+            f.write(text)
+        p = subprocess.run([self.binary, "-t", "-c", path], capture_output=True, timeout=20)
+        return ConfigCheck(path, p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace"))
+
+    def connect(self, port, **kw):
+        c = Client(port, **kw)
+        self.clients.append(c)
+        return c
+
+    def thread(self, fn, *args):
+        """Run fn(*args) in a daemon thread; .join() re-raises."""
+        return Worker(fn, args)
+
+    def popen(self, argv, **kw):
+        """subprocess.Popen killed at cleanup."""
+        p = subprocess.Popen(argv, **kw)
+        self.procs.append(p)
+        return p
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    def cleanup(self):
+        """Release everything; returns a list of problems (strings)."""
+        problems = []
+        for c in self.clients:
+            c.close()
+        for p in self.proxies:
+            if p.stopped:
+                continue
+            try:
+                if not p.alive():
+                    problems.append("switchyard died during the case (status %s): %s"
+                                    % (p.proc.returncode, p.log()[-400:].strip()))
+                    p.kill()
+                    continue
+                p.stop()
+            except AssertionError as e:
+                problems.append("at cleanup: %s" % e)
+            finally:
+                p.kill()
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for b in self.backends:
+            b.close()
+        for s in self.held:
+            s.close()
+        return problems
+
+    def logs(self):
+        return [p.log_path for p in self.proxies]
