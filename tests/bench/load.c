@@ -1,0 +1,820 @@
+/* bench_load: single-threaded epoll load generator for the benchmark.
+ *
+ * Every WebSocket handshake is checked (status 101, Upgrade: websocket,
+ * Connection: upgrade, exact Sec-WebSocket-Accept) and every echoed byte is
+ * compared with what was sent. Any failure counts as an error; a run with
+ * errors prints "ok": false and exits 1 so the runner reports it as failed.
+ *
+ * Workloads (-w):
+ *   handshake   -c C concurrent slots: connect, upgrade, verify, close, repeat
+ *   rtt         -c N tunnels, one 64-byte message in flight on each
+ *   throughput  -c N tunnels streaming 64 KiB writes, window -W bytes per tunnel
+ *   idle        -c N tunnels opened and held; RSS of --pids before/after; then
+ *               every tunnel must echo 64 bytes
+ *   http        -c C keep-alive connections, one GET in flight on each
+ *
+ * Every phase is bounded in time (-d, -s) and operations (-n). The proxy's CPU
+ * time (utime+stime of --pids from /proc/PID/stat) is sampled at the start and
+ * end of the measured window. Output: one JSON object on stdout. */
+#include "bench.h"
+
+#include <arpa/inet.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+
+enum wl { W_HANDSHAKE, W_RTT, W_THROUGHPUT, W_IDLE, W_HTTP };
+
+enum st {
+	S_FREE,
+	S_CONNECTING, /* waiting for connect() to complete */
+	S_HANDSHAKE,  /* request sent, reading the 101 */
+	S_READY,      /* tunnel open, nothing expected */
+	S_RTT,        /* message sent, reading the echo */
+	S_THR,        /* streaming */
+	S_HTTP,       /* GET sent, reading the response */
+};
+
+#define RBUF 4096
+#define MSG 64
+#define CHUNK 65536
+#define PAT_LEN (1024 * 1024 + 4093) /* not a multiple of the chunk size */
+
+struct gc {
+	int fd, id;
+	enum st st;
+	uint32_t events;
+	char accept[29];
+	char *rb; /* heads and 64-byte echoes */
+	size_t rlen;
+	uint64_t t0;
+	unsigned char msg[MSG];
+	uint64_t seq;
+	uint64_t woff, roff; /* throughput stream offsets */
+	size_t want;         /* http: bytes of the full response once the head is parsed */
+	int http_close;
+};
+
+static struct {
+	enum wl wl;
+	const char *host;
+	int port;
+	int conns;
+	double duration, warmup, setup_timeout;
+	uint64_t max_ops;
+	size_t window;
+	int pids[16];
+	int npids;
+	int setup_conc;
+} o = {.host = "127.0.0.1",
+       .conns = 0,
+       .duration = 3,
+       .warmup = 0.5,
+       .setup_timeout = 30,
+       .max_ops = 5000000,
+       .window = 256 * 1024,
+       .setup_conc = 256};
+
+static int ep;
+static struct gc *conns;
+static struct sockaddr_in dst;
+static char req_head[256];
+static int req_head_len;
+static char http_req[256];
+static int http_req_len;
+
+static uint64_t errors;
+static char first_err[256];
+static int measuring; /* ops and samples count only while set */
+static int running;   /* new operations may start */
+static uint64_t ops;
+static uint64_t bytes;
+static uint32_t *samples;
+static size_t nsamples, maxsamples;
+static int established, in_setup, setup_started, echoed;
+static unsigned char *pat; /* 2 * PAT_LEN */
+static unsigned char *iobuf;
+
+static void err(struct gc *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void gc_close(struct gc *c);
+
+static void err(struct gc *c, const char *fmt, ...)
+{
+	errors++;
+	if (!first_err[0]) {
+		va_list ap;
+		char m[200];
+		va_start(ap, fmt);
+		vsnprintf(m, sizeof(m), fmt, ap);
+		va_end(ap);
+		snprintf(first_err, sizeof(first_err), "conn %d: %s", c ? c->id : -1, m);
+	}
+	if (c)
+		gc_close(c);
+}
+
+static void sample(uint64_t t0)
+{
+	if (!measuring)
+		return;
+	ops++;
+	if (nsamples < maxsamples) {
+		uint64_t d = now_ns() - t0;
+		samples[nsamples++] = d > UINT32_MAX ? UINT32_MAX : (uint32_t)d;
+	}
+}
+
+static double proc_cpu(void)
+{
+	double tck = (double)sysconf(_SC_CLK_TCK), s = 0;
+	for (int i = 0; i < o.npids; i++) {
+		char p[64], buf[1024];
+		snprintf(p, sizeof(p), "/proc/%d/stat", o.pids[i]);
+		FILE *f = fopen(p, "r");
+		if (!f)
+			continue;
+		size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+		fclose(f);
+		buf[n] = 0;
+		char *q = strrchr(buf, ')');
+		if (!q)
+			continue;
+		unsigned long long ut = 0, st = 0;
+		/* fields after ")": state ppid pgrp session tty tpgid flags minflt
+		 * cminflt majflt cmajflt utime stime */
+		if (sscanf(q + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) ==
+		    2)
+			s += (double)(ut + st) / tck;
+	}
+	return s;
+}
+
+static long proc_rss_kb(void)
+{
+	long total = 0;
+	for (int i = 0; i < o.npids; i++) {
+		char p[64], line[256];
+		long v = -1;
+		snprintf(p, sizeof(p), "/proc/%d/smaps_rollup", o.pids[i]);
+		FILE *f = fopen(p, "r");
+		if (f) {
+			while (fgets(line, sizeof(line), f))
+				if (sscanf(line, "Rss: %ld kB", &v) == 1)
+					break;
+			fclose(f);
+		}
+		if (v < 0) {
+			snprintf(p, sizeof(p), "/proc/%d/status", o.pids[i]);
+			f = fopen(p, "r");
+			if (f) {
+				while (fgets(line, sizeof(line), f))
+					if (sscanf(line, "VmRSS: %ld kB", &v) == 1)
+						break;
+				fclose(f);
+			}
+		}
+		if (v > 0)
+			total += v;
+	}
+	return total;
+}
+
+static void gc_events(struct gc *c, uint32_t ev)
+{
+	if (c->events == ev)
+		return;
+	struct epoll_event e = {.events = ev, .data.ptr = c};
+	epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &e);
+	c->events = ev;
+}
+
+static void gc_close(struct gc *c)
+{
+	if (c->fd >= 0) {
+		close(c->fd); /* close() also drops the epoll registration */
+		c->fd = -1;
+	}
+	if (c->st == S_READY || c->st == S_RTT || c->st == S_THR)
+		established--;
+	c->st = S_FREE;
+	c->rlen = 0;
+}
+
+static int gc_connect(struct gc *c)
+{
+	c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (c->fd < 0) {
+		err(NULL, "socket: %s", strerror(errno));
+		return -1;
+	}
+	sock_tune(c->fd);
+	c->t0 = now_ns();
+	c->rlen = 0;
+	c->st = S_CONNECTING;
+	if (connect(c->fd, (struct sockaddr *)&dst, sizeof(dst)) < 0 && errno != EINPROGRESS) {
+		err(c, "connect: %s", strerror(errno));
+		return -1;
+	}
+	c->events = EPOLLOUT;
+	struct epoll_event e = {.events = EPOLLOUT, .data.ptr = c};
+	epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &e);
+	return 0;
+}
+
+static int full_write(struct gc *c, const void *d, size_t n)
+{
+	ssize_t w = write(c->fd, d, n);
+	if (w == (ssize_t)n)
+		return 0;
+	if (w < 0)
+		err(c, "write: %s", strerror(errno));
+	else
+		err(c, "short write %zd of %zu", w, n);
+	return -1;
+}
+
+static void on_connected(struct gc *c)
+{
+	int e = 0;
+	socklen_t l = sizeof(e);
+	getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &e, &l);
+	if (e) {
+		err(c, "connect: %s", strerror(e));
+		return;
+	}
+	if (o.wl == W_HTTP) {
+		c->st = S_HTTP;
+		c->t0 = now_ns();
+		if (full_write(c, http_req, (size_t)http_req_len) == 0)
+			gc_events(c, EPOLLIN);
+		return;
+	}
+	char key[25], buf[512];
+	ws_make_key(key);
+	ws_accept(key, 24, c->accept);
+	int n = snprintf(buf, sizeof(buf), req_head, key);
+	c->st = S_HANDSHAKE;
+	if (full_write(c, buf, (size_t)n) == 0)
+		gc_events(c, EPOLLIN);
+}
+
+static const char *head_end(const char *p, size_t n)
+{
+	for (size_t i = 3; i < n; i++)
+		if (p[i] == '\n' && p[i - 1] == '\r' && p[i - 2] == '\n' && p[i - 3] == '\r')
+			return p + i + 1;
+	return NULL;
+}
+
+/* Reads what is available into rb. Returns -1 on error/EOF (conn closed). */
+static int read_rb(struct gc *c, const char *what)
+{
+	if (c->rlen >= RBUF) {
+		err(c, "%s: response too large", what);
+		return -1;
+	}
+	ssize_t n = read(c->fd, c->rb + c->rlen, RBUF - c->rlen);
+	if (n > 0) {
+		c->rlen += (size_t)n;
+		return 0;
+	}
+	if (n < 0 && errno == EAGAIN)
+		return 0;
+	if (n == 0)
+		err(c, "%s: EOF after %zu bytes", what, c->rlen);
+	else
+		err(c, "%s: read: %s", what, strerror(errno));
+	return -1;
+}
+
+static void start_next(void);
+static void rtt_send(struct gc *c);
+static void thr_pump(struct gc *c);
+
+static void on_upgraded(struct gc *c)
+{
+	switch (o.wl) {
+	case W_HANDSHAKE:
+		sample(c->t0);
+		gc_close(c);
+		if (running)
+			gc_connect(c);
+		return;
+	default:
+		c->st = S_READY;
+		c->rlen = 0;
+		established++;
+		/* keep EPOLLIN armed: any byte or EOF on an idle tunnel is an error */
+		start_next();
+		return;
+	}
+}
+
+static void on_handshake(struct gc *c)
+{
+	if (read_rb(c, "handshake") < 0)
+		return;
+	const char *end = head_end(c->rb, c->rlen);
+	if (!end)
+		return;
+	size_t hl = (size_t)(end - c->rb);
+	const char *v;
+	size_t vl;
+	if (c->rlen < 13 || memcmp(c->rb, "HTTP/1.1 101 ", 13) != 0) {
+		int sl = (int)(memchr(c->rb, '\r', c->rlen) ? (char *)memchr(c->rb, '\r', c->rlen) - c->rb
+							    : 40);
+		err(c, "handshake: status line '%.*s'", sl > 80 ? 80 : sl, c->rb);
+		return;
+	}
+	if (!hdr_find(c->rb, hl, "Upgrade", &v, &vl) || !token_has(v, vl, "websocket")) {
+		err(c, "handshake: missing Upgrade: websocket");
+		return;
+	}
+	if (!hdr_find(c->rb, hl, "Connection", &v, &vl) || !token_has(v, vl, "upgrade")) {
+		err(c, "handshake: missing Connection: upgrade");
+		return;
+	}
+	if (!hdr_find(c->rb, hl, "Sec-WebSocket-Accept", &v, &vl) || vl != 28 ||
+	    memcmp(v, c->accept, 28) != 0) {
+		err(c, "handshake: bad Sec-WebSocket-Accept");
+		return;
+	}
+	if (c->rlen != hl) {
+		err(c, "handshake: %zu unexpected bytes after 101", c->rlen - hl);
+		return;
+	}
+	on_upgraded(c);
+}
+
+/* ---- rtt / idle echo: one 64-byte message at a time ---- */
+
+static void rtt_send(struct gc *c)
+{
+	c->seq++;
+	uint64_t x = ((uint64_t)c->id << 40) ^ c->seq;
+	for (int i = 0; i < MSG; i += 8) {
+		x = x * 6364136223846793005ull + 1442695040888963407ull;
+		memcpy(c->msg + i, &x, 8);
+	}
+	c->rlen = 0;
+	c->st = S_RTT;
+	c->t0 = now_ns();
+	full_write(c, c->msg, MSG);
+}
+
+static void on_rtt(struct gc *c)
+{
+	ssize_t n = read(c->fd, c->rb + c->rlen, MSG - c->rlen);
+	if (n <= 0) {
+		if (n < 0 && errno == EAGAIN)
+			return;
+		err(c, "echo: %s after %zu of %d bytes", n == 0 ? "EOF" : strerror(errno), c->rlen,
+		    MSG);
+		return;
+	}
+	c->rlen += (size_t)n;
+	if (c->rlen < MSG)
+		return;
+	if (memcmp(c->rb, c->msg, MSG) != 0) {
+		err(c, "echo: payload mismatch (seq %llu)", (unsigned long long)c->seq);
+		return;
+	}
+	if (o.wl == W_IDLE) {
+		echoed++;
+		c->st = S_READY;
+		c->rlen = 0;
+		return;
+	}
+	sample(c->t0);
+	if (running && ops < o.max_ops)
+		rtt_send(c);
+	else
+		c->st = S_READY;
+}
+
+/* ---- throughput ---- */
+
+static void thr_pump(struct gc *c)
+{
+	size_t base = (size_t)c->id * 7919;
+	for (int r = 0; r < 8; r++) {
+		ssize_t n = read(c->fd, iobuf, 256 * 1024);
+		if (n < 0) {
+			if (errno == EAGAIN)
+				break;
+			err(c, "stream read: %s", strerror(errno));
+			return;
+		}
+		if (n == 0) {
+			err(c, "stream: EOF after %llu bytes", (unsigned long long)c->roff);
+			return;
+		}
+		if (c->roff + (uint64_t)n > c->woff) {
+			err(c, "stream: %llu bytes echoed but only %llu sent",
+			    (unsigned long long)(c->roff + (uint64_t)n), (unsigned long long)c->woff);
+			return;
+		}
+		if (memcmp(iobuf, pat + (c->roff + base) % PAT_LEN, (size_t)n) != 0) {
+			err(c, "stream: payload mismatch near offset %llu", (unsigned long long)c->roff);
+			return;
+		}
+		c->roff += (uint64_t)n;
+		if (measuring)
+			bytes += (uint64_t)n;
+	}
+	int want_out = 0;
+	while (running && c->woff - c->roff < o.window) {
+		size_t len = CHUNK - (size_t)(c->woff % CHUNK);
+		if (len > o.window - (c->woff - c->roff))
+			len = o.window - (c->woff - c->roff);
+		ssize_t w = write(c->fd, pat + (c->woff + base) % PAT_LEN, len);
+		if (w < 0) {
+			if (errno == EAGAIN) {
+				want_out = 1;
+				break;
+			}
+			err(c, "stream write: %s", strerror(errno));
+			return;
+		}
+		c->woff += (uint64_t)w;
+	}
+	gc_events(c, want_out ? EPOLLIN | EPOLLOUT : EPOLLIN);
+}
+
+/* ---- http ---- */
+
+static void on_http(struct gc *c)
+{
+	if (read_rb(c, "http") < 0)
+		return;
+	if (!c->want) {
+		const char *end = head_end(c->rb, c->rlen);
+		if (!end)
+			return;
+		size_t hl = (size_t)(end - c->rb);
+		const char *v;
+		size_t vl;
+		if (c->rlen < 13 || memcmp(c->rb, "HTTP/1.1 200 ", 13) != 0) {
+			err(c, "http: status line '%.*s'", 40, c->rb);
+			return;
+		}
+		if (!hdr_find(c->rb, hl, "Content-Length", &v, &vl)) {
+			err(c, "http: no Content-Length");
+			return;
+		}
+		c->want = hl + strtoul(v, NULL, 10);
+		c->http_close = hdr_find(c->rb, hl, "Connection", &v, &vl) && token_has(v, vl, "close");
+		if (c->want > RBUF) {
+			err(c, "http: response too large");
+			return;
+		}
+	}
+	if (c->rlen < c->want)
+		return;
+	if (c->rlen > c->want) {
+		err(c, "http: %zu unexpected bytes after response", c->rlen - c->want);
+		return;
+	}
+	if (c->want < 13 || memcmp(c->rb + c->want - 13, "hello, world\n", 13) != 0) {
+		err(c, "http: wrong body");
+		return;
+	}
+	sample(c->t0);
+	c->want = 0;
+	c->rlen = 0;
+	if (c->http_close) { /* peer limits requests per connection: reconnect */
+		gc_close(c);
+		if (running)
+			gc_connect(c);
+		return;
+	}
+	if (running && ops < o.max_ops) {
+		c->t0 = now_ns();
+		full_write(c, http_req, (size_t)http_req_len);
+	}
+}
+
+static void on_event(struct gc *c, uint32_t ev)
+{
+	switch (c->st) {
+	case S_CONNECTING:
+		if (ev & (EPOLLOUT | EPOLLERR | EPOLLHUP))
+			on_connected(c);
+		break;
+	case S_HANDSHAKE:
+		on_handshake(c);
+		break;
+	case S_READY: {
+		char b[64];
+		ssize_t n = read(c->fd, b, sizeof(b));
+		if (n < 0 && errno == EAGAIN)
+			break;
+		if (o.wl == W_RTT || o.wl == W_THROUGHPUT) {
+			/* after the end of the measurement nothing is checked */
+			if (running || in_setup)
+				err(c, "idle tunnel: %s", n == 0 ? "closed by peer" : "unexpected data");
+			else
+				gc_close(c);
+		} else
+			err(c, "idle tunnel: %s", n == 0 ? "closed by peer"
+						 : n < 0 ? strerror(errno)
+							 : "unexpected data");
+		break;
+	}
+	case S_RTT:
+		on_rtt(c);
+		break;
+	case S_THR:
+		thr_pump(c);
+		break;
+	case S_HTTP:
+		on_http(c);
+		break;
+	default:
+		break;
+	}
+}
+
+static void loop_once(int timeout_ms)
+{
+	struct epoll_event evs[256];
+	int n = epoll_wait(ep, evs, 256, timeout_ms);
+	for (int i = 0; i < n; i++)
+		on_event(evs[i].data.ptr, evs[i].events);
+}
+
+/* setup phase: open conns with at most setup_conc handshakes in flight */
+static void start_next(void)
+{
+	while (in_setup && setup_started < o.conns &&
+	       setup_started - established - (int)errors < o.setup_conc) {
+		struct gc *c = &conns[setup_started++];
+		gc_connect(c);
+	}
+}
+
+static int setup_tunnels(void)
+{
+	uint64_t deadline = now_ns() + (uint64_t)(o.setup_timeout * 1e9);
+	in_setup = 1;
+	setup_started = 0;
+	start_next();
+	while (established < o.conns && !errors && now_ns() < deadline)
+		loop_once(10);
+	in_setup = 0;
+	if (established < o.conns && !errors)
+		err(NULL, "setup: only %d of %d tunnels after %.0f s", established, o.conns,
+		    o.setup_timeout);
+	return errors ? -1 : 0;
+}
+
+/* runs the event loop through warmup + measurement, sampling proxy CPU */
+static void measure(double *secs, double *cpu)
+{
+	uint64_t t = now_ns();
+	uint64_t t_meas = t + (uint64_t)(o.warmup * 1e9);
+	uint64_t t_end = t_meas + (uint64_t)(o.duration * 1e9);
+	double cpu0 = 0;
+	uint64_t t_start = t_meas;
+	running = 1;
+	while (running) {
+		loop_once(5);
+		uint64_t now = now_ns();
+		if (!measuring && now >= t_meas && running) {
+			cpu0 = proc_cpu();
+			t_start = now_ns();
+			measuring = 1;
+		}
+		if (now >= t_end || errors >= 100 || ops >= o.max_ops)
+			running = 0;
+	}
+	*secs = (double)(now_ns() - t_start) / 1e9;
+	*cpu = proc_cpu() - cpu0;
+	measuring = 0;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+static double pct(double q)
+{
+	if (!nsamples)
+		return 0;
+	size_t i = (size_t)(q * (double)nsamples);
+	if (i >= nsamples)
+		i = nsamples - 1;
+	return samples[i] / 1000.0; /* us */
+}
+
+static void json_str(const char *k, const char *v)
+{
+	printf("\"%s\": \"", k);
+	for (; *v; v++)
+		if (*v == '"' || *v == '\\')
+			printf("\\%c", *v);
+		else if ((unsigned char)*v < 0x20)
+			printf(" ");
+		else
+			putchar(*v);
+	printf("\", ");
+}
+
+static void usage(const char *a0)
+{
+	fprintf(stderr,
+		"usage: %s -w handshake|rtt|throughput|idle|http -p PORT [-a ADDR] [-c N]\n"
+		"       [-d SECS] [-u WARMUP] [-n MAXOPS] [-W WINDOW] [-s SETUP_TIMEOUT] [-P pid,pid]\n",
+		a0);
+	exit(2);
+}
+
+int main(int argc, char **argv)
+{
+	int opt;
+	const char *w = NULL;
+	while ((opt = getopt(argc, argv, "w:p:a:c:d:u:n:W:s:P:")) != -1) {
+		switch (opt) {
+		case 'w': w = optarg; break;
+		case 'p': o.port = atoi(optarg); break;
+		case 'a': o.host = optarg; break;
+		case 'c': o.conns = atoi(optarg); break;
+		case 'd': o.duration = atof(optarg); break;
+		case 'u': o.warmup = atof(optarg); break;
+		case 'n': o.max_ops = strtoull(optarg, NULL, 10); break;
+		case 'W': o.window = strtoull(optarg, NULL, 10); break;
+		case 's': o.setup_timeout = atof(optarg); break;
+		case 'P':
+			for (char *s = strtok(optarg, ","); s && o.npids < 16; s = strtok(NULL, ","))
+				o.pids[o.npids++] = atoi(s);
+			break;
+		default: usage(argv[0]);
+		}
+	}
+	if (!w || !o.port)
+		usage(argv[0]);
+	if (!strcmp(w, "handshake"))
+		o.wl = W_HANDSHAKE;
+	else if (!strcmp(w, "rtt"))
+		o.wl = W_RTT;
+	else if (!strcmp(w, "throughput"))
+		o.wl = W_THROUGHPUT;
+	else if (!strcmp(w, "idle"))
+		o.wl = W_IDLE;
+	else if (!strcmp(w, "http"))
+		o.wl = W_HTTP;
+	else
+		usage(argv[0]);
+	if (o.conns <= 0)
+		o.conns = o.wl == W_HANDSHAKE ? 64 : o.wl == W_RTT ? 1 : o.wl == W_THROUGHPUT ? 10
+					  : o.wl == W_IDLE ? 5000 : 50;
+	if (o.window < CHUNK)
+		o.window = CHUNK;
+	if (o.window > 1024 * 1024)
+		o.window = 1024 * 1024;
+
+	signal(SIGPIPE, SIG_IGN);
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	getrlimit(RLIMIT_NOFILE, &rl);
+	if ((rlim_t)o.conns + 64 > rl.rlim_cur) {
+		fprintf(stderr, "bench_load: %d connections need more than %llu fds\n", o.conns,
+			(unsigned long long)rl.rlim_cur);
+		return 2;
+	}
+	rng_state ^= (uint64_t)now_ns() ^ ((uint64_t)getpid() << 32);
+
+	dst.sin_family = AF_INET;
+	dst.sin_port = htons((uint16_t)o.port);
+	if (inet_pton(AF_INET, o.host, &dst.sin_addr) != 1)
+		usage(argv[0]);
+	req_head_len = snprintf(req_head, sizeof(req_head),
+				"GET /ws HTTP/1.1\r\n"
+				"Host: %s:%d\r\n"
+				"Upgrade: websocket\r\n"
+				"Connection: Upgrade\r\n"
+				"Sec-WebSocket-Key: %%s\r\n"
+				"Sec-WebSocket-Version: 13\r\n"
+				"\r\n",
+				o.host, o.port);
+	http_req_len = snprintf(http_req, sizeof(http_req),
+				"GET /bench HTTP/1.1\r\nHost: %s:%d\r\n\r\n", o.host, o.port);
+
+	ep = epoll_create1(EPOLL_CLOEXEC);
+	conns = calloc((size_t)o.conns, sizeof(*conns));
+	for (int i = 0; i < o.conns; i++) {
+		conns[i].id = i;
+		conns[i].fd = -1;
+		conns[i].rb = xmalloc(RBUF);
+	}
+	maxsamples = o.max_ops < 20000000 ? o.max_ops : 20000000;
+	samples = xmalloc(maxsamples * sizeof(*samples));
+	iobuf = xmalloc(256 * 1024);
+
+	double secs = 0, cpu = 0;
+	long rss0 = 0, rss1 = 0;
+	int ntun = o.conns;
+
+	switch (o.wl) {
+	case W_HANDSHAKE:
+	case W_HTTP: {
+		/* slots start connecting at once; the warmup absorbs the ramp */
+		running = 1;
+		for (int i = 0; i < o.conns; i++)
+			gc_connect(&conns[i]);
+		measure(&secs, &cpu);
+		break;
+	}
+	case W_RTT:
+		if (setup_tunnels() == 0) {
+			for (int i = 0; i < o.conns; i++)
+				rtt_send(&conns[i]);
+			measure(&secs, &cpu);
+		}
+		break;
+	case W_THROUGHPUT:
+		pat = xmalloc(2 * PAT_LEN);
+		for (size_t i = 0; i < PAT_LEN; i += 8) {
+			uint64_t x = rng_next();
+			memcpy(pat + i, &x, PAT_LEN - i < 8 ? PAT_LEN - i : 8);
+		}
+		memcpy(pat + PAT_LEN, pat, PAT_LEN);
+		if (setup_tunnels() == 0) {
+			running = 1; /* thr_pump only writes while running */
+			for (int i = 0; i < o.conns; i++) {
+				conns[i].st = S_THR;
+				thr_pump(&conns[i]);
+			}
+			measure(&secs, &cpu);
+		}
+		break;
+	case W_IDLE: {
+		/* warm the proxy with one tunnel so lazy one-time allocations are
+		 * in "before", then open N and hold them */
+		int n = o.conns;
+		o.conns = 1;
+		if (setup_tunnels() == 0) {
+			rtt_send(&conns[0]);
+			uint64_t dl = now_ns() + 5000000000ull;
+			while (!echoed && !errors && now_ns() < dl)
+				loop_once(10);
+			if (!echoed && !errors)
+				err(&conns[0], "warm-up echo timed out");
+			gc_close(&conns[0]);
+		}
+		if (errors)
+			break;
+		established = 0;
+		echoed = 0;
+		uint64_t dl = now_ns() + 300000000ull;
+		while (now_ns() < dl)
+			loop_once(10);
+		rss0 = proc_rss_kb();
+		o.conns = n;
+		double c0 = proc_cpu();
+		uint64_t t0 = now_ns();
+		if (setup_tunnels() < 0)
+			break;
+		secs = (double)(now_ns() - t0) / 1e9;
+		cpu = proc_cpu() - c0;
+		/* settle: the proxy finishes its side; idle tunnels must stay quiet */
+		dl = now_ns() + 1000000000ull;
+		while (now_ns() < dl && !errors)
+			loop_once(10);
+		rss1 = proc_rss_kb();
+		if (errors)
+			break;
+		for (int i = 0; i < o.conns; i++)
+			rtt_send(&conns[i]);
+		dl = now_ns() + (uint64_t)(o.setup_timeout * 1e9);
+		while (echoed + (int)errors < o.conns && now_ns() < dl)
+			loop_once(10);
+		if (echoed < o.conns && !errors)
+			err(NULL, "idle: only %d of %d tunnels echoed in time", echoed, o.conns);
+		ops = (uint64_t)echoed;
+		break;
+	}
+	}
+
+	qsort(samples, nsamples, sizeof(*samples), cmp_u32);
+	printf("{\"workload\": \"%s\", \"ok\": %s, \"errors\": %llu, ", w, errors ? "false" : "true",
+	       (unsigned long long)errors);
+	json_str("first_error", first_err);
+	printf("\"conns\": %d, \"secs\": %.4f, \"ops\": %llu, \"rate\": %.1f, ", ntun, secs,
+	       (unsigned long long)ops, secs > 0 ? (double)ops / secs : 0.0);
+	printf("\"p50_us\": %.1f, \"p99_us\": %.1f, \"p999_us\": %.1f, \"max_us\": %.1f, ", pct(0.5),
+	       pct(0.99), pct(0.999), nsamples ? samples[nsamples - 1] / 1000.0 : 0.0);
+	printf("\"bytes\": %llu, \"mbps\": %.1f, ", (unsigned long long)bytes,
+	       secs > 0 ? (double)bytes / secs / 1e6 : 0.0);
+	printf("\"proxy_cpu_s\": %.3f, \"npids\": %d, ", cpu, o.npids);
+	printf("\"rss_before_kb\": %ld, \"rss_after_kb\": %ld, \"rss_per_tunnel_b\": %.1f}\n", rss0,
+	       rss1, o.wl == W_IDLE && ntun ? (double)(rss1 - rss0) * 1024.0 / ntun : 0.0);
+	fflush(stdout);
+	return errors ? 1 : 0;
+}
