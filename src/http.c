@@ -5,9 +5,8 @@
  * http-parser (bare LF, obs-fold, whitespace before the colon, control
  * characters) and accepts any method token, as a proxy must forward unknown
  * methods. The framing decision (Content-Length, chunked, close) is made here
- * from the parsed fields; http-parser then decodes chunked bodies, fed a
- * synthetic head that carries exactly that decision so the two can never
- * disagree about where a message ends.
+ * from the parsed fields, and chunked bodies are decoded by a strict state
+ * machine below. http-parser validates absolute-form request-targets.
  */
 #include "http.h"
 
@@ -19,14 +18,28 @@
 
 #include <http_parser.h>
 
+enum chunk_state {
+	CHUNK_SIZE,
+	CHUNK_EXT,
+	CHUNK_SIZE_LF,
+	CHUNK_DATA,
+	CHUNK_DATA_CR,
+	CHUNK_DATA_LF,
+	CHUNK_TRAILER_START,
+	CHUNK_TRAILER,
+	CHUNK_TRAILER_LF,
+	CHUNK_END_LF,
+};
+
 struct http_reader {
-	http_parser parser;
-	http_parser_settings settings;
 	enum http_msg_kind kind;
 	enum http_body_kind body;
-	uint64_t remaining; /* HTTP_BODY_LENGTH: bytes still expected */
+	uint64_t remaining; /* LENGTH: bytes left; CHUNKED: bytes left in the chunk */
 	bool done;
-	/* set for the duration of one http_parser_execute call */
+	enum chunk_state chunk_state;
+	unsigned chunk_digits;
+	size_t trailer_bytes, trailer_limit;
+	/* set for the duration of one http_reader_body call */
 	http_body_cb cb;
 	void *cb_arg;
 };
@@ -389,6 +402,17 @@ static bool host_chars_valid(const char *s, size_t len)
 	return true;
 }
 
+/* Is an absolute-form target a well-formed http(s) URL with a host and no userinfo? */
+static bool absolute_url_valid(const char *t, size_t len)
+{
+	struct http_parser_url u;
+	http_parser_url_init(&u);
+	if (http_parser_parse_url(t, len, 0, &u) != 0)
+		return false;
+	return (u.field_set & (1 << UF_HOST)) && !(u.field_set & (1 << UF_USERINFO)) &&
+	       u.field_data[UF_HOST].len > 0;
+}
+
 /* Request-target forms (RFC 9112 §3.2); absolute-form sets authority. */
 static int check_target(struct http_msg *msg, struct http_error *err)
 {
@@ -409,8 +433,7 @@ static int check_target(struct http_msg *msg, struct http_error *err)
 	size_t end = skip;
 	while (end < len && t[end] != '/' && t[end] != '?' && t[end] != '#')
 		end++;
-	if (end == skip || memchr(t + skip, '@', end - skip) ||
-	    !host_chars_valid(t + skip, end - skip))
+	if (!absolute_url_valid(t, len) || !host_chars_valid(t + skip, end - skip))
 		return err->reason = "invalid authority in request-target", -1;
 	msg->authority = t + skip;
 	msg->authority_len = end - skip;
@@ -489,29 +512,12 @@ static bool msg_keep_alive(const struct http_msg *msg)
 	return http_msg_has_token(msg, "Connection", "keep-alive");
 }
 
-static int reader_on_body(http_parser *p, const char *at, size_t len)
-{
-	struct http_reader *r = p->data;
-	r->cb(r->cb_arg, at, len);
-	return 0;
-}
-
-static int reader_on_complete(http_parser *p)
-{
-	struct http_reader *r = p->data;
-	r->done = true;
-	http_parser_pause(p, 1);
-	return 0;
-}
-
 struct http_reader *http_reader_new(enum http_msg_kind kind)
 {
 	struct http_reader *r = calloc(1, sizeof(*r));
 	if (r == NULL)
 		return NULL;
 	r->kind = kind;
-	r->settings.on_body = reader_on_body;
-	r->settings.on_message_complete = reader_on_complete;
 	return r;
 }
 
@@ -520,23 +526,11 @@ void http_reader_free(struct http_reader *r)
 	free(r);
 }
 
-/* Prime http-parser with a head that states our framing decision. */
-static void reader_prime_chunked(struct http_reader *r)
-{
-	static const char head[] = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
-	http_parser_init(&r->parser, HTTP_REQUEST);
-	r->parser.data = r;
-	r->cb = NULL;
-	size_t n = http_parser_execute(&r->parser, &r->settings, head, sizeof(head) - 1);
-	(void)n; /* a constant head: cannot fail */
-}
-
 int http_reader_head(struct http_reader *r, struct http_msg *msg, const char *head,
 		     size_t len, enum http_verb request_method, const struct http_limits *lim,
 		     struct http_error *err)
 {
 	bool request = msg->kind == HTTP_MSG_REQUEST;
-	(void)lim;
 	err->status = request ? 400 : 502;
 	err->reason = "out of memory";
 	if (msg_split(msg, head, len) < 0) {
@@ -556,20 +550,124 @@ int http_reader_head(struct http_reader *r, struct http_msg *msg, const char *he
 	r->body = msg->body;
 	r->remaining = msg->content_length;
 	r->done = msg->body == HTTP_BODY_NONE;
-	if (msg->body == HTTP_BODY_CHUNKED)
-		reader_prime_chunked(r);
+	r->chunk_state = CHUNK_SIZE;
+	r->chunk_digits = 0;
+	r->trailer_bytes = 0;
+	r->trailer_limit = lim->header_bytes;
 	return 0;
 }
 
+static int hex_value(unsigned char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	c = (unsigned char)tolower(c);
+	return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* One byte of chunk framing (everything but payload). 0 ok, -1 malformed. */
+static int chunk_framing_byte(struct http_reader *r, unsigned char c)
+{
+	switch (r->chunk_state) {
+	case CHUNK_SIZE: {
+		int v = hex_value(c);
+		if (v >= 0) {
+			if (++r->chunk_digits > 15) /* < 2^60: no overflow */
+				return -1;
+			r->remaining = r->remaining * 16 + (uint64_t)v;
+			return 0;
+		}
+		if (r->chunk_digits == 0)
+			return -1;
+		if (c == '\r')
+			r->chunk_state = CHUNK_SIZE_LF;
+		else if (c == ';' || c == ' ' || c == '\t')
+			r->chunk_state = CHUNK_EXT; /* extensions are ignored, as RFC 9112 allows */
+		else
+			return -1;
+		return 0;
+	}
+	case CHUNK_EXT:
+		if (c == '\r')
+			r->chunk_state = CHUNK_SIZE_LF;
+		else if (!is_field_char(c))
+			return -1;
+		return 0;
+	case CHUNK_SIZE_LF:
+		if (c != '\n')
+			return -1;
+		r->chunk_state = r->remaining ? CHUNK_DATA : CHUNK_TRAILER_START;
+		return 0;
+	case CHUNK_DATA_CR:
+		if (c != '\r')
+			return -1;
+		r->chunk_state = CHUNK_DATA_LF;
+		return 0;
+	case CHUNK_DATA_LF:
+		if (c != '\n')
+			return -1;
+		r->chunk_state = CHUNK_SIZE;
+		r->chunk_digits = 0;
+		r->remaining = 0;
+		return 0;
+	case CHUNK_TRAILER_START: /* trailer fields are read, checked loosely and dropped */
+		if (c == '\r') {
+			r->chunk_state = CHUNK_END_LF;
+			return 0;
+		}
+		if (c == ' ' || c == '\t' || c == ':')
+			return -1;
+		r->chunk_state = CHUNK_TRAILER;
+		/* fall through */
+	case CHUNK_TRAILER:
+		if (++r->trailer_bytes > r->trailer_limit)
+			return -1;
+		if (c == '\r')
+			r->chunk_state = CHUNK_TRAILER_LF;
+		else if (!is_field_char(c))
+			return -1;
+		return 0;
+	case CHUNK_TRAILER_LF:
+		if (c != '\n')
+			return -1;
+		r->chunk_state = CHUNK_TRAILER_START;
+		return 0;
+	case CHUNK_END_LF:
+		if (c != '\n')
+			return -1;
+		r->done = true;
+		return 0;
+	case CHUNK_DATA:
+		break;
+	}
+	return -1;
+}
+
+/*
+ * Strict chunked decoding (RFC 9112 §7.1): exact CRLFs, hex sizes without
+ * overflow. Our own state machine because http-parser, as Debian builds it
+ * (non-strict), accepts any byte where chunk framing requires CR or LF: a
+ * request smuggling path.
+ */
 static ssize_t reader_chunked(struct http_reader *r, const char *data, size_t len)
 {
-	size_t n = http_parser_execute(&r->parser, &r->settings, data, len);
-	enum http_errno e = HTTP_PARSER_ERRNO(&r->parser);
-	if (e == HPE_PAUSED && r->done)
-		return (ssize_t)n;
-	if (e != HPE_OK || (len == 0 && !r->done))
-		return -1;
-	return (ssize_t)n;
+	size_t i = 0;
+	if (len == 0)
+		return r->done ? 0 : -1; /* EOF inside the body */
+	while (i < len && !r->done) {
+		if (r->chunk_state == CHUNK_DATA) {
+			size_t n = len - i < r->remaining ? len - i : (size_t)r->remaining;
+			r->cb(r->cb_arg, data + i, n);
+			r->remaining -= n;
+			i += n;
+			if (r->remaining == 0)
+				r->chunk_state = CHUNK_DATA_CR;
+			continue;
+		}
+		if (chunk_framing_byte(r, (unsigned char)data[i++]) < 0)
+			return -1;
+	}
+	return (ssize_t)i;
 }
 
 ssize_t http_reader_body(struct http_reader *r, const char *data, size_t len, http_body_cb cb,
