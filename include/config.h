@@ -20,7 +20,10 @@ enum config_upgrade_policy {
 	CONFIG_UPGRADE_FORWARD = 0, /* default: forward allowed tokens */
 	CONFIG_UPGRADE_STRIP,       /* drop Upgrade, forward a plain request */
 	CONFIG_UPGRADE_DENY,        /* answer 403 without contacting a backend */
+	CONFIG_UPGRADE_TERMINATE,   /* answer the WebSocket handshake, bridge to a stream */
 };
+
+#define CONFIG_NO_UPSTREAM ((size_t)-1) /* route.upstream of a terminate route */
 
 enum config_tunnel_mode {
 	CONFIG_TUNNEL_SPLICE = 0, /* default on Linux */
@@ -58,6 +61,16 @@ struct config_route {
 	char **protocols;  /* lower-cased allow-list; default { "websocket" } */
 	size_t n_protocols;
 	bool any_protocol; /* protocols contains "*" (h2c still refused) */
+	/* upgrade = "terminate" only: */
+	struct config_addr bridge; /* TCP backend stream ("host:port") */
+	char *bridge_unix;         /* or a Unix socket path ("unix:/path"); NULL = TCP */
+	char **subprotocols;       /* offered to clients, in order of preference */
+	size_t n_subprotocols;
+	bool require_subprotocol;  /* default true: offered but none matching -> 400 */
+	uint64_t max_message;      /* bytes, default 1 MiB */
+	uint64_t ping_interval;    /* ms, default 30 s; 0 = off */
+	char **origins;            /* allowed Origin values; none = any origin */
+	size_t n_origins;
 	int line;
 };
 
