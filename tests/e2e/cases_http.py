@@ -1025,3 +1025,146 @@ def pipelined_bad_request_after_good_one(t):
     eq(r.status, 200, "first response")
     expect_proxy_error(c, 400)
     eq([q.target for q in be.requests], ["/good"], "requests at backend")
+
+
+@case()
+def head_with_chunked_response_head_and_304_with_length(t):
+    be, px = setup(t, [Reply(200, framing="none", headers=[("Transfer-Encoding", "chunked")]),
+                       Reply(304, framing="none", headers=[("Content-Length", "1234"), ("ETag", '"e"')]),
+                       Reply(200, b"after")])
+    c = px.connect()
+    c.request("HEAD", "/h")
+    r = c.read_response(method="HEAD", timeout=5)
+    eq(r.status, 200, "HEAD status")
+    r = c.get("/n", headers=[("If-None-Match", '"e"')])
+    eq((r.status, r.get("ETag")), (304, '"e"'), "304")
+    r = c.get("/after")
+    eq((r.status, r.body), (200, b"after"), "request after HEAD and 304 on the same connection")
+
+
+def _blackhole(t):
+    """A listener whose accept queue is full: further SYNs are dropped, so a
+    connect to it hangs until the connect timeout."""
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(0)
+    t.held.append(ls)
+    port = ls.getsockname()[1]
+    for _ in range(8):
+        s = socket.socket()
+        s.setblocking(False)
+        t.held.append(s)
+        try:
+            s.connect(("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+    time.sleep(0.2)
+    probe = socket.socket()
+    probe.settimeout(0.3)
+    t.held.append(probe)
+    try:
+        probe.connect(("127.0.0.1", port))
+        return None  # could not build a black hole here
+    except (socket.timeout, OSError):
+        return port
+
+
+@case()
+def connect_timeout_tries_next_server(t):
+    hole = _blackhole(t)
+    assert hole, "could not create a black-hole listener for the test"
+    be = t.http_backend(Reply(200, b"second"))
+    px = t.proxy(upstreams={"app": [hole, be]}, timeouts={"connect": "300ms"})
+    c = px.connect()
+    t0 = time.monotonic()
+    r = c.get("/", timeout=5)
+    eq((r.status, r.body), (200, b"second"), "response via the second server")
+    t.note("took %.2fs" % (time.monotonic() - t0))
+    px2 = t.proxy(upstreams={"app": [hole]}, timeouts={"connect": "300ms"})
+    c = px2.connect()
+    c.request("GET", "/")
+    expect_proxy_error(c, 502, timeout=5)
+
+
+@case()
+def te_chunked_case_insensitive_accepted(t):
+    be, px = setup(t, Reply(200, lambda req: req.body))
+    c = px.connect()
+    c.request("POST", "/", headers=[("Transfer-Encoding", "Chunked")], body=chunked(b"abcdef", 4))
+    r = c.read_response()
+    eq((r.status, r.body), (200, b"abcdef"), "response")
+
+
+# --------------------------------------------------------------------------
+# seeded random traffic: every head and body arrives exactly
+
+
+def _rand_token(rng, n):
+    return "".join(rng.choice("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.~") for _ in range(n))
+
+
+def _reply_for_target(target):
+    import random
+    rng = random.Random(target)
+    framing = rng.choice(["cl", "chunked", "close", "cl"])
+    size = rng.choice([0, 1, 100, 5000, rng.randrange(0, 300000)])
+    body = blob(size, rng.randrange(1 << 30))
+    headers = [("X-Resp-%d" % i, _rand_token(rng, rng.randrange(1, 40))) for i in range(rng.randrange(0, 6))]
+    return Reply(200, body, framing=framing, chunk_size=rng.randrange(1, 20000), headers=headers)
+
+
+@case(timeout=120)
+def random_traffic_exact(t):
+    rng = t.rng
+    be = t.http_backend(lambda req: _reply_for_target(req.target))
+    px = t.proxy(be)
+    base = px.fd_count()
+    sent = {}
+    for conn in range(6):
+        c = px.connect()
+        i = 0
+        while i < 12:
+            batch = []
+            for _ in range(rng.randrange(1, 4)):
+                target = "/r/%d/%d?t=%s" % (conn, i, _rand_token(rng, rng.randrange(0, 60)))
+                i += 1
+                method = rng.choice(["GET", "POST", "PUT", "DELETE", "PATCH", "FOO", "GET"])
+                fields = [("Host", "h%d.test" % rng.randrange(5))]
+                for k in range(rng.randrange(0, 10)):
+                    fields.append(("X-%s" % _rand_token(rng, rng.randrange(1, 12)).replace(".", "").replace("~", "") or "X",
+                                   _rand_token(rng, rng.randrange(1, 80))))
+                body = None
+                kind = rng.choice(["none", "cl", "chunked"]) if method != "GET" else "none"
+                if kind != "none":
+                    body = blob(rng.choice([0, 1, 1000, rng.randrange(0, 200000)]), rng.randrange(1 << 30))
+                wire_body = body
+                if kind == "chunked":
+                    fields.append(("Transfer-Encoding", "chunked"))
+                    wire_body = chunked(body, rng.randrange(1, 30000))
+                raw = build_request(method, target, fields, wire_body, host=None)
+                sent[target] = (method, fields, body)
+                batch.append((target, raw))
+            c.send(b"".join(r for _, r in batch))
+            for target, _ in batch:
+                r = c.read_response(timeout=30)
+                want = _reply_for_target(target)
+                eq(r.status, 200, "status for %s" % target)
+                eq(r.body == want.body, True, "response body for %s (%d vs %d bytes)" % (target, len(r.body), len(want.body)))
+                got_x = [l for l in r.lines if l.startswith(b"X-Resp-")]
+                eq(got_x, [("%s: %s" % h).encode() for h in want.headers], "response fields for %s" % target)
+        c.close()
+    be.wait_requests(len(sent))
+    eq(len(be.requests), len(sent), "requests at backend")
+    for req in be.requests:
+        method, fields, body = sent[req.target]
+        eq(req.request_line, ("%s %s HTTP/1.1" % (method, req.target)).encode(), "request line")
+        e2e = [("%s: %s" % f).encode() for f in fields if f[0] != "Transfer-Encoding"]
+        if body is not None and not any(f[0] == "Transfer-Encoding" for f in fields):
+            e2e.append(b"Content-Length: %d" % len(body))
+        host = fields[0][1].encode()
+        added = std_added(host)
+        if any(f[0] == "Transfer-Encoding" for f in fields):
+            added["transfer-encoding"] = [b"Transfer-Encoding: chunked"]
+        check_head(req.lines, e2e, added, "backend (%s)" % req.target)
+        eq(req.body == (body or b""), True, "request body for %s" % req.target)
+    px.wait_fds(base)

@@ -455,10 +455,10 @@ class Client:
         """Send a request built by build_request()."""
         self.send(build_request(method, target, headers, body, version, host))
 
-    def get(self, target="/", **kw):
+    def get(self, target="/", timeout=10, **kw):
         """Send a GET (kwargs as for request) and return read_response()."""
         self.request("GET", target, **kw)
-        return self.read_response()
+        return self.read_response(timeout=timeout)
 
     def read_response(self, method="GET", timeout=10, store=True, on_chunk=None,
                       keep_interim=True):
