@@ -127,6 +127,10 @@ def main():
         return 1
 
     base = tempfile.mkdtemp(prefix="sy-e2e-")
+    # run a private copy, so a rebuild during the run cannot pull it away
+    copy = os.path.join(base, os.path.basename(binary))
+    shutil.copy2(binary, copy)
+    binary = copy
     pending = list(enumerate(cases))
     running = {}  # pid -> (case, dir, hard deadline)
     results = {}
@@ -169,7 +173,6 @@ def main():
     try:
         # results are printed in registration order
         next_print = 0
-        index = {c.name: i for i, c in enumerate(cases)}
         while pending or running:
             while pending and len(running) < max(1, args.j):
                 i, c = pending.pop(0)
