@@ -38,6 +38,7 @@
 #include "tunnel.h"
 #include "upgrade.h"
 #include "upstream.h"
+#include "wsbridge.h"
 
 #define SESSION_HIGH_WATER (256 * 1024) /* output bytes before the source pauses */
 #define SESSION_LINGER_MS 2000          /* drain time after an error response */
@@ -47,6 +48,7 @@ enum session_state {
 	SESSION_CONNECT,
 	SESSION_EXCHANGE,
 	SESSION_TUNNEL,
+	SESSION_WEBSOCKET,
 	SESSION_LINGER,
 	SESSION_CLOSED,
 };
@@ -73,6 +75,10 @@ struct session {
 	struct bufferevent *client;
 	struct bufferevent *backend;
 	struct tunnel *tunnel;
+	struct wsbridge *wsb;
+	/* terminate routes: the chosen subprotocol, pointing into req.raw */
+	const char *subprotocol;
+	size_t subprotocol_len;
 	char client_ip[INET6_ADDRSTRLEN];
 	char client_addr[INET6_ADDRSTRLEN + 8];
 
@@ -103,6 +109,9 @@ struct session {
 static void session_read_request(struct session *s);
 static void exchange_pump(struct session *s);
 static void connect_next(struct session *s);
+static void terminate_dispatch(struct session *s);
+static void terminate_connected(struct session *s);
+static void session_tunnel_done_cb(void *arg, const char *closed_by, const char *reason);
 static void client_event_cb(struct bufferevent *bev, short what, void *arg);
 static void client_read_cb(struct bufferevent *bev, void *arg);
 static void client_write_cb(struct bufferevent *bev, void *arg);
@@ -112,8 +121,8 @@ static void backend_write_cb(struct bufferevent *bev, void *arg);
 
 static const char *session_state_str(enum session_state st)
 {
-	static const char *const names[] = {"read_req", "connect", "exchange",
-					    "tunnel",   "linger",  "closed"};
+	static const char *const names[] = {"read_req", "connect",   "exchange", "tunnel",
+					    "websocket", "linger", "closed"};
 	return names[st];
 }
 
@@ -146,6 +155,8 @@ static void timer_stop(struct session *s)
 
 static const char *server_text(const struct session *s)
 {
+	if (s->route && s->route->upgrade == CONFIG_UPGRADE_TERMINATE)
+		return s->route->bridge_unix ? s->route->bridge_unix : s->route->bridge.text;
 	if (s->route == NULL || s->server < 0)
 		return NULL;
 	return s->cfg->upstreams[s->upstream].servers[s->server].addr.text;
@@ -169,7 +180,8 @@ static void log_request_common(struct session *s, struct log_json *j)
 			log_json_str(j, "host", host->value, host->value_len);
 	}
 	log_json_cstr(j, "route", s->route ? s->route->name : NULL);
-	log_json_cstr(j, "upstream", s->route ? s->cfg->upstreams[s->upstream].name : NULL);
+	bool pooled = s->route && s->upstream != CONFIG_NO_UPSTREAM;
+	log_json_cstr(j, "upstream", pooled ? s->cfg->upstreams[s->upstream].name : NULL);
 	log_json_cstr(j, "server", server_text(s));
 }
 
@@ -194,11 +206,16 @@ static void log_tunnel(struct session *s, const char *closed_by, const char *rea
 	uint64_t up = 0, down = 0;
 	if (!log_access_enabled())
 		return;
-	tunnel_bytes(s->tunnel, &up, &down);
-	down = down > s->head101_len ? down - s->head101_len : 0;
 	log_request_common(s, &j);
-	log_json_cstr(&j, "event", "tunnel");
-	log_json_cstr(&j, "mode", tunnel_mode_str(s->tunnel));
+	if (s->wsb) {
+		wsbridge_bytes(s->wsb, &up, &down);
+		log_json_cstr(&j, "event", "websocket");
+	} else {
+		tunnel_bytes(s->tunnel, &up, &down);
+		down = down > s->head101_len ? down - s->head101_len : 0;
+		log_json_cstr(&j, "event", "tunnel");
+		log_json_cstr(&j, "mode", tunnel_mode_str(s->tunnel));
+	}
 	log_json_num(&j, "bytes_up", up);
 	log_json_num(&j, "bytes_down", down);
 	log_json_num(&j, "duration_ms", elapsed_ms(&s->tunnel_started));
@@ -222,6 +239,7 @@ static void session_free(struct session *s)
 	proxy_session_removed(s->px, s);
 	if (s->tunnel)
 		tunnel_free(s->tunnel);
+	wsbridge_free(s->wsb);
 	backend_drop(s);
 	if (s->client)
 		bufferevent_free(s->client);
@@ -275,7 +293,8 @@ static void linger_start(struct session *s)
 static void session_error(struct session *s, int status, const char *reason)
 {
 	struct evbuffer *out = bufferevent_get_output(s->client);
-	const char *extra = status == 426 ? "Sec-WebSocket-Version: 13\r\n" : "";
+	const char *extra =
+		status == 426 ? "Sec-WebSocket-Version: 13\r\nUpgrade: websocket\r\n" : "";
 	size_t before = evbuffer_get_length(out);
 
 	backend_drop(s);
@@ -346,6 +365,10 @@ static void session_dispatch(struct session *s)
 		session_error(s, s->up.status, s->up.reason);
 		return;
 	}
+	if (s->route->upgrade == CONFIG_UPGRADE_TERMINATE) {
+		terminate_dispatch(s);
+		return;
+	}
 	if (s->up.decision == UPGRADE_FORWARD)
 		s->close_after = true; /* either a tunnel or, per RFC 9931, no more HTTP */
 	if (!s->req.keep_alive)
@@ -414,7 +437,8 @@ static void connect_next(struct session *s)
 		return;
 	}
 	s->server = pick;
-	s->backend = upstream_connect(s->px->base, &u->servers[pick]);
+	const struct config_addr *addr = &u->servers[pick].addr;
+	s->backend = upstream_connect(s->px->base, (const struct sockaddr *)&addr->ss, addr->len);
 	if (s->backend == NULL) {
 		connect_failed(s, strerror(errno));
 		return;
@@ -729,6 +753,124 @@ static void exchange_pump(struct session *s)
 	pump_response_body(s);
 }
 
+/* ---- terminated WebSocket ---- */
+
+static bool subprotocol_listed(const struct config_route *r, const char *tok, size_t len)
+{
+	for (size_t i = 0; i < r->n_subprotocols; i++)
+		if (strlen(r->subprotocols[i]) == len && memcmp(r->subprotocols[i], tok, len) == 0)
+			return true;
+	return false;
+}
+
+/* The first subprotocol the client offers that the route lists. 0, or -1 (400). */
+static int choose_subprotocol(struct session *s)
+{
+	bool offered = false;
+	const struct config_route *r = s->route;
+	for (size_t i = 0; i < s->req.n_headers && r->n_subprotocols; i++) {
+		const struct http_header *h = &s->req.headers[i];
+		const char *tok;
+		size_t len, pos = 0;
+		if (!http_name_is(h, "Sec-WebSocket-Protocol"))
+			continue;
+		while (http_list_next(h->value, h->value_len, &pos, &tok, &len)) {
+			offered = true;
+			if (subprotocol_listed(r, tok, len)) {
+				s->subprotocol = tok;
+				s->subprotocol_len = len;
+				return 0;
+			}
+		}
+	}
+	return offered && r->require_subprotocol ? -1 : 0;
+}
+
+/* Browsers always send Origin; other clients may not, and are not refused for it. */
+static bool origin_allowed(const struct session *s)
+{
+	const struct http_header *o = http_msg_find(&s->req, "Origin");
+	if (s->route->n_origins == 0 || o == NULL)
+		return true;
+	for (size_t i = 0; i < s->route->n_origins; i++)
+		if (http_token_eq(o->value, o->value_len, s->route->origins[i]))
+			return true;
+	return false;
+}
+
+/* Answer the handshake ourselves: check, then connect the stream backend. */
+static void terminate_dispatch(struct session *s)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	s->subprotocol = NULL;
+	s->subprotocol_len = 0;
+	if (s->up.decision != UPGRADE_FORWARD || !s->up.websocket) {
+		session_error(s, 426, "this route only accepts WebSocket");
+		return;
+	}
+	if (!origin_allowed(s)) {
+		session_error(s, 403, "Origin not allowed");
+		return;
+	}
+	if (choose_subprotocol(s) < 0) {
+		session_error(s, 400, "no acceptable WebSocket subprotocol");
+		return;
+	}
+	if (upstream_bridge_addr(s->route, &ss, &len) < 0 ||
+	    (s->backend = upstream_connect(s->px->base, (struct sockaddr *)&ss, len)) == NULL) {
+		session_error(s, 502, "WebSocket bridge backend unreachable");
+		return;
+	}
+	bufferevent_setcb(s->backend, backend_read_cb, backend_write_cb, backend_event_cb, s);
+	s->state = SESSION_CONNECT;
+	timer_arm(s, TIMER_CONNECT, s->cfg->timeouts.connect);
+}
+
+static void write_handshake_101(struct session *s)
+{
+	struct evbuffer *out = bufferevent_get_output(s->client);
+	size_t before = evbuffer_get_length(out);
+	evbuffer_add_printf(out,
+			    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+			    "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n",
+			    s->up.ws_accept);
+	if (s->subprotocol)
+		evbuffer_add_printf(out, "Sec-WebSocket-Protocol: %.*s\r\n",
+				    (int)s->subprotocol_len, s->subprotocol);
+	evbuffer_add(out, "\r\n", 2);
+	s->bytes_out += evbuffer_get_length(out) - before;
+	s->status = 101;
+}
+
+static void terminate_connected(struct session *s)
+{
+	struct wsbridge_params p = {
+		.base = s->px->base,
+		.base64 = s->subprotocol && http_token_eq(s->subprotocol, s->subprotocol_len,
+							  "base64"),
+		.max_message = s->route->max_message,
+		.ping_ms = s->route->ping_interval,
+		.done = session_tunnel_done_cb,
+		.arg = s,
+	};
+	timer_stop(s);
+	write_handshake_101(s);
+	log_access(s);
+	s->wsb = wsbridge_start(&p, s->client, s->backend);
+	s->client = s->backend = NULL; /* owned (or closed) by the bridge now */
+	if (s->wsb == NULL) {
+		session_close(s, "cannot start WebSocket bridge");
+		return;
+	}
+	s->state = SESSION_WEBSOCKET;
+	clock_gettime(CLOCK_MONOTONIC, &s->tunnel_started);
+	http_reader_free(s->req_reader);
+	http_reader_free(s->resp_reader);
+	s->req_reader = s->resp_reader = NULL;
+	http_msg_fini(&s->resp);
+}
+
 /* ---- callbacks ---- */
 
 static void client_read_cb(struct bufferevent *bev, void *arg)
@@ -823,8 +965,11 @@ static void backend_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct session *s = arg;
 	if (s->state == SESSION_CONNECT) {
+		bool terminate = s->route->upgrade == CONFIG_UPGRADE_TERMINATE;
 		if (what & BEV_EVENT_CONNECTED)
-			backend_connected(s);
+			terminate ? terminate_connected(s) : backend_connected(s);
+		else if (terminate)
+			session_error(s, 502, "WebSocket bridge backend unreachable");
 		else
 			connect_failed(s, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
 		return;
@@ -855,7 +1000,10 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 		session_error(s, 408, "request head not received in time");
 		return;
 	case TIMER_CONNECT:
-		connect_failed(s, "connect timeout");
+		if (s->route->upgrade == CONFIG_UPGRADE_TERMINATE)
+			session_error(s, 504, "WebSocket bridge backend: connect timeout");
+		else
+			connect_failed(s, "connect timeout");
 		return;
 	case TIMER_RESPONSE:
 		session_error(s, 504, "no response head from the backend in time");
@@ -958,6 +1106,8 @@ void session_shutdown(struct session *s)
 	s->close_after = true;
 	if (s->state == SESSION_TUNNEL)
 		session_tunnel_done_cb(s, "proxy", "shutdown");
+	else if (s->state == SESSION_WEBSOCKET)
+		wsbridge_going_away(s->wsb);
 	else if (s->state == SESSION_READ_REQ &&
 		 evbuffer_get_length(bufferevent_get_input(s->client)) == 0)
 		session_close(s, "shutdown");
