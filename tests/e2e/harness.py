@@ -1024,12 +1024,14 @@ class Proxy:
 
     # -- shutdown
     def stop(self, sig=signal.SIGTERM, timeout=5, expect=0):
-        """Send sig; assert the process exits with `expect` within timeout."""
+        """Send sig (None: send nothing, e.g. already signalled); assert the
+        process exits with `expect` within timeout."""
         if self.stopped:
             return self.exit_code
         self.stopped = True
         if self.proc.poll() is None:
-            self.proc.send_signal(sig)
+            if sig is not None:
+                self.proc.send_signal(sig)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -1037,7 +1039,8 @@ class Proxy:
                 self.proc.wait()
                 self.exit_code = None
                 self._logf.close()
-                raise AssertionError("switchyard did not exit within %ss of %s" % (timeout, signal.Signals(sig).name))
+                raise AssertionError("switchyard did not exit within %ss of %s"
+                                     % (timeout, signal.Signals(sig).name if sig else "the signal"))
         self.exit_code = self.proc.returncode
         self._logf.close()
         san = _SAN_RE.search(self.log())
