@@ -36,8 +36,30 @@ struct config_addr {
 	char text[64]; /* as written in the config, for logs */
 };
 
+struct config_tls_cert {
+	char *cert; /* PEM certificate chain */
+	char *key;  /* PEM private key */
+	int line;
+};
+
+/* listen.tls: certificates chosen by SNI; the first is the default. */
+struct config_tls_server {
+	struct config_tls_cert *certs;
+	size_t n_certs;
+	char *protocols; /* "TLSv1.2+" (default) or "TLSv1.3+" */
+};
+
+/* upstream.tls */
+struct config_tls_client {
+	bool enabled;
+	bool verify; /* default true */
+	char *ca;    /* CA bundle; NULL = the system store */
+	char *sni;   /* name for SNI and verification; NULL = the server address */
+};
+
 struct config_listen {
 	struct config_addr addr;
+	struct config_tls_server *tls; /* NULL = plain TCP */
 	int line;
 };
 
@@ -48,6 +70,7 @@ struct config_server {
 
 struct config_upstream {
 	char *name;
+	struct config_tls_client tls;
 	struct config_server *servers;
 	size_t n_servers;
 };

@@ -19,12 +19,22 @@ struct balance_pool;
 struct listener;
 struct session;
 struct splice_pool;
+struct tls_server;
+struct tls_client;
+
+/* A listening socket and what a connection accepted on it needs. */
+struct proxy_listener {
+	struct proxy *px;
+	struct listener *l;
+	struct tls_server *tls; /* NULL = plain */
+};
 
 struct proxy {
 	struct event_base *base;
 	const struct config *cfg;
 	struct balance_pool **pools; /* one per cfg->upstreams[i] */
-	struct listener **listeners;
+	struct tls_client **upstream_tls; /* one per upstream; NULL = plain */
+	struct proxy_listener *listeners;
 	size_t n_listeners;
 	struct session *sessions; /* intrusive list, for graceful stop */
 	size_t n_sessions;

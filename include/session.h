@@ -12,8 +12,11 @@
 struct proxy;
 struct session;
 
-/* Take a freshly accepted socket (closed on failure). */
-void session_accept(struct proxy *px, int fd, const struct sockaddr *sa, socklen_t len);
+struct tls_server;
+
+/* Take a freshly accepted socket (closed on failure); tls: the listener's TLS or NULL. */
+void session_accept(struct proxy *px, int fd, const struct sockaddr *sa, socklen_t len,
+		    struct tls_server *tls);
 
 /* Graceful stop: close when idle, after the current exchange otherwise. */
 void session_shutdown(struct session *s);

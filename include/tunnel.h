@@ -18,7 +18,7 @@ struct bufferevent;
 struct splice_pool;
 struct tunnel;
 
-/* closed_by: "client", "backend" or "proxy"; reason: static text. */
+/* closed_by: "client", "backend" or "proxy"; reason: valid only during the call. */
 typedef void (*tunnel_done_cb)(void *arg, const char *closed_by, const char *reason);
 
 struct tunnel_params {

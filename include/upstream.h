@@ -17,8 +17,11 @@ struct bufferevent;
  * that owns the socket (BEV_OPT_CLOSE_ON_FREE); the caller sets callbacks and
  * gets BEV_EVENT_CONNECTED or an error. NULL with errno set on immediate failure.
  */
+struct tls_client;
+
+/* tls: NULL for plain TCP; host: the name for SNI / verification with TLS. */
 struct bufferevent *upstream_connect(struct event_base *base, const struct sockaddr *sa,
-				     socklen_t len);
+				     socklen_t len, struct tls_client *tls, const char *host);
 
 /* The stream backend of a terminate route as a sockaddr. 0 / -1. */
 int upstream_bridge_addr(const struct config_route *route, struct sockaddr_storage *ss,

@@ -4,6 +4,7 @@
 #include "http_hdr.h"
 
 #include <string.h>
+#include <strings.h>
 
 #include <event2/buffer.h>
 
@@ -25,8 +26,13 @@ static bool name_in(const struct http_header *h, const char *const *names, size_
 	return false;
 }
 
+/* Fields that frame or address the message: a Connection option cannot remove them. */
+static const char *const never_nominated[] = {"Content-Length", "Host"};
+
 static bool nominated_by_connection(const struct http_msg *msg, const struct http_header *h)
 {
+	if (name_in(h, never_nominated, 2))
+		return false;
 	for (size_t i = 0; i < msg->n_headers; i++) {
 		const struct http_header *c = &msg->headers[i];
 		const char *tok;
@@ -86,6 +92,14 @@ static int copy_fields(const struct http_msg *msg, struct evbuffer *out,
 	return 0;
 }
 
+/* HTTP/1.1 requires Host; an HTTP/1.0 client may have sent none (RFC 9112 §3.2). */
+static int ensure_host(const struct http_msg *req, struct evbuffer *out)
+{
+	if (req->authority || http_msg_find(req, "Host"))
+		return 0;
+	return evbuffer_add(out, "Host: \r\n", 8);
+}
+
 static int add_forwarded_for(const struct http_msg *req, const char *client_ip,
 			     struct evbuffer *out)
 {
@@ -132,7 +146,8 @@ int http_hdr_write_request(const struct http_msg *req, const struct http_hdr_opt
 	    evbuffer_add(out, " ", 1) < 0 || evbuffer_add(out, req->target, req->target_len) < 0 ||
 	    evbuffer_add(out, " HTTP/1.1\r\n", 11) < 0)
 		return -1;
-	if (copy_fields(req, out, replaced_request, 3, req->authority, req->authority_len) < 0)
+	if (copy_fields(req, out, replaced_request, 3, req->authority, req->authority_len) < 0 ||
+	    ensure_host(req, out) < 0)
 		return -1;
 	if (add_forwarded_for(req, o->client_ip, out) < 0 ||
 	    add_field(out, "X-Forwarded-Proto", o->proto, strlen(o->proto)) < 0)

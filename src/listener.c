@@ -76,10 +76,12 @@ void listener_free(struct listener *l)
 
 void listener_pause(struct listener *l)
 {
-	evconnlistener_disable(l->ev);
+	if (l)
+		evconnlistener_disable(l->ev);
 }
 
 void listener_resume(struct listener *l)
 {
-	evconnlistener_enable(l->ev);
+	if (l)
+		evconnlistener_enable(l->ev);
 }

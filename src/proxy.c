@@ -15,6 +15,7 @@
 #include "log.h"
 #include "session.h"
 #include "splice.h"
+#include "tls.h"
 
 #define PROXY_PIPE_POOL 1024     /* idle pipes kept for splice */
 #define PROXY_RESUME_MS 250      /* retry accept after EMFILE with no session to wait for */
@@ -26,7 +27,7 @@ static void proxy_pause(struct proxy *px)
 		return;
 	px->paused = true;
 	for (size_t i = 0; i < px->n_listeners; i++)
-		listener_pause(px->listeners[i]);
+		listener_pause(px->listeners[i].l);
 }
 
 static void proxy_resume(struct proxy *px)
@@ -35,18 +36,18 @@ static void proxy_resume(struct proxy *px)
 		return;
 	px->paused = false;
 	for (size_t i = 0; i < px->n_listeners; i++)
-		listener_resume(px->listeners[i]);
+		listener_resume(px->listeners[i].l);
 }
 
 static void proxy_accept_cb(void *arg, int fd, const struct sockaddr *sa, socklen_t len)
 {
-	struct proxy *px = arg;
-	session_accept(px, fd, sa, len);
+	struct proxy_listener *pl = arg;
+	session_accept(pl->px, fd, sa, len, pl->tls);
 }
 
 static void proxy_full_cb(void *arg)
 {
-	struct proxy *px = arg;
+	struct proxy *px = ((struct proxy_listener *)arg)->px;
 	struct timeval tv = {0, PROXY_RESUME_MS * 1000};
 	proxy_pause(px);
 	event_add(px->resume_timer, &tv); /* in case no session ends soon */
@@ -79,8 +80,17 @@ static int proxy_make_pools(struct proxy *px)
 	px->pools = calloc(cfg->n_upstreams ? cfg->n_upstreams : 1, sizeof(*px->pools));
 	if (px->pools == NULL)
 		return -1;
+	px->upstream_tls = calloc(cfg->n_upstreams ? cfg->n_upstreams : 1, sizeof(*px->upstream_tls));
+	if (px->upstream_tls == NULL)
+		return -1;
 	for (size_t i = 0; i < cfg->n_upstreams; i++) {
 		const struct config_upstream *u = &cfg->upstreams[i];
+		char err[256];
+		if (u->tls.enabled &&
+		    (px->upstream_tls[i] = tls_client_new(&u->tls, err, sizeof(err))) == NULL) {
+			log_msg(LOG_LEVEL_ERROR, 0, "upstream '%s': %s", u->name, err);
+			return -1;
+		}
 		unsigned weights[CONFIG_MAX_SERVERS];
 		for (size_t j = 0; j < u->n_servers; j++)
 			weights[j] = u->servers[j].weight;
@@ -98,11 +108,18 @@ static int proxy_listen(struct proxy *px)
 	if (px->listeners == NULL)
 		return -1;
 	for (size_t i = 0; i < cfg->n_listens; i++) {
-		px->listeners[i] = listener_new(px->base, &cfg->listens[i].addr, proxy_accept_cb,
-						proxy_full_cb, px);
-		if (px->listeners[i] == NULL)
+		struct proxy_listener *pl = &px->listeners[px->n_listeners++];
+		char err[256];
+		pl->px = px;
+		if (cfg->listens[i].tls &&
+		    (pl->tls = tls_server_new(cfg->listens[i].tls, err, sizeof(err))) == NULL) {
+			log_msg(LOG_LEVEL_ERROR, 0, "listen %s: %s", cfg->listens[i].addr.text, err);
 			return -1;
-		px->n_listeners++;
+		}
+		pl->l = listener_new(px->base, &cfg->listens[i].addr, proxy_accept_cb, proxy_full_cb,
+				     pl);
+		if (pl->l == NULL)
+			return -1;
 	}
 	return 0;
 }
@@ -138,9 +155,10 @@ void proxy_stop(struct proxy *px)
 		return;
 	px->stopping = true;
 	log_msg(LOG_LEVEL_INFO, 0, "stopping: %zu open connections", px->n_sessions);
-	for (size_t i = 0; i < px->n_listeners; i++)
-		listener_free(px->listeners[i]);
-	px->n_listeners = 0;
+	for (size_t i = 0; i < px->n_listeners; i++) {
+		listener_free(px->listeners[i].l); /* TLS contexts stay: sessions use them */
+		px->listeners[i].l = NULL;
+	}
 	if (px->n_sessions == 0) {
 		event_base_loopexit(px->base, NULL);
 		return;
@@ -160,12 +178,17 @@ void proxy_free(struct proxy *px)
 {
 	if (px == NULL)
 		return;
-	for (size_t i = 0; i < px->n_listeners; i++)
-		listener_free(px->listeners[i]);
+	for (size_t i = 0; i < px->n_listeners; i++) {
+		listener_free(px->listeners[i].l);
+		tls_server_free(px->listeners[i].tls);
+	}
 	free(px->listeners);
 	for (size_t i = 0; px->pools && i < px->cfg->n_upstreams; i++)
 		balance_pool_free(px->pools[i]);
 	free(px->pools);
+	for (size_t i = 0; px->upstream_tls && i < px->cfg->n_upstreams; i++)
+		tls_client_free(px->upstream_tls[i]);
+	free(px->upstream_tls);
 	if (px->resume_timer)
 		event_free(px->resume_timer);
 	if (px->stop_timer)

@@ -35,6 +35,7 @@
 #include "log.h"
 #include "proxy.h"
 #include "route.h"
+#include "tls.h"
 #include "tunnel.h"
 #include "upgrade.h"
 #include "upstream.h"
@@ -96,6 +97,8 @@ struct session {
 	bool req_chunk_out, resp_chunk_out;
 	bool close_after;  /* close the client after this response */
 	bool client_eof;
+	bool tls_front;    /* the client connection is TLS */
+	bool tls_ready;    /* ... and its handshake is done */
 	bool backend_eof;
 	bool shutdown_requested;
 	bool has_request;  /* req holds a parsed head (for the access log) */
@@ -183,6 +186,11 @@ static void log_request_common(struct session *s, struct log_json *j)
 	bool pooled = s->route && s->upstream != CONFIG_NO_UPSTREAM;
 	log_json_cstr(j, "upstream", pooled ? s->cfg->upstreams[s->upstream].name : NULL);
 	log_json_cstr(j, "server", server_text(s));
+	const char *version, *sni;
+	if (s->client && tls_bev_info(s->client, &version, &sni)) {
+		log_json_cstr(j, "tls", version);
+		log_json_cstr(j, "sni", sni);
+	}
 }
 
 static void log_access(struct session *s)
@@ -438,7 +446,8 @@ static void connect_next(struct session *s)
 	}
 	s->server = pick;
 	const struct config_addr *addr = &u->servers[pick].addr;
-	s->backend = upstream_connect(s->px->base, (const struct sockaddr *)&addr->ss, addr->len);
+	s->backend = upstream_connect(s->px->base, (const struct sockaddr *)&addr->ss, addr->len,
+				      s->px->upstream_tls[s->upstream], addr->text);
 	if (s->backend == NULL) {
 		connect_failed(s, strerror(errno));
 		return;
@@ -455,7 +464,7 @@ static int write_request_head(struct session *s)
 	struct http_hdr_opts o = {
 		.via = s->cfg->via,
 		.client_ip = s->client_ip,
-		.proto = "http",
+		.proto = s->tls_front ? "https" : "http",
 		.connection = "close",
 		.chunked = s->req.body == HTTP_BODY_CHUNKED,
 	};
@@ -622,7 +631,9 @@ static void session_start_tunnel(struct session *s)
 	struct evbuffer *client_out = bufferevent_get_output(s->client);
 	struct tunnel_params p = {
 		.base = s->px->base,
-		.mode = s->cfg->tunnel_mode,
+		/* splice needs plain sockets on both ends */
+		.mode = tls_bev_is_tls(s->client) || tls_bev_is_tls(s->backend) ? CONFIG_TUNNEL_COPY
+										: s->cfg->tunnel_mode,
 		.pipes = s->px->pipes,
 		.idle_ms = s->cfg->timeouts.tunnel_idle,
 		.max_ms = s->cfg->timeouts.tunnel_max,
@@ -818,7 +829,8 @@ static void terminate_dispatch(struct session *s)
 		return;
 	}
 	if (upstream_bridge_addr(s->route, &ss, &len) < 0 ||
-	    (s->backend = upstream_connect(s->px->base, (struct sockaddr *)&ss, len)) == NULL) {
+	    (s->backend = upstream_connect(s->px->base, (struct sockaddr *)&ss, len, NULL,
+					   NULL)) == NULL) {
 		session_error(s, 502, "WebSocket bridge backend unreachable");
 		return;
 	}
@@ -897,7 +909,7 @@ static void client_write_cb(struct bufferevent *bev, void *arg)
 	if (s->state == SESSION_LINGER) {
 		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
 			/* everything was said: half-close, then drain until the client closes */
-			shutdown(bufferevent_getfd(bev), SHUT_WR);
+			tls_bev_shutdown_write(bev);
 			timer_arm(s, TIMER_LINGER, SESSION_LINGER_MS);
 		}
 		return;
@@ -912,6 +924,17 @@ static void client_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct session *s = arg;
 	bool in_exchange = s->state == SESSION_EXCHANGE || s->state == SESSION_CONNECT;
+	if (what & BEV_EVENT_CONNECTED) {
+		s->tls_ready = true; /* TLS handshake done */
+		return;
+	}
+	if (s->tls_front && !s->tls_ready) {
+		char why[256];
+		log_msg(LOG_LEVEL_INFO, s->id, "TLS handshake failed: %s",
+			tls_bev_error(bev, why, sizeof(why)));
+		session_close(s, "TLS handshake failed");
+		return;
+	}
 	if (what & (BEV_EVENT_TIMEOUT | BEV_EVENT_ERROR)) {
 		const char *why = (what & BEV_EVENT_TIMEOUT) ? "send timeout: client is not reading"
 							     : "client connection error";
@@ -970,8 +993,10 @@ static void backend_event_cb(struct bufferevent *bev, short what, void *arg)
 			terminate ? terminate_connected(s) : backend_connected(s);
 		else if (terminate)
 			session_error(s, 502, "WebSocket bridge backend unreachable");
-		else
-			connect_failed(s, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+		else {
+			char why[256];
+			connect_failed(s, tls_bev_error(bev, why, sizeof(why)));
+		}
 		return;
 	}
 	if (s->state != SESSION_EXCHANGE)
@@ -997,6 +1022,11 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 		session_close(s, "keep-alive timeout");
 		return;
 	case TIMER_HEADER:
+		if (s->tls_front && !s->tls_ready) {
+			log_msg(LOG_LEVEL_INFO, s->id, "TLS handshake not finished in time");
+			session_close(s, "TLS handshake timeout");
+			return;
+		}
 		session_error(s, 408, "request head not received in time");
 		return;
 	case TIMER_CONNECT:
@@ -1046,7 +1076,7 @@ static void session_free_partial(struct session *s)
 }
 
 /* Allocate a session around fd; NULL (fd closed) on failure. */
-static struct session *session_new(struct proxy *px, int fd)
+static struct session *session_new(struct proxy *px, int fd, struct tls_server *tls)
 {
 	struct session *s = calloc(1, sizeof(*s));
 	if (s == NULL) {
@@ -1063,9 +1093,11 @@ static struct session *session_new(struct proxy *px, int fd)
 	s->timer = evtimer_new(px->base, timer_cb, s);
 	s->req_reader = http_reader_new(HTTP_MSG_REQUEST);
 	s->resp_reader = http_reader_new(HTTP_MSG_RESPONSE);
-	s->client = bufferevent_socket_new(px->base, fd, BEV_OPT_CLOSE_ON_FREE);
-	if (s->client == NULL)
-		close(fd);
+	s->tls_front = tls != NULL;
+	s->client = tls ? tls_server_accept(tls, px->base, fd)
+			: bufferevent_socket_new(px->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (s->client == NULL && tls == NULL)
+		close(fd); /* tls_server_accept closes it itself */
 	if (!s->timer || !s->req_reader || !s->resp_reader || !s->client) {
 		session_free_partial(s);
 		return NULL;
@@ -1074,9 +1106,10 @@ static struct session *session_new(struct proxy *px, int fd)
 	return s;
 }
 
-void session_accept(struct proxy *px, int fd, const struct sockaddr *sa, socklen_t len)
+void session_accept(struct proxy *px, int fd, const struct sockaddr *sa, socklen_t len,
+		    struct tls_server *tls)
 {
-	struct session *s = session_new(px, fd);
+	struct session *s = session_new(px, fd, tls);
 	if (s == NULL) {
 		log_msg(LOG_LEVEL_ERROR, 0, "out of memory accepting a connection");
 		return;

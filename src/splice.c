@@ -49,7 +49,11 @@ int splice_pool_get(struct splice_pool *p, int fds[2])
 		fds[1] = p->pipes[p->n][1];
 		return 0;
 	}
-	return pipe2(fds, O_NONBLOCK | O_CLOEXEC);
+	if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0) {
+		fds[0] = fds[1] = -1;
+		return -1;
+	}
+	return 0;
 }
 
 void splice_pool_put(struct splice_pool *p, int fds[2], int empty)

@@ -31,6 +31,7 @@
 #include <event2/event.h>
 
 #include "splice.h"
+#include "tls.h"
 
 #define TUNNEL_CHUNK (64 * 1024)       /* bytes per splice/read call */
 #define TUNNEL_ROUNDS 16               /* pump rounds before yielding to other events */
@@ -273,7 +274,7 @@ static struct tunnel_dir *dir_from_dst(struct tunnel *t, struct bufferevent *bev
 static void copy_try_finish(struct tunnel_dir *d)
 {
 	if (d->eof && !d->done && evbuffer_get_length(bufferevent_get_output(d->dst_bev)) == 0) {
-		shutdown(d->dst, SHUT_WR);
+		tls_bev_shutdown_write(d->dst_bev); /* FIN, or close_notify over TLS */
 		dir_done(d);
 	}
 }

@@ -19,6 +19,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
+#include "tls.h"
 #include "ws.h"
 
 #define WSB_HIGH_WATER (256 * 1024) /* output bytes before the other side pauses */
@@ -84,7 +85,7 @@ static void bridge_close(struct wsbridge *b, uint16_t code, const char *text,
 	b->closed_by = closed_by;
 	snprintf(b->reason, sizeof(b->reason), "%s", why);
 	bufferevent_disable(b->backend, EV_READ);
-	shutdown(bufferevent_getfd(b->backend), SHUT_WR); /* the backend sees EOF */
+	tls_bev_shutdown_write(b->backend); /* the backend sees EOF */
 	bufferevent_enable(b->client, EV_WRITE);
 	arm_timer(b, WSB_CLOSE_WAIT_MS);
 }
