@@ -1248,3 +1248,13 @@ def client_half_close_after_request_gets_response(t):
     assert data.startswith(b"HTTP/1.1 200 OK\r\n") and data.endswith(b"\r\n\r\nhalf"), \
         "response not delivered after client half-close (got %r; access log says status %s, bytes_out %s)" \
         % (data[:100], a.get("status"), a.get("bytes_out"))
+
+
+@case(timeout=60)
+def sigterm_right_after_listening(t):
+    """SIGTERM as soon as the port accepts must still be a clean exit 0
+    (signal handlers installed before the listener is bound)."""
+    be = t.http_backend()
+    for i in range(50):
+        px = t.proxy(be, wait_started=False)
+        px.stop()

@@ -213,7 +213,47 @@ def free_port():
     return p
 
 
+def _listening_inodes_netlink(port):
+    """Inodes of TCP listeners on port, via NETLINK_SOCK_DIAG (the kernel
+    filters on the LISTEN state, so this stays fast and consistent when the
+    machine has many connections, unlike reading /proc/net/tcp)."""
+    import struct
+    found = set()
+    for family in (socket.AF_INET, socket.AF_INET6):
+        nl = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 4)  # NETLINK_SOCK_DIAG
+        try:
+            req = struct.pack("=BBBBI", family, socket.IPPROTO_TCP, 0, 0, 1 << 10) + bytes(48)
+            hdr = struct.pack("=IHHII", 16 + len(req), 20, 0x301, 1, 0)  # SOCK_DIAG_BY_FAMILY, REQUEST|DUMP
+            nl.sendall(hdr + req)
+            done = False
+            while not done:
+                data = nl.recv(1 << 16)
+                off = 0
+                while off + 16 <= len(data):
+                    ln, typ = struct.unpack_from("=IH", data, off)
+                    if typ in (2, 3):  # NLMSG_ERROR, NLMSG_DONE
+                        if typ == 2:
+                            raise OSError("sock_diag error")
+                        done = True
+                        break
+                    body = off + 16
+                    sport = struct.unpack_from(">H", data, body + 4)[0]
+                    inode = struct.unpack_from("=I", data, body + 4 + 48 + 16)[0]
+                    if sport == port:
+                        found.add(str(inode))
+                    off += (ln + 3) & ~3
+                if not data:
+                    break
+        finally:
+            nl.close()
+    return found
+
+
 def _listening_inodes(port):
+    try:
+        return _listening_inodes_netlink(port)
+    except OSError:
+        pass
     found = set()
     for f in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
@@ -913,7 +953,7 @@ _SAN_RE = re.compile(r"ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime erro
 class Proxy:
     """A running switchyard. Created by t.proxy()."""
 
-    def __init__(self, ctx, config_text, port, tag, env=None):
+    def __init__(self, ctx, config_text, port, tag, env=None, wait_started=True):
         self.ctx = ctx
         self.port = port
         self.config_path = os.path.join(ctx.dir, "%s.conf" % tag)
@@ -931,9 +971,9 @@ class Proxy:
         self.proc = subprocess.Popen([ctx.binary, "-c", self.config_path], stdin=subprocess.DEVNULL,
                                      stdout=self._logf, stderr=self._logf, env=penv)
         self.pid = self.proc.pid
-        self._wait_listening()
+        self._wait_listening(wait_started=wait_started)
 
-    def _wait_listening(self, timeout=10):
+    def _wait_listening(self, timeout=10, wait_started=True):
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
@@ -949,10 +989,17 @@ class Proxy:
                 except OSError:
                     mine = set()
                 if any("socket:[%s]" % i in mine for i in inodes):
-                    return
+                    break
             if time.monotonic() > deadline:
                 raise AssertionError("switchyard not listening on %d after %ds" % (self.port, timeout))
             time.sleep(0.01)
+        if wait_started:
+            # the "started" line comes after the signal handlers are installed;
+            # a SIGTERM before that would kill the process (see
+            # http.sigterm_right_after_listening)
+            end = time.monotonic() + 2
+            while time.monotonic() < end and not re.search(r"\bstarted\b", self.log()):
+                time.sleep(0.005)
 
     # -- observation
     def log(self):
@@ -1144,10 +1191,12 @@ class Ctx:
             upstreams = {"app": [backend if backend is not None else self.dead_port()]}
         return make_config(port if port is not None else free_port(), upstreams, **kw)
 
-    def proxy(self, backend=None, upstreams=None, config_text=None, env=None, **kw):
+    def proxy(self, backend=None, upstreams=None, config_text=None, env=None, wait_started=True, **kw):
         """Start switchyard with a generated config (see config()); or with
         config_text, a full config containing the placeholder {port}.
-        env: extra environment variables for the proxy process."""
+        env: extra environment variables for the proxy process.
+        Returns once the port listens and the "started" log line is out
+        (wait_started=False: as soon as the port listens)."""
         self._n += 1
         for attempt in range(3):
             port = free_port()
@@ -1157,7 +1206,7 @@ class Ctx:
                 text = self.config(backend, upstreams, port=port, **kw)
             try:
                 tag = "proxy%d" % self._n if attempt == 0 else "proxy%d.%d" % (self._n, attempt)
-                p = Proxy(self, text, port, tag, env)
+                p = Proxy(self, text, port, tag, env, wait_started)
             except AssertionError as e:
                 if "in use" in str(e).lower() and attempt < 2:
                     continue
