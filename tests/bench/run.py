@@ -562,6 +562,11 @@ def main():
             sys.exit(f"{b} not built: run `make -C tests/bench`")
 
     tmp = tempfile.mkdtemp(prefix="switchyard-bench-")
+    if args.switchyard and os.path.isfile(args.switchyard):
+        # run a private copy: a rebuild during the run must not pull it away
+        private = os.path.join(tmp, "switchyard")
+        shutil.copy2(args.switchyard, private)
+        args.switchyard = private
     targets, skipped = [], {}
     for name in [t for t in args.targets.split(",") if t]:
         if name not in TARGETS:
