@@ -647,6 +647,51 @@ def tunnel_sigterm_while_streaming(t, mode):
     eq((lines[0]["closed_by"], lines[0]["reason"]), ("proxy", "shutdown"), "tunnel line %r" % lines[0])
 
 
+@tcase(timeout=40)
+def tunnel_sigterm_during_handshake(t, mode):
+    """SIGTERM while the backend has not answered the upgrade yet: the 101
+    that follows must not leave a tunnel open past the stop. Either way the
+    tunnel (if any) is closed promptly with reason "shutdown" and logged."""
+    got_head = threading.Event()
+
+    def answer(head):
+        got_head.set()
+        time.sleep(0.5)
+        return resp_101(header_value(head, "Sec-WebSocket-Key"))
+
+    be = UpgradeBackend(t, answer=answer)
+    px = tproxy(t, be, mode)
+    key = ws_key()
+    req, e2e = ws_request(key)
+    c = px.connect()
+    c.send(req)
+    if not got_head.wait(5):
+        raise AssertionError("backend got no request")
+    t0 = time.monotonic()
+    px.proc.send_signal(signal.SIGTERM)
+    data = c.read_until_close(5)
+    closed_after = time.monotonic() - t0
+    try:
+        px.proc.wait(5)  # one SIGTERM only; then stop() just collects the status
+    except subprocess.TimeoutExpired:
+        pass
+    px.stop(signal.SIGTERM, timeout=5, expect=0)
+    backend_eof(be.tuns[0])
+    if data.startswith(b"HTTP/1.1 101 "):
+        eq(data, relayed_101(key), "101 then EOF")
+        problems = []
+        if closed_after > 1.5:
+            problems.append("the tunnel opened during the stop stayed open %.1fs after SIGTERM (the 101 came "
+                            "after 0.5s)" % closed_after)
+        lines = tunnel_lines(px)
+        if [(a["closed_by"], a["reason"]) for a in lines] != [("proxy", "shutdown")]:
+            problems.append("tunnel lines %r, want one with closed_by proxy, reason shutdown" % lines)
+        if problems:
+            raise AssertionError("; ".join(problems))
+    else:
+        check_exact_error(data, 503, b"Service Unavailable")
+
+
 @tcase()
 def tunnel_101_fields_exact(t, mode):
     """The 101's end-to-end fields are relayed byte-exact and in order (its
@@ -868,6 +913,7 @@ def protocols_allow_list(t, mode):
         (["websocket", "foo"], b"Foo, bar, websocket", b"Foo, websocket"),
         (["*"], b"bar, h2c, websocket", b"bar, websocket"),
         (["*"], b"websocket,  x-custom/2", b"websocket, x-custom/2"),
+        (["*"], b"foo, websocket", b"foo, websocket, bar"),  # + a second Upgrade line "bar"
     ]
     for i, (protos, offered, forwarded) in enumerate(cases):
         route = {"name": "all", "upstream": "app"}
@@ -876,7 +922,7 @@ def protocols_allow_list(t, mode):
         be = UpgradeBackend(t)
         px = tproxy(t, be, mode, routes=[route])
         key = ws_key()
-        req, e2e = ws_request(key, upgrade=offered.decode())
+        req, e2e = ws_request(key, upgrade=offered.decode(), extra=[b"Upgrade: bar"] if i == 4 else ())
         c = px.connect()
         c.send(req)
         eq(read_101(c), relayed_101(key), "101 (case %d)" % i)
@@ -886,6 +932,28 @@ def protocols_allow_list(t, mode):
         c.expect_closed(5)
         check_forwarded_head(be.tuns[0].head, b"GET /ws HTTP/1.1", e2e, upgrade_tail(forwarded))
         check_tunnel_line(px, mode, "client", "client EOF", up=1, down=1)
+
+
+@tcase()
+def tunnel_non_websocket_protocol(t, mode):
+    """protocols = [ "*" ]: a non-WebSocket upgrade (no Sec-WebSocket-*)
+    is forwarded and its 101 (no Accept needed) opens a tunnel."""
+
+    def answer(head):
+        return b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: foo/1.1\r\nConnection: Upgrade\r\n\r\n"
+
+    be = UpgradeBackend(t, answer=answer)
+    px = tproxy(t, be, mode, routes=[{"name": "all", "upstream": "app", "protocols": ["*"]}])
+    req, e2e = ws_request(lines=[b"Connection: Upgrade", b"Upgrade: foo/1.1", b"Accept: */*"], target="/foo")
+    c = px.connect()
+    c.send(req + b"foo-early")
+    eq(read_101(c), b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: foo/1.1\r\n"
+                    b"Via: 1.1 switchyard\r\n\r\n", "relayed 101")
+    eq(client_recv_exact(c, 9), b"foo-early", "echo of the early bytes")
+    c.sock.shutdown(socket.SHUT_WR)
+    c.expect_closed(5)
+    check_forwarded_head(be.tuns[0].head, b"GET /foo HTTP/1.1", e2e, upgrade_tail(b"foo/1.1"))
+    check_tunnel_line(px, mode, "client", "client EOF", up=9, down=9)
 
 
 # ==========================================================================
@@ -926,6 +994,7 @@ def _bad_101(t, name, reqkw, plain, answer, reason_rx):
 
     be = UpgradeBackend(t, answer=ans, after=after, early=b"TUNNEL-BYTES-FROM-BACKEND")
     px = t.proxy(be)
+    base = fd_kinds(px.pid)
     if plain:
         req = b"GET /ws HTTP/1.1\r\nHost: test.example\r\n\r\n"
     else:
@@ -941,6 +1010,7 @@ def _bad_101(t, name, reqkw, plain, answer, reason_rx):
     error_log_line(px, "warn", 502, body)
     px.wait_access(1, lambda a: a.get("status") == 502 and a.get("reason") == body)
     eq(len(tunnel_lines(px)), 0, "%s: tunnel lines" % name)
+    check_fds_back(px, base, 0)
 
 
 for _i, _row in enumerate(_bad_101_table()):
@@ -981,6 +1051,7 @@ def _non_101(t, name, answer, relayed):
     # hold 300 ms before answering, so the client's second send arrives first
     be = UpgradeBackend(t, answer=lambda head: answer, after=after, hold=0.3)
     px = t.proxy(be)
+    base = fd_kinds(px.pid)
     req, e2e = ws_request()
     c = px.connect()
     c.send(req + SMUGGLED)
@@ -1007,6 +1078,8 @@ def _non_101(t, name, answer, relayed):
     status = int(name.split()[0])
     eq([a.get("status") for a in px.access_lines()], [status], "access-log statuses")
     eq(len(tunnel_lines(px)), 0, "tunnel lines")
+    c.close()
+    check_fds_back(px, base, 0)
 
 
 for _row in NON_101:
