@@ -746,6 +746,33 @@ def tunnel_backend_101_then_close(t, mode):
 
 
 @tcase()
+def tunnel_both_closed_at_switch(t, mode):
+    """Both ends are already gone when the 101 arrives: the client sent its
+    request and FIN; the backend sends 101, a byte and closes. The proxy
+    delivers the byte, logs one tunnel line and keeps running (splice mode
+    used to finish the tunnel inside tunnel_start and crash in log_tunnel)."""
+    be = UpgradeBackend(t, early=b"b", hold=0.3, fin_with_answer=True)
+    px = tproxy(t, be, mode)
+    base = fd_kinds(px.pid)
+    key = ws_key()
+    req, e2e = ws_request(key)
+    c = px.connect()
+    c.send(req)
+    c.sock.shutdown(socket.SHUT_WR)
+    eq(read_101(c), relayed_101(key), "101")
+    eq(client_recv_exact(c, 1), b"b", "backend byte")
+    c.expect_closed(5)
+    time.sleep(0.2)
+    if not px.alive():
+        raise AssertionError("switchyard died (status %s): %s" % (px.proc.returncode, px.log()[-300:]))
+    tl = wait_tunnel_line(px)[0]
+    if (tl["closed_by"], tl["reason"]) not in (("client", "client EOF"), ("backend", "backend EOF")):
+        raise AssertionError("tunnel line %r" % tl)
+    eq((tl["bytes_up"], tl["bytes_down"]), (0, 1), "tunnel bytes")
+    check_fds_back(px, base, 2)
+
+
+@tcase()
 def tunnel_client_fin_before_101(t, mode):
     """The client sends the request, early bytes and its FIN before the 101
     arrives: the backend gets the bytes then EOF; its answer still flows back."""

@@ -209,8 +209,9 @@ class UpgradeBackend:
     (default: echo until EOF, then close). Results: .tuns (list of Tun),
     .heads. Wraps t.raw_backend()."""
 
-    def __init__(self, t, after=None, answer=None, early=b"", hold=0.0):
+    def __init__(self, t, after=None, answer=None, early=b"", hold=0.0, fin_with_answer=False):
         self.after = after if after is not None else echo_until_eof
+        self.fin_with_answer = fin_with_answer  # answer + FIN in one segment (TCP_CORK), then close
         self.answer = answer
         self.early = early
         self.hold = hold  # seconds to wait (recording) between head and answer
@@ -239,6 +240,14 @@ class UpgradeBackend:
         else:
             key = header_value(head, "Sec-WebSocket-Key") or ""
             out = resp_101(key)
+        if self.fin_with_answer:
+            rec.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
+            rec.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+            rec.send(out + self.early)
+            rec.sock.shutdown(socket.SHUT_WR)  # the FIN joins the corked segment
+            rec.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+            tun.recv_to_eof()
+            return
         rec.send(out + self.early)
         self.after(tun)
 
