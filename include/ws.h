@@ -44,7 +44,8 @@ bool ws_utf8_complete(const struct ws_utf8 *u);
 struct ws_callbacks {
 	/*
 	 * Payload bytes of a data message (already unmasked), opcode TEXT or
-	 * BINARY of the message; last is true on the final piece of the message.
+	 * BINARY of the message; last is true on the final piece of the message
+	 * (which is empty when the final frame is). Any callback may be NULL.
 	 */
 	void (*on_data)(void *arg, enum ws_opcode msg_opcode, const uint8_t *data, size_t len,
 			bool last);
@@ -75,7 +76,7 @@ struct ws_reader {
 	enum ws_opcode msg_opcode;
 	uint64_t msg_len;
 	struct ws_utf8 utf8;
-	bool closed; /* a close frame was received: nothing may follow */
+	bool closed; /* a close frame was received (or a violation found): nothing may follow */
 };
 
 void ws_reader_init(struct ws_reader *r, bool require_mask, uint64_t max_message);
@@ -84,7 +85,8 @@ void ws_reader_init(struct ws_reader *r, bool require_mask, uint64_t max_message
  * Decode frames from data[0..len) (payloads are unmasked in place, hence not
  * const), calling cb for each event. Returns bytes consumed (all of them
  * unless a close frame ends the stream), or -1 on a protocol violation with
- * *code (1002, 1007, 1009) and *reason (static text) set.
+ * *code (1002, 1007, 1009) and *reason (static text) set. After a close frame
+ * or a violation the reader is finished: later calls consume nothing.
  */
 ssize_t ws_reader_feed(struct ws_reader *r, uint8_t *data, size_t len,
 		       const struct ws_callbacks *cb, void *arg, uint16_t *code,
@@ -101,7 +103,12 @@ size_t ws_frame_header(uint8_t *out, bool fin, enum ws_opcode op, uint64_t paylo
 /* XOR data with the mask, starting at mask offset pos. */
 void ws_mask(uint8_t *data, size_t len, const uint8_t mask[4], uint64_t pos);
 
-/* Close payload: 2-byte code + reason (truncated to fit 125). Returns length. */
+/*
+ * Close payload into out (>= WS_MAX_CONTROL bytes): 2-byte code + reason
+ * (NULL = none), truncated to fit 125 at a UTF-8 character boundary. Returns
+ * its length; 0 for a code not valid on the wire (e.g. 1005, to echo a close
+ * that carried no code).
+ */
 size_t ws_close_payload(uint8_t *out, uint16_t code, const char *reason);
 
 /* May this code appear in a close frame on the wire (RFC 6455 §7.4)? */
