@@ -21,9 +21,14 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 
 #define CONFIG_WEIGHT_MAX 1000
 #define CONFIG_QUOTE_MAX 80 /* longest user value echoed back in a message */
+#define CONFIG_MAX_MESSAGE_DEFAULT (1024 * 1024)
+#define CONFIG_PING_INTERVAL_DEFAULT (30 * 1000)
+/* sun_path, NUL included: a longer path cannot be connected to at all */
+#define CONFIG_UNIX_PATH_MAX sizeof(((struct sockaddr_un *)NULL)->sun_path)
 
 struct loader {
 	const char *file;
@@ -33,7 +38,7 @@ struct loader {
 };
 
 /* What a setting must be; the names feed "'x' must be <name>". */
-enum kind { KIND_STRING, KIND_INT, KIND_GROUP, KIND_LIST, KIND_STRINGS };
+enum kind { KIND_STRING, KIND_INT, KIND_GROUP, KIND_LIST, KIND_STRINGS, KIND_BOOL };
 
 static const char *const KIND_NAMES[] = {
     [KIND_STRING] = "a string",
@@ -41,6 +46,7 @@ static const char *const KIND_NAMES[] = {
     [KIND_GROUP] = "a group",
     [KIND_LIST] = "a list of groups",
     [KIND_STRINGS] = "an array of strings",
+    [KIND_BOOL] = "true or false",
 };
 
 static const char *const ROOT_KEYS[] = {"listen", "timeouts",	"limits",    "upstreams",
@@ -49,8 +55,14 @@ static const char *const ROOT_KEYS[] = {"listen", "timeouts",	"limits",    "upst
 static const char *const LISTEN_KEYS[] = {"address", NULL};
 static const char *const UPSTREAM_KEYS[] = {"name", "servers", NULL};
 static const char *const SERVER_KEYS[] = {"address", "weight", NULL};
-static const char *const ROUTE_KEYS[] = {"name",    "host",	 "path_prefix", "upstream",
-					 "upgrade", "protocols", NULL};
+static const char *const ROUTE_KEYS[] = {
+    "name",   "host",	      "path_prefix",	     "upstream",    "upgrade",	     "protocols",
+    "bridge", "subprotocols", "require_subprotocol", "max_message", "ping_interval", "origins",
+    NULL};
+/* Keys of upgrade = "terminate" only: anywhere else they would silently do nothing. */
+static const char *const TERMINATE_KEYS[] = {"bridge",	    "subprotocols",  "require_subprotocol",
+					     "max_message", "ping_interval", "origins",
+					     NULL};
 static const char *const TUNNEL_KEYS[] = {"mode", NULL};
 
 struct duration_key {
@@ -276,6 +288,8 @@ static bool kind_matches(const config_setting_t *s, enum kind want)
 		return t == CONFIG_TYPE_GROUP;
 	case KIND_LIST:
 		return t == CONFIG_TYPE_LIST;
+	case KIND_BOOL:
+		return t == CONFIG_TYPE_BOOL;
 	case KIND_STRINGS:
 		if (t != CONFIG_TYPE_ARRAY && t != CONFIG_TYPE_LIST)
 			return false;
@@ -797,12 +811,36 @@ static void load_route_path(struct loader *ld, const config_setting_t *e, struct
 			 quote(q, sizeof(q), r->path_prefix));
 }
 
+/*
+ * Read ahead whether a route terminates WebSocket: that decides which other
+ * keys it needs. A bad 'upgrade' value is reported by load_route_upgrade.
+ */
+static bool route_terminates(const config_setting_t *e)
+{
+	const config_setting_t *s = config_setting_get_member(e, "upgrade");
+
+	return s != NULL && config_setting_type(s) == CONFIG_TYPE_STRING &&
+	       strcmp(config_setting_get_string(s), "terminate") == 0;
+}
+
 static void load_route_upstream(struct loader *ld, const config_setting_t *e,
 				struct config_route *r)
 {
 	config_setting_t *s;
-	int rc = lookup(ld, e, "upstream", KIND_STRING, &s);
+	int rc;
 
+	if (route_terminates(e)) {
+		/* The bridge is the backend; an upstream would never be used. */
+		r->upstream = CONFIG_NO_UPSTREAM;
+		s = config_setting_get_member(e, "upstream");
+		if (s != NULL)
+			load_err(ld, s,
+				 "route '%s': 'upstream' is not valid with upgrade = "
+				 "\"terminate\" (the backend is 'bridge')",
+				 r->name ? r->name : "?");
+		return;
+	}
+	rc = lookup(ld, e, "upstream", KIND_STRING, &s);
 	if (rc == 0)
 		load_err(ld, e, "missing 'upstream' in route '%s'", r->name);
 	if (rc <= 0)
@@ -840,10 +878,11 @@ static void load_route_upgrade(struct loader *ld, const config_setting_t *e, str
 	static const char *const names[] = {[CONFIG_UPGRADE_FORWARD] = "forward",
 					    [CONFIG_UPGRADE_STRIP] = "strip",
 					    [CONFIG_UPGRADE_DENY] = "deny",
+					    [CONFIG_UPGRADE_TERMINATE] = "terminate",
 					    NULL};
 	int v = CONFIG_UPGRADE_FORWARD;
 
-	load_enum(ld, e, "upgrade", names, "forward, strip or deny", &v);
+	load_enum(ld, e, "upgrade", names, "forward, strip, deny or terminate", &v);
 	r->upgrade = (enum config_upgrade_policy)v;
 }
 
@@ -901,8 +940,20 @@ static void load_route_protocols(struct loader *ld, const config_setting_t *e,
 				 struct config_route *r)
 {
 	config_setting_t *arr;
-	int rc = lookup(ld, e, "protocols", KIND_STRINGS, &arr);
+	int rc;
 
+	if (r->upgrade == CONFIG_UPGRADE_TERMINATE) {
+		/* The handshake is answered here, so the protocol is WebSocket. */
+		arr = config_setting_get_member(e, "protocols");
+		if (arr != NULL)
+			load_err(ld, arr,
+				 "'protocols' is not valid with upgrade = \"terminate\" "
+				 "(WebSocket only)");
+		if (protocols_default(r) < 0)
+			load_oom(ld, e);
+		return;
+	}
+	rc = lookup(ld, e, "protocols", KIND_STRINGS, &arr);
 	if (rc <= 0) {
 		if (protocols_default(r) < 0)
 			load_oom(ld, e);
@@ -926,6 +977,206 @@ static void load_route_protocols(struct loader *ld, const config_setting_t *e,
 		lower_ascii(p);
 		r->protocols[r->n_protocols++] = p;
 	}
+}
+
+/* ---- upgrade = "terminate" ------------------------------------------- */
+
+/* "unix:/path": absolute, and short enough for sockaddr_un. */
+static void load_bridge_unix(struct loader *ld, const config_setting_t *s, const char *path,
+			     struct config_route *r)
+{
+	char q[CONFIG_QUOTE_MAX + 16];
+
+	if (path[0] != '/') {
+		load_err(ld, s, "bad value 'bridge' = %s: a unix socket path must be absolute",
+			 quote(q, sizeof(q), config_setting_get_string(s)));
+		return;
+	}
+	if (strlen(path) >= CONFIG_UNIX_PATH_MAX) {
+		load_err(ld, s,
+			 "bad value 'bridge' = %s: a unix socket path must be shorter than %zu "
+			 "bytes",
+			 quote(q, sizeof(q), config_setting_get_string(s)), CONFIG_UNIX_PATH_MAX);
+		return;
+	}
+	r->bridge_unix = strdup(path);
+	if (r->bridge_unix == NULL)
+		load_oom(ld, s);
+}
+
+static void load_route_bridge(struct loader *ld, const config_setting_t *e, struct config_route *r)
+{
+	char q[CONFIG_QUOTE_MAX + 16];
+	config_setting_t *s;
+	int rc = lookup(ld, e, "bridge", KIND_STRING, &s);
+
+	if (rc == 0)
+		load_err(ld, e, "route '%s': upgrade = \"terminate\" requires 'bridge'",
+			 r->name ? r->name : "?");
+	if (rc <= 0)
+		return;
+	const char *text = config_setting_get_string(s);
+	if (strncmp(text, "unix:", 5) == 0) {
+		load_bridge_unix(ld, s, text + 5, r);
+		return;
+	}
+	const char *why = address_parse(text, &r->bridge);
+	if (why != NULL)
+		load_err(ld, s, "bad value 'bridge' = %s: %s", quote(q, sizeof(q), text), why);
+}
+
+/* Copy an array of strings into a NULL-free list of n heap strings. */
+static int dup_strings(struct loader *ld, const config_setting_t *arr, char ***list, size_t *n)
+{
+	int len = config_setting_length(arr);
+
+	*list = calloc(len > 0 ? (size_t)len : 1, sizeof(**list));
+	if (*list == NULL) {
+		load_oom(ld, arr);
+		return -1;
+	}
+	for (int i = 0; i < len; i++) {
+		char *copy = strdup(config_setting_get_string_elem(arr, i));
+		if (copy == NULL) {
+			load_oom(ld, arr);
+			return -1;
+		}
+		(*list)[(*n)++] = copy;
+	}
+	return 0;
+}
+
+/*
+ * Offered to clients in order of preference. Compared case-sensitively, as
+ * browsers do (RFC 6455 §4.1 treats them as opaque tokens).
+ */
+static void load_route_subprotocols(struct loader *ld, const config_setting_t *e,
+				    struct config_route *r)
+{
+	char q[CONFIG_QUOTE_MAX + 16];
+	config_setting_t *arr;
+
+	if (lookup(ld, e, "subprotocols", KIND_STRINGS, &arr) <= 0 ||
+	    dup_strings(ld, arr, &r->subprotocols, &r->n_subprotocols) < 0)
+		return;
+	for (size_t i = 0; i < r->n_subprotocols; i++) {
+		const char *p = r->subprotocols[i];
+		if (!is_token(p))
+			load_err(ld, arr, "bad value in 'subprotocols': %s is not a token",
+				 quote(q, sizeof(q), p));
+		for (size_t j = 0; j < i; j++)
+			if (strcmp(r->subprotocols[j], p) == 0)
+				load_err(ld, arr, "duplicate subprotocol %s",
+					 quote(q, sizeof(q), p));
+	}
+}
+
+/*
+ * An Origin as browsers serialise it (RFC 6454 §6.2): "null", or
+ * scheme "://" host [":" port] with nothing after. A trailing "/" or a path
+ * would never match, so it is refused rather than silently useless.
+ */
+static bool origin_ok(const char *o)
+{
+	const char *sep = strstr(o, "://");
+
+	if (strcmp(o, "null") == 0)
+		return true;
+	if (sep == NULL || !isalpha((unsigned char)o[0]) || sep[3] == '\0')
+		return false;
+	for (const char *p = o; p < sep; p++)
+		if (!isalnum((unsigned char)*p) && strchr("+-.", *p) == NULL)
+			return false;
+	for (const char *p = sep + 3; *p != '\0'; p++)
+		if ((unsigned char)*p <= 0x20 || *p == 0x7f || strchr("/?#@\\", *p) != NULL)
+			return false;
+	return true;
+}
+
+/* Lower-cased: scheme and host are case-insensitive and browsers send them so. */
+static void load_route_origins(struct loader *ld, const config_setting_t *e, struct config_route *r)
+{
+	char q[CONFIG_QUOTE_MAX + 16];
+	config_setting_t *arr;
+
+	if (lookup(ld, e, "origins", KIND_STRINGS, &arr) <= 0 ||
+	    dup_strings(ld, arr, &r->origins, &r->n_origins) < 0)
+		return;
+	for (size_t i = 0; i < r->n_origins; i++) {
+		lower_ascii(r->origins[i]);
+		if (!origin_ok(r->origins[i]))
+			load_err(ld, arr,
+				 "bad value in 'origins': %s: expected SCHEME://HOST[:PORT] or "
+				 "\"null\"",
+				 quote(q, sizeof(q), config_setting_get_string_elem(arr, (int)i)));
+	}
+}
+
+/* A byte count: an integer or a size string such as "1m"; never 0. */
+static void load_route_max_message(struct loader *ld, const config_setting_t *e,
+				   struct config_route *r)
+{
+	char q[CONFIG_QUOTE_MAX + 16];
+	config_setting_t *s = config_setting_get_member(e, "max_message");
+	uint64_t v;
+
+	if (s == NULL)
+		return;
+	if (config_setting_type(s) == CONFIG_TYPE_STRING) {
+		const char *text = config_setting_get_string(s);
+		if (config_parse_size(text, &v) < 0) {
+			load_err(ld, s, "bad size 'max_message' = %s", quote(q, sizeof(q), text));
+			return;
+		}
+		snprintf(q, sizeof(q), "\"%s\"", text);
+	} else if (kind_matches(s, KIND_INT)) {
+		long long iv = config_setting_get_int64(s);
+		v = iv < 0 ? 0 : (uint64_t)iv;
+		snprintf(q, sizeof(q), "%lld", iv);
+	} else {
+		load_err(ld, s, "'max_message' must be an integer or a size string");
+		return;
+	}
+	if (v == 0)
+		load_err(ld, s, "bad value 'max_message' = %s: must be > 0", q);
+	else
+		r->max_message = v;
+}
+
+static void load_route_ping(struct loader *ld, const config_setting_t *e, struct config_route *r)
+{
+	char q[CONFIG_QUOTE_MAX + 16];
+	config_setting_t *s;
+
+	if (lookup(ld, e, "ping_interval", KIND_STRING, &s) <= 0)
+		return;
+	const char *text = config_setting_get_string(s);
+	if (config_parse_duration(text, &r->ping_interval) < 0)
+		load_err(ld, s, "bad duration 'ping_interval' = %s", quote(q, sizeof(q), text));
+}
+
+static void load_route_terminate(struct loader *ld, const config_setting_t *e,
+				 struct config_route *r)
+{
+	config_setting_t *s;
+
+	r->require_subprotocol = true;
+	r->max_message = CONFIG_MAX_MESSAGE_DEFAULT;
+	r->ping_interval = CONFIG_PING_INTERVAL_DEFAULT;
+	if (r->upgrade != CONFIG_UPGRADE_TERMINATE) {
+		for (const char *const *k = TERMINATE_KEYS; *k != NULL; k++)
+			if ((s = config_setting_get_member(e, *k)) != NULL)
+				load_err(ld, s, "'%s' is only valid with upgrade = \"terminate\"",
+					 *k);
+		return;
+	}
+	load_route_bridge(ld, e, r);
+	load_route_subprotocols(ld, e, r);
+	if (lookup(ld, e, "require_subprotocol", KIND_BOOL, &s) > 0)
+		r->require_subprotocol = config_setting_get_bool(s) != 0;
+	load_route_max_message(ld, e, r);
+	load_route_ping(ld, e, r);
+	load_route_origins(ld, e, r);
 }
 
 static void load_route_name(struct loader *ld, const config_setting_t *e, struct config_route *r,
@@ -961,6 +1212,7 @@ static void load_route(struct loader *ld, const config_setting_t *e, struct conf
 	load_route_upstream(ld, e, r);
 	load_route_upgrade(ld, e, r);
 	load_route_protocols(ld, e, r);
+	load_route_terminate(ld, e, r);
 }
 
 static void load_routes(struct loader *ld, const config_setting_t *root)
@@ -1058,6 +1310,13 @@ void config_free(struct config *cfg)
 		for (size_t j = 0; j < r->n_protocols; j++)
 			free(r->protocols[j]);
 		free(r->protocols);
+		for (size_t j = 0; j < r->n_subprotocols; j++)
+			free(r->subprotocols[j]);
+		free(r->subprotocols);
+		for (size_t j = 0; j < r->n_origins; j++)
+			free(r->origins[j]);
+		free(r->origins);
+		free(r->bridge_unix);
 		free(r->name);
 		free(r->host);
 		free(r->path_prefix);

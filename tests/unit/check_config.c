@@ -22,6 +22,9 @@
 	"upstreams = ( { name = \"app\"; servers = ( { address = \"127.0.0.1:9000\"; } ); } );\n"
 #define ROUTES "routes = ( { upstream = \"app\"; } );\n"
 #define BASE LISTEN UPS ROUTES
+/* Line 3: a valid terminate route, open for one more key (and "} );\n"). */
+#define TERM_NO_BRIDGE "routes = ( { name = \"vnc\"; upgrade = \"terminate\"; "
+#define TERM TERM_NO_BRIDGE "bridge = \"127.0.0.1:5900\"; "
 
 static char tmp_path[64];
 
@@ -246,6 +249,167 @@ START_TEST(test_example_file)
 }
 END_TEST
 
+/* ---- upgrade = "terminate" routes, every value read back --------------- */
+
+/* Routes start on lines 4, 9, 10 and 13. */
+static const char TERMINATE[] = LISTEN UPS
+    "routes = (\n"
+    "  { name = \"vnc\"; path_prefix = \"/vnc\"; upgrade = \"terminate\";\n"
+    "    bridge = \"127.0.0.1:5900\"; subprotocols = [ \"binary\", \"base64\", \"Binary\" ];\n"
+    "    require_subprotocol = false; max_message = \"64k\"; ping_interval = \"10s\";\n"
+    "    origins = [ \"https://App.Example.COM\", \"http://127.0.0.1:8080\", \"null\",\n"
+    "                \"http://[::1]:8080\" ]; },\n"
+    "  { name = \"sock\"; upgrade = \"terminate\"; bridge = \"unix:/run/vnc.sock\"; },\n"
+    "  { name = \"v6\"; upgrade = \"terminate\"; bridge = \"[::1]:5901\"; max_message = 1000;\n"
+    "    ping_interval = \"0\"; subprotocols = [ ]; origins = [ ];\n"
+    "    require_subprotocol = true; },\n"
+    "  { upstream = \"app\"; }\n"
+    ");\n";
+
+START_TEST(test_terminate)
+{
+	struct config_errors errs;
+	struct config *cfg = load_text(TERMINATE, &errs);
+
+	assert_errors(&errs, NULL, 0);
+	ck_assert_ptr_nonnull(cfg);
+	ck_assert_uint_eq(cfg->n_routes, 4);
+
+	const struct config_route *r = &cfg->routes[0];
+	ck_assert_str_eq(r->name, "vnc");
+	ck_assert_str_eq(r->path_prefix, "/vnc");
+	ck_assert_int_eq(r->upgrade, CONFIG_UPGRADE_TERMINATE);
+	ck_assert_uint_eq(r->upstream, CONFIG_NO_UPSTREAM);
+	ck_assert_str_eq(r->bridge.text, "127.0.0.1:5900");
+	ck_assert_int_eq(r->bridge.ss.ss_family, AF_INET);
+	ck_assert_uint_eq(r->bridge.len, sizeof(struct sockaddr_in));
+	ck_assert_uint_eq(ntohs(((struct sockaddr_in *)&r->bridge.ss)->sin_port), 5900);
+	ck_assert_ptr_null(r->bridge_unix);
+	ck_assert_uint_eq(r->n_subprotocols, 3); /* case-sensitive: "Binary" is another one */
+	ck_assert_str_eq(r->subprotocols[0], "binary");
+	ck_assert_str_eq(r->subprotocols[1], "base64");
+	ck_assert_str_eq(r->subprotocols[2], "Binary");
+	ck_assert(!r->require_subprotocol);
+	ck_assert_uint_eq(r->max_message, 65536);
+	ck_assert_uint_eq(r->ping_interval, 10000);
+	ck_assert_uint_eq(r->n_origins, 4);
+	ck_assert_str_eq(r->origins[0], "https://app.example.com"); /* as browsers send it */
+	ck_assert_str_eq(r->origins[1], "http://127.0.0.1:8080");
+	ck_assert_str_eq(r->origins[2], "null");
+	ck_assert_str_eq(r->origins[3], "http://[::1]:8080");
+	ck_assert_uint_eq(r->n_protocols, 1); /* WebSocket only */
+	ck_assert_str_eq(r->protocols[0], "websocket");
+	ck_assert(!r->any_protocol);
+	ck_assert_int_eq(r->line, 4);
+
+	r = &cfg->routes[1]; /* defaults */
+	ck_assert_int_eq(r->upgrade, CONFIG_UPGRADE_TERMINATE);
+	ck_assert_uint_eq(r->upstream, CONFIG_NO_UPSTREAM);
+	ck_assert_str_eq(r->bridge_unix, "/run/vnc.sock");
+	ck_assert_uint_eq(r->bridge.len, 0);
+	ck_assert_uint_eq(r->n_subprotocols, 0);
+	ck_assert(r->require_subprotocol);
+	ck_assert_uint_eq(r->max_message, 1048576);
+	ck_assert_uint_eq(r->ping_interval, 30000);
+	ck_assert_uint_eq(r->n_origins, 0);
+	ck_assert_int_eq(r->line, 9);
+
+	r = &cfg->routes[2];
+	ck_assert_int_eq(r->bridge.ss.ss_family, AF_INET6);
+	ck_assert_uint_eq(ntohs(((struct sockaddr_in6 *)&r->bridge.ss)->sin6_port), 5901);
+	ck_assert_uint_eq(r->max_message, 1000);
+	ck_assert_uint_eq(r->ping_interval, 0); /* off */
+	ck_assert_uint_eq(r->n_subprotocols, 0);
+	ck_assert_uint_eq(r->n_origins, 0);
+	ck_assert(r->require_subprotocol);
+	ck_assert_int_eq(r->line, 10);
+
+	r = &cfg->routes[3]; /* other routes keep their upstream */
+	ck_assert_int_eq(r->upgrade, CONFIG_UPGRADE_FORWARD);
+	ck_assert_uint_eq(r->upstream, 0);
+	ck_assert_ptr_null(r->bridge_unix);
+	ck_assert_uint_eq(r->n_subprotocols, 0);
+	ck_assert_int_eq(r->line, 13);
+	config_free(cfg);
+	config_errors_fini(&errs);
+}
+END_TEST
+
+/* A config of terminate routes only needs no upstreams at all. */
+START_TEST(test_terminate_only)
+{
+	struct config_errors errs;
+	struct config *cfg = load_text(
+	    LISTEN "routes = ( { upgrade = \"terminate\"; bridge = \"127.0.0.1:1\"; } );\n", &errs);
+
+	assert_errors(&errs, NULL, 0);
+	ck_assert_ptr_nonnull(cfg);
+	ck_assert_uint_eq(cfg->n_upstreams, 0);
+	ck_assert_uint_eq(cfg->routes[0].upstream, CONFIG_NO_UPSTREAM);
+	config_free(cfg);
+	config_errors_fini(&errs);
+}
+END_TEST
+
+/* sun_path holds 108 bytes with the NUL: a 107-byte path fits, 108 does not. */
+START_TEST(test_bridge_unix_length)
+{
+	char text[512], path[128], want[256];
+	struct config_errors errs;
+
+	for (size_t len = 107; len <= 108; len++) {
+		memset(path, 'a', len);
+		path[0] = '/';
+		path[len] = '\0';
+		snprintf(text, sizeof(text),
+			 LISTEN UPS TERM_NO_BRIDGE "bridge = \"unix:%s\"; } );\n", path);
+		struct config *cfg = load_text(text, &errs);
+		if (len == 107) {
+			assert_errors(&errs, NULL, 0);
+			ck_assert_ptr_nonnull(cfg);
+			ck_assert_str_eq(cfg->routes[0].bridge_unix, path);
+			config_free(cfg);
+			continue;
+		}
+		/* the echoed value is cut at 79 bytes */
+		snprintf(want, sizeof(want),
+			 ":3: bad value 'bridge' = \"unix:%.74s...\": a unix socket path must be "
+			 "shorter than 108 bytes",
+			 path);
+		const char *w[] = {want};
+		ck_assert_ptr_null(cfg);
+		assert_errors(&errs, w, 1);
+		config_errors_fini(&errs);
+	}
+}
+END_TEST
+
+/* Every terminate problem of one route, reported together in line order. */
+START_TEST(test_terminate_many_errors)
+{
+	static const char text[] =
+	    LISTEN UPS "routes = ( { name = \"t\"; upgrade = \"terminate\"; upstream = \"app\";\n"
+		       "  subprotocols = [ \"a b\" ];\n"
+		       "  max_message = \"0\"; ping_interval = \"1d\";\n"
+		       "  origins = [ \"x\" ]; protocols = [ \"websocket\" ]; } );\n";
+	static const char *const want[] = {
+	    (":3: route 't': 'upstream' is not valid with upgrade = \"terminate\" (the backend is "
+	     "'bridge')"),
+	    ":3: route 't': upgrade = \"terminate\" requires 'bridge'",
+	    ":4: bad value in 'subprotocols': \"a b\" is not a token",
+	    ":5: bad value 'max_message' = \"0\": must be > 0",
+	    ":5: bad duration 'ping_interval' = \"1d\"",
+	    ":6: 'protocols' is not valid with upgrade = \"terminate\" (WebSocket only)",
+	    ":6: bad value in 'origins': \"x\": expected SCHEME://HOST[:PORT] or \"null\"",
+	};
+	struct config_errors errs;
+
+	ck_assert_ptr_null(load_text(text, &errs));
+	assert_errors(&errs, want, N_ELEMS(want));
+	config_errors_fini(&errs);
+}
+END_TEST
+
 /* ---- one error each --------------------------------------------------- */
 
 struct err_case {
@@ -388,7 +552,7 @@ static const struct err_case ERR_CASES[] = {
     {LISTEN UPS "routes = ( { upstream = \"app\"; protocols = [ \"web socket\" ]; } );\n",
      {":3: bad value in 'protocols': \"web socket\" is not a protocol token"}},
     {LISTEN UPS "routes = ( { upstream = \"app\"; upgrade = \"sideways\"; } );\n",
-     {":3: bad value 'upgrade' = \"sideways\": expected forward, strip or deny"}},
+     {":3: bad value 'upgrade' = \"sideways\": expected forward, strip, deny or terminate"}},
     {LISTEN UPS "routes = ( { upstream = \"app\"; path_prefix = \"ws\"; } );\n",
      {":3: bad value 'path_prefix' = \"ws\": must start with \"/\""}},
     {LISTEN UPS "routes = ( { upstream = \"app\"; host = \"a b\"; } );\n",
@@ -404,6 +568,103 @@ static const struct err_case ERR_CASES[] = {
      {":4: duplicate route 'a'"}},
     {LISTEN UPS "routes = ( { name = \"\"; upstream = \"app\"; } );\n",
      {":3: bad value 'name' = \"\": must not be empty"}},
+
+    /* upgrade = "terminate": the bridge replaces the upstream */
+    {LISTEN UPS "routes = ( { name = \"x\"; upgrade = \"terminate\"; } );\n",
+     {":3: route 'x': upgrade = \"terminate\" requires 'bridge'"}},
+    {LISTEN UPS "routes = ( { upstream = \"app\"; },\n"
+		"  { upgrade = \"terminate\"; path_prefix = \"/vnc\"; } );\n",
+     {":4: route '#2': upgrade = \"terminate\" requires 'bridge'"}},
+    {LISTEN UPS "routes = ( { name = \"x\"; upgrade = \"terminate\"; bridge = \"127.0.0.1:5900\";\n"
+		"  upstream = \"app\"; } );\n",
+     {":4: route 'x': 'upstream' is not valid with upgrade = \"terminate\" (the backend is "
+      "'bridge')"}},
+    {LISTEN UPS TERM "\n  protocols = [ \"websocket\" ]; } );\n",
+     {":4: 'protocols' is not valid with upgrade = \"terminate\" (WebSocket only)"}},
+    /* terminate-only keys anywhere else would silently do nothing */
+    {LISTEN UPS "routes = ( { upstream = \"app\";\n bridge = \"127.0.0.1:5900\"; } );\n",
+     {":4: 'bridge' is only valid with upgrade = \"terminate\""}},
+    {LISTEN UPS "routes = ( { upstream = \"app\"; upgrade = \"forward\";\n"
+		" subprotocols = [ \"binary\" ]; } );\n",
+     {":4: 'subprotocols' is only valid with upgrade = \"terminate\""}},
+    {LISTEN UPS "routes = ( { upstream = \"app\"; upgrade = \"strip\";\n"
+		" require_subprotocol = false; } );\n",
+     {":4: 'require_subprotocol' is only valid with upgrade = \"terminate\""}},
+    {LISTEN UPS "routes = ( { upstream = \"app\"; upgrade = \"deny\";\n"
+		" max_message = \"1m\"; } );\n",
+     {":4: 'max_message' is only valid with upgrade = \"terminate\""}},
+    {LISTEN UPS "routes = ( { upstream = \"app\";\n ping_interval = \"30s\"; } );\n",
+     {":4: 'ping_interval' is only valid with upgrade = \"terminate\""}},
+    {LISTEN UPS "routes = ( { upstream = \"app\";\n origins = [ ]; } );\n",
+     {":4: 'origins' is only valid with upgrade = \"terminate\""}},
+    {LISTEN UPS "routes = ( { upstream = \"app\"; upgrade = \"sideways\";\n"
+		" bridge = \"127.0.0.1:1\"; } );\n",
+     {":3: bad value 'upgrade' = \"sideways\": expected forward, strip, deny or terminate",
+      ":4: 'bridge' is only valid with upgrade = \"terminate\""}},
+    /* bridge */
+    {LISTEN UPS TERM_NO_BRIDGE "bridge = 5900; } );\n", {":3: 'bridge' must be a string"}},
+    {LISTEN UPS TERM_NO_BRIDGE "bridge = \"5900\"; } );\n",
+     {":3: bad value 'bridge' = \"5900\": expected HOST:PORT"}},
+    {LISTEN UPS TERM_NO_BRIDGE "bridge = \"localhost:5900\"; } );\n",
+     {":3: bad value 'bridge' = \"localhost:5900\": host must be a numeric IPv4 address (no "
+      "DNS)"}},
+    {LISTEN UPS TERM_NO_BRIDGE "bridge = \"127.0.0.1:0\"; } );\n",
+     {":3: bad value 'bridge' = \"127.0.0.1:0\": port must be 1..65535"}},
+    {LISTEN UPS TERM_NO_BRIDGE "bridge = \"unix:vnc.sock\"; } );\n",
+     {":3: bad value 'bridge' = \"unix:vnc.sock\": a unix socket path must be absolute"}},
+    {LISTEN UPS TERM_NO_BRIDGE "bridge = \"unix:\"; } );\n",
+     {":3: bad value 'bridge' = \"unix:\": a unix socket path must be absolute"}},
+    /* subprotocols: tokens, compared case-sensitively */
+    {LISTEN UPS TERM "subprotocols = \"binary\"; } );\n",
+     {":3: 'subprotocols' must be an array of strings"}},
+    {LISTEN UPS TERM "subprotocols = ( \"binary\", 64 ); } );\n",
+     {":3: 'subprotocols' must be an array of strings"}},
+    {LISTEN UPS TERM "subprotocols = [ \"bin ary\" ]; } );\n",
+     {":3: bad value in 'subprotocols': \"bin ary\" is not a token"}},
+    {LISTEN UPS TERM "subprotocols = [ \"\" ]; } );\n",
+     {":3: bad value in 'subprotocols': \"\" is not a token"}},
+    {LISTEN UPS TERM "subprotocols = [ \"binary\", \"base64\", \"binary\" ]; } );\n",
+     {":3: duplicate subprotocol \"binary\""}},
+    {LISTEN UPS TERM "require_subprotocol = \"no\"; } );\n",
+     {":3: 'require_subprotocol' must be true or false"}},
+    {LISTEN UPS TERM "require_subprotocol = 0; } );\n",
+     {":3: 'require_subprotocol' must be true or false"}},
+    /* max_message: a size, never 0 */
+    {LISTEN UPS TERM "max_message = \"0\"; } );\n",
+     {":3: bad value 'max_message' = \"0\": must be > 0"}},
+    {LISTEN UPS TERM "max_message = 0; } );\n", {":3: bad value 'max_message' = 0: must be > 0"}},
+    {LISTEN UPS TERM "max_message = -1; } );\n", {":3: bad value 'max_message' = -1: must be > 0"}},
+    {LISTEN UPS TERM "max_message = \"1mb\"; } );\n", {":3: bad size 'max_message' = \"1mb\""}},
+    {LISTEN UPS TERM "max_message = 1.5; } );\n",
+     {":3: 'max_message' must be an integer or a size string"}},
+    /* ping_interval: a duration string */
+    {LISTEN UPS TERM "ping_interval = \"soon\"; } );\n",
+     {":3: bad duration 'ping_interval' = \"soon\""}},
+    {LISTEN UPS TERM "ping_interval = 30; } );\n", {":3: 'ping_interval' must be a string"}},
+    /* origins: serialised origins, so no path and no trailing slash */
+    {LISTEN UPS TERM "origins = \"https://a.example\"; } );\n",
+     {":3: 'origins' must be an array of strings"}},
+    {LISTEN UPS TERM "origins = [ \"https://a.example/\" ]; } );\n",
+     {":3: bad value in 'origins': \"https://a.example/\": expected SCHEME://HOST[:PORT] or "
+      "\"null\""}},
+    {LISTEN UPS TERM "origins = [ \"https://ok.example\", \"a.example\" ]; } );\n",
+     {":3: bad value in 'origins': \"a.example\": expected SCHEME://HOST[:PORT] or \"null\""}},
+    {LISTEN UPS TERM "origins = [ \"https://\" ]; } );\n",
+     {":3: bad value in 'origins': \"https://\": expected SCHEME://HOST[:PORT] or \"null\""}},
+    {LISTEN UPS TERM "origins = [ \"*\" ]; } );\n",
+     {":3: bad value in 'origins': \"*\": expected SCHEME://HOST[:PORT] or \"null\""}},
+    {LISTEN UPS TERM "origins = [ \"https://u@a.example\" ]; } );\n",
+     {":3: bad value in 'origins': \"https://u@a.example\": expected SCHEME://HOST[:PORT] or "
+      "\"null\""}},
+    {LISTEN UPS TERM "origins = [ \"https://a.example?x\" ]; } );\n",
+     {":3: bad value in 'origins': \"https://a.example?x\": expected SCHEME://HOST[:PORT] or "
+      "\"null\""}},
+    {LISTEN UPS TERM "origins = [ \"1http://a.example\" ]; } );\n",
+     {":3: bad value in 'origins': \"1http://a.example\": expected SCHEME://HOST[:PORT] or "
+      "\"null\""}},
+    {LISTEN UPS TERM "origins = [ \"https://a b\" ]; } );\n",
+     {":3: bad value in 'origins': \"https://a b\": expected SCHEME://HOST[:PORT] or "
+      "\"null\""}},
 
     /* top-level scalars */
     {BASE "tunnel = { mode = \"zerocopy\"; };\n",
@@ -476,7 +737,7 @@ START_TEST(test_many_errors)
 	    ":3: bad duration 'timeouts.header' = \"x\"",
 	    ":5: bad value 'weight' = 0: must be 1..1000",
 	    ":6: undefined upstream 'nope'",
-	    ":6: bad value 'upgrade' = \"maybe\": expected forward, strip or deny",
+	    ":6: bad value 'upgrade' = \"maybe\": expected forward, strip, deny or terminate",
 	    ":7: bad value 'path_prefix' = \"x\": must start with \"/\"",
 	    ":7: h2c cannot be allowed: HTTP/2 forbids Upgrade",
 	    ":8: bad value 'tunnel.mode' = \"fast\": expected splice or copy",
@@ -678,6 +939,10 @@ static Suite *config_suite(void)
 	tcase_add_test(tc, test_defaults);
 	tcase_add_test(tc, test_empty_groups);
 	tcase_add_test(tc, test_example_file);
+	tcase_add_test(tc, test_terminate);
+	tcase_add_test(tc, test_terminate_only);
+	tcase_add_test(tc, test_bridge_unix_length);
+	tcase_add_test(tc, test_terminate_many_errors);
 	tcase_add_loop_test(tc, test_error_case, 0, (int)N_ELEMS(ERR_CASES));
 	tcase_add_test(tc, test_many_errors);
 	tcase_add_test(tc, test_too_many_servers);

@@ -67,6 +67,8 @@ static void rec_bytes(struct rec *r, const char *tag, const uint8_t *p, size_t l
 
 static void rec_append(struct rec *r, const uint8_t *p, size_t len)
 {
+	if (len == 0)
+		return;
 	if (r->msg_len + len > r->msg_cap) {
 		size_t cap = r->msg_cap ? r->msg_cap : 256;
 		while (cap < r->msg_len + len)
