@@ -141,6 +141,9 @@ typedef void (*http_body_cb)(void *arg, const char *data, size_t len);
 ssize_t http_reader_body(struct http_reader *r, const char *data, size_t len, http_body_cb cb,
 			 void *arg, bool *done);
 
+/* Has the body of the current message been read completely? */
+bool http_reader_done(const struct http_reader *r);
+
 const char *http_status_text(int status);
 
 #endif

@@ -703,6 +703,11 @@ ssize_t http_reader_body(struct http_reader *r, const char *data, size_t len, ht
 	return used;
 }
 
+bool http_reader_done(const struct http_reader *r)
+{
+	return r->done;
+}
+
 const char *http_status_text(int status)
 {
 	switch (status) {

@@ -56,7 +56,9 @@ static struct config *load_config(const char *file)
 
 static void signal_cb(evutil_socket_t sig, short what, void *arg)
 {
-	proxy_stop(arg);
+	struct proxy **px = arg;
+	if (*px)
+		proxy_stop(*px);
 }
 
 static int run(struct config *cfg)
@@ -68,13 +70,14 @@ static int run(struct config *cfg)
 
 	if (base == NULL)
 		goto out;
-	px = proxy_new(base, cfg);
-	if (px == NULL)
-		goto out;
-	sigterm = evsignal_new(base, SIGTERM, signal_cb, px);
-	sigint = evsignal_new(base, SIGINT, signal_cb, px);
+	/* handlers first: a SIGTERM right after the port opens must stop us cleanly */
+	sigterm = evsignal_new(base, SIGTERM, signal_cb, &px);
+	sigint = evsignal_new(base, SIGINT, signal_cb, &px);
 	if (sigterm == NULL || sigint == NULL || evsignal_add(sigterm, NULL) < 0 ||
 	    evsignal_add(sigint, NULL) < 0)
+		goto out;
+	px = proxy_new(base, cfg);
+	if (px == NULL)
 		goto out;
 	log_msg(LOG_LEVEL_INFO, 0, "switchyard %s started with %s", SWITCHYARD_VERSION, cfg->file);
 	event_base_dispatch(base);

@@ -219,10 +219,11 @@ static void log_tunnel(struct session *s, const char *closed_by, const char *rea
 		wsbridge_bytes(s->wsb, &up, &down);
 		log_json_cstr(&j, "event", "websocket");
 	} else {
-		tunnel_bytes(s->tunnel, &up, &down);
+		if (s->tunnel)
+			tunnel_bytes(s->tunnel, &up, &down);
 		down = down > s->head101_len ? down - s->head101_len : 0;
 		log_json_cstr(&j, "event", "tunnel");
-		log_json_cstr(&j, "mode", tunnel_mode_str(s->tunnel));
+		log_json_cstr(&j, "mode", s->tunnel ? tunnel_mode_str(s->tunnel) : "none");
 	}
 	log_json_num(&j, "bytes_up", up);
 	log_json_num(&j, "bytes_down", down);
@@ -522,7 +523,7 @@ static ssize_t relay_body(struct http_reader *r, struct evbuffer *in, struct evb
 {
 	struct body_sink sink = {.out = out, .chunk = chunk};
 	size_t total = 0;
-	*done = false;
+	*done = http_reader_done(r); /* a message without a body is complete at once */
 	while (!*done && evbuffer_get_length(out) < SESSION_HIGH_WATER) {
 		struct evbuffer_iovec v;
 		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1 || v.iov_len == 0) {
@@ -653,11 +654,13 @@ static void session_start_tunnel(struct session *s)
 	}
 	s->state = SESSION_TUNNEL;
 	clock_gettime(CLOCK_MONOTONIC, &s->tunnel_started);
-	/* the HTTP phase is over: give its memory back */
+	/* the HTTP phase is over: give its memory back (the 101 line has the request) */
 	http_reader_free(s->req_reader);
 	http_reader_free(s->resp_reader);
 	s->req_reader = s->resp_reader = NULL;
 	http_msg_fini(&s->resp);
+	http_msg_fini(&s->req);
+	s->has_request = false;
 }
 
 static void relay_switch(struct session *s)
@@ -682,6 +685,15 @@ static void relay_switch(struct session *s)
 	s->head101_len = evbuffer_get_length(out) - before;
 	s->bytes_out += s->head101_len;
 	s->status = 101;
+	if (s->shutdown_requested) {
+		/* the 101 raced a stop: deliver it, open no tunnel, close both ends */
+		log_access(s);
+		clock_gettime(CLOCK_MONOTONIC, &s->tunnel_started);
+		log_tunnel(s, "proxy", "shutdown");
+		backend_drop(s);
+		linger_start(s);
+		return;
+	}
 	session_start_tunnel(s);
 }
 
@@ -907,11 +919,15 @@ static void client_write_cb(struct bufferevent *bev, void *arg)
 {
 	struct session *s = arg;
 	if (s->state == SESSION_LINGER) {
-		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
-			/* everything was said: half-close, then drain until the client closes */
-			tls_bev_shutdown_write(bev);
-			timer_arm(s, TIMER_LINGER, SESSION_LINGER_MS);
+		if (evbuffer_get_length(bufferevent_get_output(bev)) > 0)
+			return;
+		if (s->client_eof) {
+			session_close(s, "response delivered");
+			return;
 		}
+		/* everything was said: half-close, then drain until the client closes */
+		tls_bev_shutdown_write(bev);
+		timer_arm(s, TIMER_LINGER, SESSION_LINGER_MS);
 		return;
 	}
 	if (s->state == SESSION_EXCHANGE && s->backend) {
@@ -954,6 +970,11 @@ static void client_event_cb(struct bufferevent *bev, short what, void *arg)
 	}
 	if (in_exchange) {
 		bufferevent_disable(bev, EV_READ); /* finish the response, then close */
+		return;
+	}
+	if (s->state == SESSION_LINGER &&
+	    evbuffer_get_length(bufferevent_get_output(bev)) > 0) {
+		bufferevent_disable(bev, EV_READ); /* a half-closed client still gets its answer */
 		return;
 	}
 	session_close(s, "client closed");

@@ -145,6 +145,10 @@ static int dir_flush(struct tunnel_dir *d)
 			return errno == EAGAIN ? 0 : -1;
 		d->bytes += (uint64_t)n;
 	}
+	if (d->pending) { /* all out: idle tunnels keep no buffer */
+		evbuffer_free(d->pending);
+		d->pending = NULL;
+	}
 	while (d->in_pipe > 0) {
 		ssize_t n = splice_move(d->pipe[0], d->dst, d->in_pipe);
 		if (n < 0)
@@ -210,8 +214,9 @@ static void dir_pump(struct tunnel_dir *d)
 			touch(d->t);
 		}
 	}
+	/* yield to other tunnels; level-triggered readiness brings us back */
 	if (!d->t->finished)
-		dir_wait(d, false); /* yield; level-triggered readiness brings us back */
+		dir_wait(d, d->in_pipe > 0 || (d->pending && evbuffer_get_length(d->pending) > 0));
 }
 
 static void dir_event_cb(evutil_socket_t fd, short what, void *arg)
@@ -254,8 +259,9 @@ static int tunnel_start_splice(struct tunnel *t, struct bufferevent *client,
 	bufferevent_free(backend);
 	if (rc < 0)
 		return -1;
-	dir_pump(&t->up);
-	dir_pump(&t->down);
+	/* pump from the loop, never from here: done() must not run before we return */
+	event_active(t->up.wr, EV_WRITE, 0);
+	event_active(t->down.wr, EV_WRITE, 0);
 	return 0;
 }
 

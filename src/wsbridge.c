@@ -370,7 +370,9 @@ struct wsbridge *wsbridge_start(const struct wsbridge_params *p, struct bufferev
 	bufferevent_enable(backend, EV_READ | EV_WRITE);
 	if (p->ping_ms)
 		arm_timer(b, p->ping_ms);
-	client_read_cb(client, b); /* frames that came with the handshake */
+	/* frames that came with the handshake, decoded from the loop (done() must not
+	 * run before we return) */
+	bufferevent_trigger(client, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
 	return b;
 }
 

@@ -62,12 +62,13 @@ def error_log_line(px, level, code, reason):
 
 def check_exact_error(data, code, reason_text, ws_version=False):
     """Exact proxy error: status line, Content-Type, Content-Length,
-    [Sec-WebSocket-Version: 13,] Connection: close, one-line body. Returns the body line."""
+    [Sec-WebSocket-Version: 13, Upgrade: websocket (RFC 9110 §15.5.22: a 426 MUST
+    name the protocol),] Connection: close, one-line body. Returns the body line."""
     head, sep, body = data.partition(b"\r\n\r\n")
     if not sep:
         raise AssertionError("incomplete error response %r" % data[:300])
     want = (b"HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n%sConnection: close"
-            % (code, reason_text, len(body), b"Sec-WebSocket-Version: 13\r\n" if ws_version else b""))
+            % (code, reason_text, len(body), b"Sec-WebSocket-Version: 13\r\nUpgrade: websocket\r\n" if ws_version else b""))
     eq(head, want, "error response head")
     if not body.endswith(b"\n") or body.count(b"\n") != 1 or len(body) < 2:
         raise AssertionError("error body is not one line: %r" % body)
