@@ -22,6 +22,9 @@
 #include <strings.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <unistd.h>
+
+#include "tls.h"
 
 #define CONFIG_WEIGHT_MAX 1000
 #define CONFIG_QUOTE_MAX 80 /* longest user value echoed back in a message */
@@ -52,8 +55,11 @@ static const char *const KIND_NAMES[] = {
 static const char *const ROOT_KEYS[] = {"listen", "timeouts",	"limits",    "upstreams",
 					"routes", "access_log", "error_log", "log_level",
 					"via",	  "tunnel",	NULL};
-static const char *const LISTEN_KEYS[] = {"address", NULL};
-static const char *const UPSTREAM_KEYS[] = {"name", "servers", NULL};
+static const char *const LISTEN_KEYS[] = {"address", "tls", NULL};
+static const char *const LISTEN_TLS_KEYS[] = {"certificates", "protocols", NULL};
+static const char *const TLS_CERT_KEYS[] = {"cert", "key", NULL};
+static const char *const UPSTREAM_KEYS[] = {"name", "servers", "tls", NULL};
+static const char *const UPSTREAM_TLS_KEYS[] = {"verify", "ca", "sni", NULL};
 static const char *const SERVER_KEYS[] = {"address", "weight", NULL};
 static const char *const ROUTE_KEYS[] = {
     "name",   "host",	      "path_prefix",	     "upstream",    "upgrade",	     "protocols",
@@ -555,6 +561,130 @@ static bool addr_equal(const struct config_addr *a, const struct config_addr *b)
 	return a->len != 0 && a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
 }
 
+
+/* ---- TLS ---- */
+
+/* A certificate path: absolute, or relative to the config file's directory. */
+static char *resolve_path(const struct loader *ld, const char *path)
+{
+	const char *slash = strrchr(ld->file, '/');
+	if (path[0] == '/' || slash == NULL)
+		return strdup(path);
+	size_t dir = (size_t)(slash - ld->file) + 1, len = strlen(path);
+	char *out = malloc(dir + len + 1);
+	if (out == NULL)
+		return NULL;
+	memcpy(out, ld->file, dir);
+	memcpy(out + dir, path, len + 1);
+	return out;
+}
+
+static int load_path(struct loader *ld, const config_setting_t *e, const char *key, char **dst)
+{
+	char *raw = NULL;
+	int rc = dup_string(ld, e, key, &raw);
+	if (rc == 0)
+		load_err(ld, e, "missing '%s' in 'tls.certificates' entry", key);
+	if (rc <= 0)
+		return -1;
+	*dst = resolve_path(ld, raw);
+	free(raw);
+	if (*dst == NULL)
+		load_oom(ld, e);
+	return *dst ? 0 : -1;
+}
+
+/* Each certificate must load and match its key now, not at the first handshake. */
+static void load_tls_cert(struct loader *ld, const config_setting_t *e, struct config_tls_cert *c)
+{
+	char why[320];
+	check_keys(ld, e, TLS_CERT_KEYS);
+	c->line = setting_line(e);
+	if (load_path(ld, e, "cert", &c->cert) < 0 || load_path(ld, e, "key", &c->key) < 0)
+		return;
+	if (tls_check_pair(c->cert, c->key, why, sizeof(why)) < 0)
+		load_err(ld, e, "%s", why);
+}
+
+static void load_tls_protocols(struct loader *ld, const config_setting_t *g,
+			       struct config_tls_server *t)
+{
+	char q[CONFIG_QUOTE_MAX + 16];
+	if (dup_string(ld, g, "protocols", &t->protocols) <= 0)
+		return;
+	if (strcmp(t->protocols, "TLSv1.2+") != 0 && strcmp(t->protocols, "TLSv1.3+") != 0)
+		load_err(ld, config_setting_get_member(g, "protocols"),
+			 "bad value 'protocols' = %s: expected \"TLSv1.2+\" or \"TLSv1.3+\"",
+			 quote(q, sizeof(q), t->protocols));
+}
+
+static void load_listen_tls(struct loader *ld, const config_setting_t *e, struct config_listen *l)
+{
+	config_setting_t *g, *list;
+	if (lookup(ld, e, "tls", KIND_GROUP, &g) <= 0)
+		return;
+	check_keys(ld, g, LISTEN_TLS_KEYS);
+	if ((l->tls = calloc(1, sizeof(*l->tls))) == NULL) {
+		load_oom(ld, g);
+		return;
+	}
+	load_tls_protocols(ld, g, l->tls);
+	int rc = lookup(ld, g, "certificates", KIND_LIST, &list);
+	if (rc == 0 || (rc > 0 && config_setting_length(list) == 0)) {
+		load_err(ld, rc > 0 ? list : g, "'tls' needs at least one entry in 'certificates'");
+		return;
+	}
+	if (rc < 0)
+		return;
+	int n = config_setting_length(list);
+	if ((l->tls->certs = calloc((size_t)n, sizeof(*l->tls->certs))) == NULL) {
+		load_oom(ld, list);
+		return;
+	}
+	for (int i = 0; i < n; i++) {
+		config_setting_t *c = list_entry(ld, list, i);
+		if (c != NULL)
+			load_tls_cert(ld, c, &l->tls->certs[l->tls->n_certs++]);
+	}
+}
+
+static void load_upstream_tls(struct loader *ld, const config_setting_t *e,
+			      struct config_upstream *up)
+{
+	config_setting_t *g, *s;
+	if (lookup(ld, e, "tls", KIND_GROUP, &g) <= 0)
+		return;
+	check_keys(ld, g, UPSTREAM_TLS_KEYS);
+	up->tls.enabled = true;
+	up->tls.verify = true;
+	if (lookup(ld, g, "verify", KIND_BOOL, &s) > 0)
+		up->tls.verify = config_setting_get_bool(s) != 0;
+	char *ca = NULL;
+	if (dup_string(ld, g, "ca", &ca) > 0) {
+		up->tls.ca = resolve_path(ld, ca);
+		if (up->tls.ca == NULL)
+			load_oom(ld, g);
+		else if (access(up->tls.ca, R_OK) != 0)
+			load_err(ld, config_setting_get_member(g, "ca"), "cannot read 'ca' %s: %s",
+				 up->tls.ca, strerror(errno));
+	}
+	free(ca);
+	dup_string(ld, g, "sni", &up->tls.sni);
+}
+
+static void free_listen_tls(struct config_tls_server *t)
+{
+	if (t == NULL)
+		return;
+	for (size_t i = 0; i < t->n_certs; i++) {
+		free(t->certs[i].cert);
+		free(t->certs[i].key);
+	}
+	free(t->certs);
+	free(t->protocols);
+	free(t);
+}
+
 static void load_listen(struct loader *ld, const config_setting_t *root)
 {
 	struct config *cfg = ld->cfg;
@@ -582,6 +712,7 @@ static void load_listen(struct loader *ld, const config_setting_t *root)
 		check_keys(ld, e, LISTEN_KEYS);
 		l->line = setting_line(e);
 		load_address(ld, e, "'listen'", &l->addr);
+		load_listen_tls(ld, e, l);
 		for (size_t j = 0; j < cfg->n_listens; j++)
 			if (addr_equal(&cfg->listens[j].addr, &l->addr))
 				load_err(ld, e, "duplicate address \"%s\" in 'listen'",
@@ -734,6 +865,7 @@ static void load_upstream(struct loader *ld, const config_setting_t *e, struct c
 		load_err(ld, name, "bad value 'name' = \"\": must not be empty");
 	}
 	load_servers(ld, e, up);
+	load_upstream_tls(ld, e, up);
 }
 
 static void load_upstreams(struct loader *ld, const config_setting_t *root)
@@ -1304,7 +1436,11 @@ void config_free(struct config *cfg)
 	for (size_t i = 0; i < cfg->n_upstreams; i++) {
 		free(cfg->upstreams[i].name);
 		free(cfg->upstreams[i].servers);
+		free(cfg->upstreams[i].tls.ca);
+		free(cfg->upstreams[i].tls.sni);
 	}
+	for (size_t i = 0; i < cfg->n_listens; i++)
+		free_listen_tls(cfg->listens[i].tls);
 	for (size_t i = 0; i < cfg->n_routes; i++) {
 		struct config_route *r = &cfg->routes[i];
 		for (size_t j = 0; j < r->n_protocols; j++)

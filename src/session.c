@@ -93,6 +93,7 @@ struct session {
 	size_t upstream;
 	long server;
 	bool tried[CONFIG_MAX_SERVERS];
+	char connect_error[96]; /* why the last connect failed, for the 502 */
 	bool req_body_done, resp_head_done, resp_body_done;
 	bool req_chunk_out, resp_chunk_out;
 	bool close_after;  /* close the client after this response */
@@ -430,6 +431,7 @@ static void session_read_request(struct session *s)
 static void connect_failed(struct session *s, const char *why)
 {
 	log_msg(LOG_LEVEL_WARN, s->id, "connect to %s failed: %s", server_text(s), why);
+	snprintf(s->connect_error, sizeof(s->connect_error), "%s", why);
 	backend_drop(s);
 	if (s->server >= 0)
 		s->tried[s->server] = true;
@@ -441,8 +443,11 @@ static void connect_next(struct session *s)
 	const struct config_upstream *u = &s->cfg->upstreams[s->upstream];
 	long pick = balance_pick(s->px->pools[s->upstream], s->tried);
 	if (pick < 0) {
+		char reason[160];
+		snprintf(reason, sizeof(reason), "no upstream server could be reached (last: %s)",
+			 s->connect_error);
 		s->server = -1;
-		session_error(s, 502, "no upstream server could be reached");
+		session_error(s, 502, reason); /* logged and written before reason goes away */
 		return;
 	}
 	s->server = pick;

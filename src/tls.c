@@ -296,16 +296,16 @@ bool tls_bev_info(struct bufferevent *bev, const char **version, const char **sn
 
 const char *tls_bev_error(struct bufferevent *bev, char *buf, size_t len)
 {
-	unsigned long e = bev ? bufferevent_get_openssl_error(bev) : 0;
-	if (e) {
-		ERR_error_string_n(e, buf, len);
-		return buf;
-	}
 	SSL *ssl = bev ? bufferevent_openssl_get_ssl(bev) : NULL;
 	long v = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
-	if (v != X509_V_OK) {
+	if (v != X509_V_OK) { /* says why, where the error queue says only "verify failed" */
 		snprintf(buf, len, "certificate verify failed: %s",
 			 X509_verify_cert_error_string(v));
+		return buf;
+	}
+	unsigned long e = bev ? bufferevent_get_openssl_error(bev) : 0;
+	if (e) {
+		snprintf(buf, len, "TLS: %s", ERR_reason_error_string(e));
 		return buf;
 	}
 	snprintf(buf, len, "%s", errno ? strerror(errno) : "connection closed");
