@@ -29,6 +29,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
+#include <event2/event_struct.h>
 
 #include "splice.h"
 #include "tls.h"
@@ -39,13 +40,26 @@
 
 struct tunnel;
 
+/*
+ * Splice pump: one event per socket (embedded, so an idle tunnel costs no
+ * extra allocations), registered for the union of what the direction reading
+ * from it and the direction writing to it are waiting for.
+ */
+struct tunnel_end {
+	struct tunnel *t;
+	int fd;
+	short want; /* EV_READ | EV_WRITE as registered now; 0 = not registered */
+	struct event ev;
+};
+
 struct tunnel_dir {
 	struct tunnel *t;
 	const char *src_name; /* "client" or "backend" */
 	const char *dst_name;
 	int src, dst;
 	/* splice pump */
-	struct event *rd, *wr;
+	struct tunnel_end *src_end, *dst_end;
+	bool want_read, want_write;
 	struct evbuffer *pending;
 	int pipe[2];
 	size_t in_pipe;
@@ -62,7 +76,8 @@ struct tunnel {
 	bool finished;
 	struct tunnel_dir up, down;
 	struct bufferevent *client_bev, *backend_bev; /* copy pump only */
-	struct event *timer;
+	struct tunnel_end ends[2];                    /* splice pump: client, backend */
+	struct event timer;
 	struct timespec started, last_active;
 	const char *first_eof; /* who half-closed first: names who closed */
 };
@@ -84,13 +99,10 @@ static void tunnel_finish(struct tunnel *t, const char *closed_by, const char *r
 	if (t->finished)
 		return;
 	t->finished = true;
-	event_del(t->timer);
-	for (struct tunnel_dir *d = &t->up; d; d = d == &t->up ? &t->down : NULL) {
-		if (d->rd)
-			event_del(d->rd);
-		if (d->wr)
-			event_del(d->wr);
-	}
+	event_del(&t->timer);
+	for (int i = 0; i < 2; i++)
+		if (t->ends[i].want)
+			event_del(&t->ends[i].ev);
 	if (t->client_bev)
 		bufferevent_disable(t->client_bev, EV_READ | EV_WRITE);
 	if (t->backend_bev)
@@ -125,15 +137,50 @@ static void touch(struct tunnel *t)
 
 /* ---- splice pump ---- */
 
+static void dir_pump(struct tunnel_dir *d);
+
+static void end_event_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct tunnel_end *e = arg;
+	struct tunnel *t = e->t;
+	bool client = e == &t->ends[0];
+	if ((what & EV_READ) && !t->finished)
+		dir_pump(client ? &t->up : &t->down); /* this socket is its source */
+	if ((what & EV_WRITE) && !t->finished)
+		dir_pump(client ? &t->down : &t->up); /* ... and its destination */
+}
+
+/* Register the socket for what its two directions now wait for. */
+static void end_update(struct tunnel_end *e)
+{
+	struct tunnel *t = e->t;
+	bool client = e == &t->ends[0];
+	const struct tunnel_dir *reader = client ? &t->up : &t->down;
+	const struct tunnel_dir *writer = client ? &t->down : &t->up;
+	short want = (short)((reader->want_read ? EV_READ : 0) | (writer->want_write ? EV_WRITE : 0));
+	if (want == e->want)
+		return;
+	if (e->want)
+		event_del(&e->ev);
+	e->want = want;
+	if (want == 0)
+		return;
+	event_assign(&e->ev, t->p.base, e->fd, (short)(want | EV_PERSIST), end_event_cb, e);
+	event_add(&e->ev, NULL);
+}
+
+static void dir_set_wait(struct tunnel_dir *d, bool read, bool write)
+{
+	d->want_read = read;
+	d->want_write = write;
+	end_update(d->src_end);
+	end_update(d->dst_end);
+}
+
+/* Wait until the destination takes more (for_write) or the source has more. */
 static void dir_wait(struct tunnel_dir *d, bool for_write)
 {
-	if (for_write) {
-		event_del(d->rd);
-		event_add(d->wr, NULL);
-	} else {
-		event_del(d->wr);
-		event_add(d->rd, NULL);
-	}
+	dir_set_wait(d, !for_write, for_write);
 }
 
 /* Write what is queued (handed-over bytes, then the pipe). 1 all out, 0 blocked, -1 error. */
@@ -182,6 +229,7 @@ static void dir_release_pipe(struct tunnel_dir *d)
 
 static void dir_pump(struct tunnel_dir *d)
 {
+	bool drained = false;
 	for (int round = 0; round < TUNNEL_ROUNDS && !d->t->finished; round++) {
 		int f = dir_flush(d);
 		if (f < 0) {
@@ -194,10 +242,14 @@ static void dir_pump(struct tunnel_dir *d)
 		}
 		if (d->eof) {
 			dir_release_pipe(d);
-			event_del(d->rd);
-			event_del(d->wr);
+			dir_set_wait(d, false, false);
 			shutdown(d->dst, SHUT_WR);
 			dir_done(d);
+			return;
+		}
+		if (drained) { /* a short read emptied the socket: no EAGAIN round trip */
+			dir_release_pipe(d);
+			dir_wait(d, false);
 			return;
 		}
 		ssize_t n = dir_fill(d);
@@ -211,6 +263,7 @@ static void dir_pump(struct tunnel_dir *d)
 			dir_error(d, d->src_name, errno);
 			return;
 		} else {
+			drained = n < TUNNEL_CHUNK;
 			touch(d->t);
 		}
 	}
@@ -219,19 +272,8 @@ static void dir_pump(struct tunnel_dir *d)
 		dir_wait(d, d->in_pipe > 0 || (d->pending && evbuffer_get_length(d->pending) > 0));
 }
 
-static void dir_event_cb(evutil_socket_t fd, short what, void *arg)
+static int dir_init_splice(struct tunnel_dir *d, struct evbuffer *out)
 {
-	struct tunnel_dir *d = arg;
-	if (!d->t->finished)
-		dir_pump(d);
-}
-
-static int dir_init_splice(struct tunnel_dir *d, struct event_base *base, struct evbuffer *out)
-{
-	d->rd = event_new(base, d->src, EV_READ | EV_PERSIST, dir_event_cb, d);
-	d->wr = event_new(base, d->dst, EV_WRITE | EV_PERSIST, dir_event_cb, d);
-	if (d->rd == NULL || d->wr == NULL)
-		return -1;
 	if (evbuffer_get_length(out) > 0) {
 		d->pending = evbuffer_new();
 		if (d->pending == NULL)
@@ -252,16 +294,24 @@ static int tunnel_start_splice(struct tunnel *t, struct bufferevent *client,
 	bufferevent_setfd(client, -1);
 	bufferevent_setfd(backend, -1);
 	/* the bytes due to each side sit in the output of the side they go to */
-	int rc = dir_init_splice(&t->up, t->p.base, bufferevent_get_output(backend));
+	int rc = dir_init_splice(&t->up, bufferevent_get_output(backend));
 	if (rc == 0)
-		rc = dir_init_splice(&t->down, t->p.base, bufferevent_get_output(client));
+		rc = dir_init_splice(&t->down, bufferevent_get_output(client));
 	bufferevent_free(client);
 	bufferevent_free(backend);
 	if (rc < 0)
 		return -1;
-	/* pump from the loop, never from here: done() must not run before we return */
-	event_active(t->up.wr, EV_WRITE, 0);
-	event_active(t->down.wr, EV_WRITE, 0);
+	for (int i = 0; i < 2; i++)
+		t->ends[i] = (struct tunnel_end){.t = t, .fd = i ? t->up.dst : t->up.src};
+	t->up.src_end = t->down.dst_end = &t->ends[0];
+	t->up.dst_end = t->down.src_end = &t->ends[1];
+	/*
+	 * Start by writing what was handed over: both sockets are writable, so the
+	 * pumps run from the loop, never from here (done() must not run before we
+	 * return).
+	 */
+	dir_wait(&t->up, true);
+	dir_wait(&t->down, true);
 	return 0;
 }
 
@@ -371,7 +421,7 @@ static void timer_arm(struct tunnel *t)
 	if (wait == 0)
 		return;
 	struct timeval tv = {(time_t)(wait / 1000), (suseconds_t)(wait % 1000) * 1000};
-	event_add(t->timer, &tv);
+	event_add(&t->timer, &tv);
 }
 
 static void timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -414,9 +464,7 @@ struct tunnel *tunnel_start(const struct tunnel_params *p, struct bufferevent *c
 	dir_setup(&t->down, t, "backend", "client", bfd, cfd);
 	now(&t->started);
 	t->last_active = t->started;
-	t->timer = evtimer_new(p->base, timer_cb, t);
-	if (t->timer == NULL)
-		goto fail;
+	evtimer_assign(&t->timer, p->base, timer_cb, t);
 	int rc = t->splice ? tunnel_start_splice(t, client, backend)
 			   : tunnel_start_copy(t, client, backend);
 	if (rc < 0)
@@ -424,21 +472,13 @@ struct tunnel *tunnel_start(const struct tunnel_params *p, struct bufferevent *c
 	timer_arm(t);
 	return t;
 fail:
-	if (!t->splice || t->timer == NULL) {
-		bufferevent_free(client);
-		bufferevent_free(backend);
-		t->up.src = -1; /* closed with the bufferevents */
-	}
+	/* only the splice start can fail, after freeing the bufferevents; tunnel_free closes the fds */
 	tunnel_free(t);
 	return NULL;
 }
 
 static void dir_free(struct tunnel_dir *d)
 {
-	if (d->rd)
-		event_free(d->rd);
-	if (d->wr)
-		event_free(d->wr);
 	if (d->pending)
 		evbuffer_free(d->pending);
 	if (d->pipe[0] >= 0)
@@ -449,10 +489,12 @@ void tunnel_free(struct tunnel *t)
 {
 	if (t == NULL)
 		return;
+	for (int i = 0; i < 2; i++)
+		if (t->ends[i].want)
+			event_del(&t->ends[i].ev);
+	event_del(&t->timer);
 	dir_free(&t->up);
 	dir_free(&t->down);
-	if (t->timer)
-		event_free(t->timer);
 	if (t->client_bev) {
 		bufferevent_free(t->client_bev); /* closes its socket */
 		bufferevent_free(t->backend_bev);
