@@ -61,10 +61,26 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 		proxy_stop(*px);
 }
 
+/*
+ * epoll with a changelist: a socket whose interest changes several times in
+ * one loop iteration (common when a session switches phase) costs one
+ * epoll_ctl instead of one per change.
+ */
+static struct event_base *base_new(void)
+{
+	struct event_config *ec = event_config_new();
+	if (ec == NULL)
+		return NULL;
+	event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+	struct event_base *base = event_base_new_with_config(ec);
+	event_config_free(ec);
+	return base;
+}
+
 static int run(struct config *cfg)
 {
 	int rc = 1;
-	struct event_base *base = event_base_new();
+	struct event_base *base = base_new();
 	struct proxy *px = NULL;
 	struct event *sigterm = NULL, *sigint = NULL;
 
