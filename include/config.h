@@ -68,9 +68,13 @@ struct config_server {
 	unsigned weight; /* >= 1, default 1 */
 };
 
+#define CONFIG_KEEPALIVE_DEFAULT 32 /* idle connections kept per server */
+#define CONFIG_KEEPALIVE_MAX 4096
+
 struct config_upstream {
 	char *name;
 	struct config_tls_client tls;
+	size_t keepalive; /* idle keep-alive connections per server; 0 = close after each */
 	struct config_server *servers;
 	size_t n_servers;
 };

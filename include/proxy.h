@@ -34,6 +34,7 @@ struct proxy {
 	const struct config *cfg;
 	struct balance_pool **pools; /* one per cfg->upstreams[i] */
 	struct tls_client **upstream_tls; /* one per upstream; NULL = plain */
+	struct upstream_idle **idle;      /* [upstream][server]: keep-alive connections */
 	struct proxy_listener *listeners;
 	size_t n_listeners;
 	struct session *sessions; /* intrusive list, for graceful stop */

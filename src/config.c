@@ -58,7 +58,7 @@ static const char *const ROOT_KEYS[] = {"listen", "timeouts",	"limits",    "upst
 static const char *const LISTEN_KEYS[] = {"address", "tls", NULL};
 static const char *const LISTEN_TLS_KEYS[] = {"certificates", "protocols", NULL};
 static const char *const TLS_CERT_KEYS[] = {"cert", "key", NULL};
-static const char *const UPSTREAM_KEYS[] = {"name", "servers", "tls", NULL};
+static const char *const UPSTREAM_KEYS[] = {"name", "servers", "tls", "keepalive", NULL};
 static const char *const UPSTREAM_TLS_KEYS[] = {"verify", "ca", "sni", NULL};
 static const char *const SERVER_KEYS[] = {"address", "weight", NULL};
 static const char *const ROUTE_KEYS[] = {
@@ -851,6 +851,21 @@ static ptrdiff_t upstream_find(const struct config *cfg, size_t n, const char *n
 	return -1;
 }
 
+static void load_upstream_keepalive(struct loader *ld, const config_setting_t *e,
+				    struct config_upstream *up)
+{
+	config_setting_t *s;
+	up->keepalive = CONFIG_KEEPALIVE_DEFAULT;
+	if (lookup(ld, e, "keepalive", KIND_INT, &s) <= 0)
+		return;
+	long long v = config_setting_get_int64(s);
+	if (v < 0 || v > CONFIG_KEEPALIVE_MAX)
+		load_err(ld, s, "bad value 'keepalive' = %lld: must be 0..%d", v,
+			 CONFIG_KEEPALIVE_MAX);
+	else
+		up->keepalive = (size_t)v;
+}
+
 static void load_upstream(struct loader *ld, const config_setting_t *e, struct config_upstream *up)
 {
 	config_setting_t *name;
@@ -866,6 +881,7 @@ static void load_upstream(struct loader *ld, const config_setting_t *e, struct c
 	}
 	load_servers(ld, e, up);
 	load_upstream_tls(ld, e, up);
+	load_upstream_keepalive(ld, e, up);
 }
 
 static void load_upstreams(struct loader *ld, const config_setting_t *root)

@@ -16,6 +16,7 @@
 #include "session.h"
 #include "splice.h"
 #include "tls.h"
+#include "upstream.h"
 
 #define PROXY_PIPE_POOL 1024     /* idle pipes kept for splice */
 #define PROXY_RESUME_MS 250      /* retry accept after EMFILE with no session to wait for */
@@ -81,7 +82,8 @@ static int proxy_make_pools(struct proxy *px)
 	if (px->pools == NULL)
 		return -1;
 	px->upstream_tls = calloc(cfg->n_upstreams ? cfg->n_upstreams : 1, sizeof(*px->upstream_tls));
-	if (px->upstream_tls == NULL)
+	px->idle = calloc(cfg->n_upstreams ? cfg->n_upstreams : 1, sizeof(*px->idle));
+	if (px->upstream_tls == NULL || px->idle == NULL)
 		return -1;
 	for (size_t i = 0; i < cfg->n_upstreams; i++) {
 		const struct config_upstream *u = &cfg->upstreams[i];
@@ -95,8 +97,12 @@ static int proxy_make_pools(struct proxy *px)
 		for (size_t j = 0; j < u->n_servers; j++)
 			weights[j] = u->servers[j].weight;
 		px->pools[i] = balance_pool_new(weights, u->n_servers);
-		if (px->pools[i] == NULL)
+		px->idle[i] = calloc(u->n_servers, sizeof(*px->idle[i]));
+		if (px->pools[i] == NULL || px->idle[i] == NULL)
 			return -1;
+		for (size_t j = 0; j < u->n_servers; j++)
+			px->idle[i][j] = (struct upstream_idle){.max = u->keepalive,
+								.idle_ms = cfg->timeouts.keepalive};
 	}
 	return 0;
 }
@@ -189,6 +195,12 @@ void proxy_free(struct proxy *px)
 	for (size_t i = 0; px->upstream_tls && i < px->cfg->n_upstreams; i++)
 		tls_client_free(px->upstream_tls[i]);
 	free(px->upstream_tls);
+	for (size_t i = 0; px->idle && i < px->cfg->n_upstreams; i++) {
+		for (size_t j = 0; px->idle[i] && j < px->cfg->upstreams[i].n_servers; j++)
+			upstream_idle_drain(&px->idle[i][j]);
+		free(px->idle[i]);
+	}
+	free(px->idle);
 	if (px->resume_timer)
 		event_free(px->resume_timer);
 	if (px->stop_timer)

@@ -101,6 +101,8 @@ struct session {
 	bool tls_front;    /* the client connection is TLS */
 	bool tls_ready;    /* ... and its handshake is done */
 	bool backend_eof;
+	bool backend_reused; /* taken from the keep-alive pool ... */
+	bool backend_spoke;  /* ... and has sent at least one byte since */
 	bool shutdown_requested;
 	bool has_request;  /* req holds a parsed head (for the access log) */
 	int status;
@@ -113,6 +115,9 @@ struct session {
 static void session_read_request(struct session *s);
 static void exchange_pump(struct session *s);
 static void connect_next(struct session *s);
+static bool connect_reuse(struct session *s);
+static void connect_fresh(struct session *s);
+static void backend_connected(struct session *s);
 static void terminate_dispatch(struct session *s);
 static void terminate_connected(struct session *s);
 static void session_tunnel_done_cb(void *arg, const char *closed_by, const char *reason);
@@ -330,6 +335,7 @@ static void exchange_reset(struct session *s)
 	s->req_body_done = s->resp_head_done = s->resp_body_done = false;
 	s->req_chunk_out = s->resp_chunk_out = false;
 	s->backend_eof = false;
+	s->backend_reused = s->backend_spoke = false;
 	s->has_request = false;
 	s->status = 0;
 	s->reason = NULL;
@@ -440,7 +446,6 @@ static void connect_failed(struct session *s, const char *why)
 
 static void connect_next(struct session *s)
 {
-	const struct config_upstream *u = &s->cfg->upstreams[s->upstream];
 	long pick = balance_pick(s->px->pools[s->upstream], s->tried);
 	if (pick < 0) {
 		char reason[160];
@@ -451,7 +456,35 @@ static void connect_next(struct session *s)
 		return;
 	}
 	s->server = pick;
-	const struct config_addr *addr = &u->servers[pick].addr;
+	if (connect_reuse(s))
+		return;
+	connect_fresh(s);
+}
+
+/*
+ * Only a request without a body goes on a pooled connection: if the backend
+ * closed that connection in the same instant, the request can be sent again
+ * on a fresh one (see retry_fresh).
+ */
+static bool connect_reuse(struct session *s)
+{
+	if (s->up.decision == UPGRADE_FORWARD || s->req.body != HTTP_BODY_NONE)
+		return false;
+	s->backend = upstream_idle_take(&s->px->idle[s->upstream][s->server]);
+	if (s->backend == NULL)
+		return false;
+	s->backend_reused = true;
+	s->backend_spoke = false;
+	bufferevent_setcb(s->backend, backend_read_cb, backend_write_cb, backend_event_cb, s);
+	backend_connected(s);
+	return true;
+}
+
+static void connect_fresh(struct session *s)
+{
+	const struct config_upstream *u = &s->cfg->upstreams[s->upstream];
+	const struct config_addr *addr = &u->servers[s->server].addr;
+	s->backend_reused = false;
 	s->backend = upstream_connect(s->px->base, (const struct sockaddr *)&addr->ss, addr->len,
 				      s->px->upstream_tls[s->upstream], addr->text);
 	if (s->backend == NULL) {
@@ -471,7 +504,8 @@ static int write_request_head(struct session *s)
 		.via = s->cfg->via,
 		.client_ip = s->client_ip,
 		.proto = s->tls_front ? "https" : "http",
-		.connection = "close",
+		/* HTTP/1.1 keeps the connection open by default; say so only to close it */
+		.connection = s->cfg->upstreams[s->upstream].keepalive ? NULL : "close",
 		.chunked = s->req.body == HTTP_BODY_CHUNKED,
 	};
 	if (s->up.decision == UPGRADE_FORWARD) {
@@ -585,9 +619,23 @@ static void pump_request_body(struct session *s)
 		timer_arm(s, TIMER_RESPONSE, s->cfg->timeouts.response);
 }
 
+/* Can the backend connection carry another request? */
+static bool backend_reusable(const struct session *s)
+{
+	const struct config_upstream *u = &s->cfg->upstreams[s->upstream];
+	return s->backend && u->keepalive > 0 && s->up.decision != UPGRADE_FORWARD &&
+	       s->req_body_done && s->resp.keep_alive && s->resp.body != HTTP_BODY_CLOSE &&
+	       !s->backend_eof && evbuffer_get_length(bufferevent_get_input(s->backend)) == 0 &&
+	       evbuffer_get_length(bufferevent_get_output(s->backend)) == 0;
+}
+
 static void exchange_finish(struct session *s)
 {
 	log_access(s);
+	if (backend_reusable(s)) {
+		upstream_idle_park(&s->px->idle[s->upstream][s->server], s->backend);
+		s->backend = NULL;
+	}
 	backend_drop(s);
 	timer_stop(s);
 	if (!s->req_body_done)
@@ -988,8 +1036,26 @@ static void client_event_cb(struct bufferevent *bev, short what, void *arg)
 static void backend_read_cb(struct bufferevent *bev, void *arg)
 {
 	struct session *s = arg;
+	s->backend_spoke = true;
 	if (s->state == SESSION_EXCHANGE)
 		exchange_pump(s);
+}
+
+/*
+ * A pooled connection that fails before saying anything was most likely
+ * closed by the backend as we reused it: send the (body-less) request again
+ * on a fresh connection to the same server. Returns false if not applicable.
+ */
+static bool retry_fresh(struct session *s)
+{
+	if (!s->backend_reused || s->backend_spoke || s->resp_head_done)
+		return false;
+	log_msg(LOG_LEVEL_DEBUG, s->id, "pooled connection to %s closed; retrying", server_text(s));
+	backend_drop(s);
+	s->backend_eof = false;
+	s->state = SESSION_CONNECT;
+	connect_fresh(s);
+	return true;
 }
 
 static void backend_write_cb(struct bufferevent *bev, void *arg)
@@ -1003,6 +1069,8 @@ static void backend_write_cb(struct bufferevent *bev, void *arg)
 
 static void backend_eof(struct session *s)
 {
+	if (retry_fresh(s))
+		return;
 	s->backend_eof = true;
 	if (!s->resp_head_done)
 		session_error(s, 502, "backend closed before a complete response head");
@@ -1031,6 +1099,8 @@ static void backend_event_cb(struct bufferevent *bev, short what, void *arg)
 		backend_eof(s);
 		return;
 	}
+	if (retry_fresh(s))
+		return;
 	if (!s->resp_head_done)
 		session_error(s, 502, "backend connection error");
 	else

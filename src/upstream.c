@@ -4,6 +4,7 @@
 #include "upstream.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 #include <unistd.h>
 
 #include <event2/bufferevent.h>
+#include <event2/event.h>
 
 #include "tls.h"
 
@@ -90,4 +92,80 @@ int upstream_bridge_addr(const struct config_route *route, struct sockaddr_stora
 	memcpy(un->sun_path, route->bridge_unix, n + 1);
 	*len = (socklen_t)sizeof(*un);
 	return 0;
+}
+
+struct upstream_conn {
+	struct upstream_idle *idle;
+	struct bufferevent *bev;
+	struct upstream_conn *next, *prev;
+};
+
+static void idle_unlink(struct upstream_conn *c)
+{
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		c->idle->head = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	c->idle->n--;
+}
+
+static void idle_drop(struct upstream_conn *c)
+{
+	idle_unlink(c);
+	bufferevent_free(c->bev);
+	free(c);
+}
+
+/* A parked connection must stay silent: anything it says ends it. */
+static void idle_read_cb(struct bufferevent *bev, void *arg)
+{
+	idle_drop(arg);
+}
+
+static void idle_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	idle_drop(arg);
+}
+
+void upstream_idle_park(struct upstream_idle *idle, struct bufferevent *bev)
+{
+	struct upstream_conn *c = idle->n < idle->max ? calloc(1, sizeof(*c)) : NULL;
+	if (c == NULL) {
+		bufferevent_free(bev);
+		return;
+	}
+	c->idle = idle;
+	c->bev = bev;
+	c->next = idle->head;
+	if (idle->head)
+		idle->head->prev = c;
+	idle->head = c;
+	idle->n++;
+	struct timeval tv = {(time_t)(idle->idle_ms / 1000), (suseconds_t)(idle->idle_ms % 1000) * 1000};
+	bufferevent_setcb(bev, idle_read_cb, NULL, idle_event_cb, c);
+	bufferevent_setwatermark(bev, EV_READ | EV_WRITE, 0, 0);
+	bufferevent_set_timeouts(bev, idle->idle_ms ? &tv : NULL, NULL);
+	bufferevent_disable(bev, EV_WRITE);
+	bufferevent_enable(bev, EV_READ);
+}
+
+struct bufferevent *upstream_idle_take(struct upstream_idle *idle)
+{
+	struct upstream_conn *c = idle->head;
+	if (c == NULL)
+		return NULL;
+	struct bufferevent *bev = c->bev;
+	idle_unlink(c);
+	free(c);
+	bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
+	bufferevent_set_timeouts(bev, NULL, NULL);
+	return bev;
+}
+
+void upstream_idle_drain(struct upstream_idle *idle)
+{
+	while (idle->head)
+		idle_drop(idle->head);
 }

@@ -34,6 +34,7 @@ struct wsbridge {
 	bool awaiting_pong;
 	bool close_sent;     /* our close frame is queued */
 	bool client_closed;  /* the client's close frame arrived */
+	bool backend_shut;   /* the backend got its EOF (after all bytes owed to it) */
 	bool finished;
 	const char *closed_by;
 	char reason[96];
@@ -72,6 +73,23 @@ static void arm_timer(struct wsbridge *b, uint64_t ms)
 	event_add(b->timer, &tv);
 }
 
+/* EOF to the backend, but only after the bytes still owed to it. */
+static void shut_backend_when_flushed(struct wsbridge *b)
+{
+	if (b->backend_shut || evbuffer_get_length(bufferevent_get_output(b->backend)) > 0)
+		return; /* backend_write_cb calls again once the output drains */
+	tls_bev_shutdown_write(b->backend);
+	b->backend_shut = true;
+}
+
+/* The close handshake is over and both sides have everything: finish. */
+static void finish_when_flushed(struct wsbridge *b)
+{
+	if (b->close_sent && b->client_closed && b->backend_shut &&
+	    evbuffer_get_length(bufferevent_get_output(b->client)) == 0)
+		bridge_finish(b);
+}
+
 /* Start (or answer) the close handshake; finish once it is complete. */
 static void bridge_close(struct wsbridge *b, uint16_t code, const char *text,
 			 const char *closed_by, const char *why)
@@ -85,7 +103,7 @@ static void bridge_close(struct wsbridge *b, uint16_t code, const char *text,
 	b->closed_by = closed_by;
 	snprintf(b->reason, sizeof(b->reason), "%s", why);
 	bufferevent_disable(b->backend, EV_READ);
-	tls_bev_shutdown_write(b->backend); /* the backend sees EOF */
+	shut_backend_when_flushed(b);
 	bufferevent_enable(b->client, EV_WRITE);
 	arm_timer(b, WSB_CLOSE_WAIT_MS);
 }
@@ -176,8 +194,7 @@ static void on_close(void *arg, uint16_t code, const uint8_t *reason, size_t len
 	b->client_closed = true;
 	snprintf(why, sizeof(why), "client close %u", code);
 	bridge_close(b, code, "", "client", why); /* echo the code (none stays none) */
-	if (evbuffer_get_length(bufferevent_get_output(b->client)) == 0)
-		bridge_finish(b);
+	finish_when_flushed(b);
 }
 
 static const struct ws_callbacks bridge_ws_callbacks = {
@@ -283,10 +300,15 @@ static void backend_write_cb(struct bufferevent *bev, void *arg)
 {
 	struct wsbridge *b = arg;
 	bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
-	if (!b->finished && !b->close_sent) {
-		bufferevent_enable(b->client, EV_READ);
-		client_read_cb(b->client, b);
+	if (b->finished)
+		return;
+	if (b->close_sent) {
+		shut_backend_when_flushed(b);
+		finish_when_flushed(b);
+		return;
 	}
+	bufferevent_enable(b->client, EV_READ);
+	client_read_cb(b->client, b);
 }
 
 static void client_write_cb(struct bufferevent *bev, void *arg)
@@ -296,8 +318,7 @@ static void client_write_cb(struct bufferevent *bev, void *arg)
 	if (b->finished)
 		return;
 	if (b->close_sent) {
-		if (b->client_closed && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-			bridge_finish(b);
+		finish_when_flushed(b);
 		return;
 	}
 	bufferevent_enable(b->backend, EV_READ);

@@ -39,7 +39,7 @@ def std_added(host, xff=b"127.0.0.1", via=(b"Via: 1.1 switchyard",)):
         "x-forwarded-for": [b"X-Forwarded-For: " + xff],
         "x-forwarded-proto": [b"X-Forwarded-Proto: http"],
         "x-forwarded-host": [b"X-Forwarded-Host: " + host],
-        "connection": [b"Connection: close"],
+        "connection": [],  # HTTP/1.1 keep-alive toward the backend (pooled)
     }
 
 

@@ -126,7 +126,7 @@ def upgrade_tail(tokens=b"websocket"):
     return [b"Connection: Upgrade", b"Upgrade: " + tokens, VIA]
 
 
-PLAIN_TAIL = [b"Connection: close", VIA]
+PLAIN_TAIL = [VIA]  # plain requests keep the backend connection (upstream keep-alive)
 
 
 # ---------------------------------------------------------------------------
