@@ -80,20 +80,20 @@ struct session {
 	/* terminate routes: the chosen subprotocol, pointing into req.raw */
 	const char *subprotocol;
 	size_t subprotocol_len;
-	char client_ip[INET6_ADDRSTRLEN];
 	char client_addr[INET6_ADDRSTRLEN + 8];
 
 	struct http_limits limits;
 	struct http_reader *req_reader, *resp_reader;
-	struct http_msg req, resp;
+	struct http_msg req;
+	struct http_msg *resp; /* HTTP phase only: freed when the tunnel starts */
 	struct upgrade_req up;
 
 	/* the current exchange */
 	const struct config_route *route;
 	size_t upstream;
 	long server;
-	bool tried[CONFIG_MAX_SERVERS];
-	char connect_error[96]; /* why the last connect failed, for the 502 */
+	uint64_t tried; /* bit per server index: connect failed for this request */
+	char connect_error[64]; /* why the last connect failed, for the 502 */
 	bool req_body_done, resp_head_done, resp_body_done;
 	bool req_chunk_out, resp_chunk_out;
 	bool close_after;  /* close the client after this response */
@@ -241,6 +241,14 @@ static void log_tunnel(struct session *s, const char *closed_by, const char *rea
 
 /* ---- teardown ---- */
 
+static void resp_free(struct session *s)
+{
+	if (s->resp)
+		http_msg_fini(s->resp);
+	free(s->resp);
+	s->resp = NULL;
+}
+
 static void backend_drop(struct session *s)
 {
 	if (s->backend) {
@@ -261,7 +269,7 @@ static void session_free(struct session *s)
 	http_reader_free(s->req_reader);
 	http_reader_free(s->resp_reader);
 	http_msg_fini(&s->req);
-	http_msg_fini(&s->resp);
+	resp_free(s);
 	event_free(s->timer);
 	free(s);
 }
@@ -331,7 +339,7 @@ static void exchange_reset(struct session *s)
 {
 	s->route = NULL;
 	s->server = -1;
-	memset(s->tried, 0, sizeof(s->tried));
+	s->tried = 0;
 	s->req_body_done = s->resp_head_done = s->resp_body_done = false;
 	s->req_chunk_out = s->resp_chunk_out = false;
 	s->backend_eof = false;
@@ -440,13 +448,16 @@ static void connect_failed(struct session *s, const char *why)
 	snprintf(s->connect_error, sizeof(s->connect_error), "%s", why);
 	backend_drop(s);
 	if (s->server >= 0)
-		s->tried[s->server] = true;
+		s->tried |= UINT64_C(1) << s->server;
 	connect_next(s);
 }
 
 static void connect_next(struct session *s)
 {
-	long pick = balance_pick(s->px->pools[s->upstream], s->tried);
+	bool skip[CONFIG_MAX_SERVERS];
+	for (int i = 0; i < CONFIG_MAX_SERVERS; i++)
+		skip[i] = (s->tried >> i) & 1;
+	long pick = balance_pick(s->px->pools[s->upstream], skip);
 	if (pick < 0) {
 		char reason[160];
 		snprintf(reason, sizeof(reason), "no upstream server could be reached (last: %s)",
@@ -497,12 +508,22 @@ static void connect_fresh(struct session *s)
 
 /* ---- forwarding ---- */
 
+/* The address part of client_addr ("1.2.3.4:5" or "[::1]:5"). */
+static const char *client_ip(const struct session *s, char *buf, size_t cap)
+{
+	const char *a = s->client_addr;
+	const char *end = a[0] == '[' ? strchr(a, ']') : strrchr(a, ':');
+	size_t skip = a[0] == '[', n = end ? (size_t)(end - a) - skip : strlen(a);
+	snprintf(buf, cap, "%.*s", (int)n, a + skip);
+	return buf;
+}
+
 static int write_request_head(struct session *s)
 {
-	char upgrade_fields[512];
+	char upgrade_fields[512], ip[INET6_ADDRSTRLEN];
 	struct http_hdr_opts o = {
 		.via = s->cfg->via,
-		.client_ip = s->client_ip,
+		.client_ip = client_ip(s, ip, sizeof(ip)),
 		.proto = s->tls_front ? "https" : "http",
 		/* HTTP/1.1 keeps the connection open by default; say so only to close it */
 		.connection = s->cfg->upstreams[s->upstream].keepalive ? NULL : "close",
@@ -624,7 +645,7 @@ static bool backend_reusable(const struct session *s)
 {
 	const struct config_upstream *u = &s->cfg->upstreams[s->upstream];
 	return s->backend && u->keepalive > 0 && s->up.decision != UPGRADE_FORWARD &&
-	       s->req_body_done && s->resp.keep_alive && s->resp.body != HTTP_BODY_CLOSE &&
+	       s->req_body_done && s->resp->keep_alive && s->resp->body != HTTP_BODY_CLOSE &&
 	       !s->backend_eof && evbuffer_get_length(bufferevent_get_input(s->backend)) == 0 &&
 	       evbuffer_get_length(bufferevent_get_output(s->backend)) == 0;
 }
@@ -711,19 +732,19 @@ static void session_start_tunnel(struct session *s)
 	http_reader_free(s->req_reader);
 	http_reader_free(s->resp_reader);
 	s->req_reader = s->resp_reader = NULL;
-	http_msg_fini(&s->resp);
+	resp_free(s);
 	http_msg_fini(&s->req);
 	s->has_request = false;
 }
 
 static void relay_switch(struct session *s)
 {
-	const char *bad = upgrade_check_101(&s->up, &s->req, &s->resp);
+	const char *bad = upgrade_check_101(&s->up, &s->req, s->resp);
 	if (bad) {
 		session_error(s, 502, bad);
 		return;
 	}
-	const struct http_header *upg = http_msg_find(&s->resp, "Upgrade");
+	const struct http_header *upg = http_msg_find(s->resp, "Upgrade");
 	char extra[512];
 	int n = snprintf(extra, sizeof(extra), "Connection: Upgrade\r\nUpgrade: %.*s\r\n",
 			 (int)upg->value_len, upg->value);
@@ -734,7 +755,7 @@ static void relay_switch(struct session *s)
 	struct http_hdr_opts o = {.via = s->cfg->via, .extra = extra, .extra_len = (size_t)n};
 	struct evbuffer *out = bufferevent_get_output(s->client);
 	size_t before = evbuffer_get_length(out);
-	http_hdr_write_response(&s->resp, &o, out);
+	http_hdr_write_response(s->resp, &o, out);
 	s->head101_len = evbuffer_get_length(out) - before;
 	s->bytes_out += s->head101_len;
 	s->status = 101;
@@ -758,14 +779,14 @@ static void relay_interim(struct session *s)
 	struct http_hdr_opts o = {.via = s->cfg->via};
 	struct evbuffer *out = bufferevent_get_output(s->client);
 	size_t before = evbuffer_get_length(out);
-	http_hdr_write_response(&s->resp, &o, out);
+	http_hdr_write_response(s->resp, &o, out);
 	s->bytes_out += evbuffer_get_length(out) - before;
 }
 
 static void relay_final_head(struct session *s)
 {
 	struct http_hdr_opts o = {.via = s->cfg->via};
-	bool open_ended = s->resp.body == HTTP_BODY_CHUNKED || s->resp.body == HTTP_BODY_CLOSE;
+	bool open_ended = s->resp->body == HTTP_BODY_CHUNKED || s->resp->body == HTTP_BODY_CLOSE;
 	if (s->up.decision == UPGRADE_FORWARD || !s->req_body_done)
 		s->close_after = true;
 	if (open_ended && s->req.version_minor == 0)
@@ -778,9 +799,9 @@ static void relay_final_head(struct session *s)
 		o.connection = "keep-alive";
 	struct evbuffer *out = bufferevent_get_output(s->client);
 	size_t before = evbuffer_get_length(out);
-	http_hdr_write_response(&s->resp, &o, out);
+	http_hdr_write_response(s->resp, &o, out);
 	s->bytes_out += evbuffer_get_length(out) - before;
-	s->status = s->resp.status;
+	s->status = s->resp->status;
 	s->resp_head_done = true;
 	timer_stop(s);
 	if (s->up.decision == UPGRADE_FORWARD)
@@ -801,17 +822,17 @@ static void read_response_head(struct session *s)
 		if (r == HTTP_SCAN_MORE)
 			return;
 		if (r == HTTP_SCAN_ERROR ||
-		    http_reader_head(s->resp_reader, &s->resp, buf, head_len, s->req.method,
+		    http_reader_head(s->resp_reader, s->resp, buf, head_len, s->req.method,
 				     &s->limits, &err) < 0) {
 			session_error(s, 502, err.reason);
 			return;
 		}
 		evbuffer_drain(in, head_len);
-		if (s->resp.status == 101) {
+		if (s->resp->status == 101) {
 			relay_switch(s);
 			return;
 		}
-		if (s->resp.status < 200)
+		if (s->resp->status < 200)
 			relay_interim(s);
 		else
 			relay_final_head(s);
@@ -945,7 +966,7 @@ static void terminate_connected(struct session *s)
 	http_reader_free(s->req_reader);
 	http_reader_free(s->resp_reader);
 	s->req_reader = s->resp_reader = NULL;
-	http_msg_fini(&s->resp);
+	resp_free(s);
 }
 
 /* ---- callbacks ---- */
@@ -1146,18 +1167,19 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 
 static void format_peer(struct session *s, const struct sockaddr *sa)
 {
+	char ip[INET6_ADDRSTRLEN];
 	int port = 0;
 	if (sa->sa_family == AF_INET6) {
 		const struct sockaddr_in6 *in6 = (const void *)sa;
-		inet_ntop(AF_INET6, &in6->sin6_addr, s->client_ip, sizeof(s->client_ip));
+		inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof(ip));
 		port = ntohs(in6->sin6_port);
-		snprintf(s->client_addr, sizeof(s->client_addr), "[%s]:%d", s->client_ip, port);
+		snprintf(s->client_addr, sizeof(s->client_addr), "[%s]:%d", ip, port);
 		return;
 	}
 	const struct sockaddr_in *in = (const void *)sa;
-	inet_ntop(AF_INET, &in->sin_addr, s->client_ip, sizeof(s->client_ip));
+	inet_ntop(AF_INET, &in->sin_addr, ip, sizeof(ip));
 	port = ntohs(in->sin_port);
-	snprintf(s->client_addr, sizeof(s->client_addr), "%s:%d", s->client_ip, port);
+	snprintf(s->client_addr, sizeof(s->client_addr), "%s:%d", ip, port);
 }
 
 static void session_free_partial(struct session *s)
@@ -1166,6 +1188,7 @@ static void session_free_partial(struct session *s)
 		bufferevent_free(s->client);
 	http_reader_free(s->req_reader);
 	http_reader_free(s->resp_reader);
+	resp_free(s);
 	if (s->timer)
 		event_free(s->timer);
 	free(s);
@@ -1185,7 +1208,8 @@ static struct session *session_new(struct proxy *px, int fd, struct tls_server *
 	s->limits = (struct http_limits){s->cfg->limits.header_bytes, s->cfg->limits.header_fields,
 					 s->cfg->limits.uri_bytes};
 	http_msg_init(&s->req, HTTP_MSG_REQUEST);
-	http_msg_init(&s->resp, HTTP_MSG_RESPONSE);
+	if ((s->resp = malloc(sizeof(*s->resp))) != NULL)
+		http_msg_init(s->resp, HTTP_MSG_RESPONSE);
 	s->timer = evtimer_new(px->base, timer_cb, s);
 	s->req_reader = http_reader_new(HTTP_MSG_REQUEST);
 	s->resp_reader = http_reader_new(HTTP_MSG_RESPONSE);
@@ -1194,7 +1218,7 @@ static struct session *session_new(struct proxy *px, int fd, struct tls_server *
 			: bufferevent_socket_new(px->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	if (s->client == NULL && tls == NULL)
 		close(fd); /* tls_server_accept closes it itself */
-	if (!s->timer || !s->req_reader || !s->resp_reader || !s->client) {
+	if (!s->timer || !s->req_reader || !s->resp_reader || !s->resp || !s->client) {
 		session_free_partial(s);
 		return NULL;
 	}
