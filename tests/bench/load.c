@@ -13,6 +13,11 @@
  *               every tunnel must echo 64 bytes
  *   http        -c C keep-alive connections, one GET in flight on each
  *
+ * -T speaks TLS to the target (any workload; -S NAME sets the SNI name, the
+ * certificate is not verified): every connection makes a full handshake (no
+ * session resumption), so `-w handshake -T` measures TLS handshakes + upgrade
+ * per second and `-w throughput -T` wss tunnel throughput.
+ *
  * Every phase is bounded in time (-d, -s) and operations (-n). The proxy's CPU
  * time (utime+stime of --pids from /proc/PID/stat) is sampled at the start and
  * end of the measured window. Output: one JSON object on stdout. */
@@ -24,11 +29,15 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 enum wl { W_HANDSHAKE, W_RTT, W_THROUGHPUT, W_IDLE, W_HTTP };
 
 enum st {
 	S_FREE,
 	S_CONNECTING, /* waiting for connect() to complete */
+	S_TLS,        /* TLS handshake in progress (-T) */
 	S_HANDSHAKE,  /* request sent, reading the 101 */
 	S_READY,      /* tunnel open, nothing expected */
 	S_RTT,        /* message sent, reading the echo */
@@ -54,6 +63,7 @@ struct gc {
 	uint64_t woff, roff; /* throughput stream offsets */
 	size_t want;         /* http: bytes of the full response once the head is parsed */
 	int http_close;
+	SSL *ssl; /* -T */
 };
 
 static struct {
@@ -67,6 +77,8 @@ static struct {
 	int pids[16];
 	int npids;
 	int setup_conc;
+	int tls;
+	const char *sni;
 } o = {.host = "127.0.0.1",
        .conns = 0,
        .duration = 3,
@@ -95,6 +107,7 @@ static size_t nsamples, maxsamples;
 static int established, in_setup, setup_started, echoed;
 static unsigned char *pat; /* 2 * PAT_LEN */
 static unsigned char *iobuf;
+static SSL_CTX *tls_ctx;
 
 static void err(struct gc *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void gc_close(struct gc *c);
@@ -191,6 +204,10 @@ static void gc_events(struct gc *c, uint32_t ev)
 
 static void gc_close(struct gc *c)
 {
+	if (c->ssl) {
+		SSL_free(c->ssl); /* no close_notify: the connection is dropped */
+		c->ssl = NULL;
+	}
 	if (c->fd >= 0) {
 		close(c->fd); /* close() also drops the epoll registration */
 		c->fd = -1;
@@ -222,9 +239,45 @@ static int gc_connect(struct gc *c)
 	return 0;
 }
 
+/* read()/write() semantics over TLS: EAGAIN when the record layer waits, 0 at EOF. */
+static ssize_t tls_result(struct gc *c, int r)
+{
+	int e = SSL_get_error(c->ssl, r);
+	if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+		errno = EAGAIN;
+		return -1;
+	}
+	if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && errno == 0))
+		return 0;
+	if (e != SSL_ERROR_SYSCALL) {
+		unsigned long le = ERR_get_error();
+		if (le && ERR_GET_REASON(le) == SSL_R_UNEXPECTED_EOF_WHILE_READING)
+			return 0;
+		errno = EPROTO;
+	}
+	ERR_clear_error();
+	return -1;
+}
+
+static ssize_t io_read(struct gc *c, void *b, size_t n)
+{
+	if (!c->ssl)
+		return read(c->fd, b, n);
+	int r = SSL_read(c->ssl, b, n > INT32_MAX ? INT32_MAX : (int)n);
+	return r > 0 ? r : tls_result(c, r);
+}
+
+static ssize_t io_write(struct gc *c, const void *b, size_t n)
+{
+	if (!c->ssl)
+		return write(c->fd, b, n);
+	int r = SSL_write(c->ssl, b, n > INT32_MAX ? INT32_MAX : (int)n);
+	return r > 0 ? r : tls_result(c, r);
+}
+
 static int full_write(struct gc *c, const void *d, size_t n)
 {
-	ssize_t w = write(c->fd, d, n);
+	ssize_t w = io_write(c, d, n);
 	if (w == (ssize_t)n)
 		return 0;
 	if (w < 0)
@@ -242,6 +295,32 @@ static void on_connected(struct gc *c)
 	if (e) {
 		err(c, "connect: %s", strerror(e));
 		return;
+	}
+	if (o.tls && !c->ssl) {
+		c->ssl = SSL_new(tls_ctx);
+		if (!c->ssl || SSL_set_fd(c->ssl, c->fd) != 1) {
+			err(c, "SSL_new failed");
+			return;
+		}
+		if (o.sni)
+			SSL_set_tlsext_host_name(c->ssl, o.sni);
+		SSL_set_connect_state(c->ssl);
+		c->st = S_TLS;
+	}
+	if (c->st == S_TLS) {
+		int r = SSL_do_handshake(c->ssl);
+		if (r != 1) {
+			int se = SSL_get_error(c->ssl, r);
+			if (se == SSL_ERROR_WANT_READ || se == SSL_ERROR_WANT_WRITE) {
+				gc_events(c, se == SSL_ERROR_WANT_READ ? EPOLLIN : EPOLLOUT);
+				return;
+			}
+			char why[160];
+			ERR_error_string_n(ERR_get_error(), why, sizeof(why));
+			ERR_clear_error();
+			err(c, "TLS handshake: %s", why);
+			return;
+		}
 	}
 	if (o.wl == W_HTTP) {
 		c->st = S_HTTP;
@@ -274,7 +353,7 @@ static int read_rb(struct gc *c, const char *what)
 		err(c, "%s: response too large", what);
 		return -1;
 	}
-	ssize_t n = read(c->fd, c->rb + c->rlen, RBUF - c->rlen);
+	ssize_t n = io_read(c, c->rb + c->rlen, RBUF - c->rlen);
 	if (n > 0) {
 		c->rlen += (size_t)n;
 		return 0;
@@ -365,7 +444,7 @@ static void rtt_send(struct gc *c)
 
 static void on_rtt(struct gc *c)
 {
-	ssize_t n = read(c->fd, c->rb + c->rlen, MSG - c->rlen);
+	ssize_t n = io_read(c, c->rb + c->rlen, MSG - c->rlen);
 	if (n <= 0) {
 		if (n < 0 && errno == EAGAIN)
 			return;
@@ -398,8 +477,8 @@ static void on_rtt(struct gc *c)
 static void thr_pump(struct gc *c)
 {
 	size_t base = (size_t)c->id * 7919;
-	for (int r = 0; r < 8; r++) {
-		ssize_t n = read(c->fd, iobuf, 256 * 1024);
+	for (int r = 0; r < (c->ssl ? 64 : 8); r++) { /* TLS: at most one 16 KiB record per read */
+		ssize_t n = io_read(c, iobuf, 256 * 1024);
 		if (n < 0) {
 			if (errno == EAGAIN)
 				break;
@@ -428,7 +507,7 @@ static void thr_pump(struct gc *c)
 		size_t len = CHUNK - (size_t)(c->woff % CHUNK);
 		if (len > o.window - (c->woff - c->roff))
 			len = o.window - (c->woff - c->roff);
-		ssize_t w = write(c->fd, pat + (c->woff + base) % PAT_LEN, len);
+		ssize_t w = io_write(c, pat + (c->woff + base) % PAT_LEN, len);
 		if (w < 0) {
 			if (errno == EAGAIN) {
 				want_out = 1;
@@ -502,12 +581,15 @@ static void on_event(struct gc *c, uint32_t ev)
 		if (ev & (EPOLLOUT | EPOLLERR | EPOLLHUP))
 			on_connected(c);
 		break;
+	case S_TLS:
+		on_connected(c);
+		break;
 	case S_HANDSHAKE:
 		on_handshake(c);
 		break;
 	case S_READY: {
 		char b[64];
-		ssize_t n = read(c->fd, b, sizeof(b));
+		ssize_t n = io_read(c, b, sizeof(b));
 		if (n < 0 && errno == EAGAIN)
 			break;
 		if (o.wl == W_RTT || o.wl == W_THROUGHPUT) {
@@ -627,7 +709,8 @@ static void usage(const char *a0)
 {
 	fprintf(stderr,
 		"usage: %s -w handshake|rtt|throughput|idle|http -p PORT [-a ADDR] [-c N]\n"
-		"       [-d SECS] [-u WARMUP] [-n MAXOPS] [-W WINDOW] [-s SETUP_TIMEOUT] [-P pid,pid]\n",
+		"       [-d SECS] [-u WARMUP] [-n MAXOPS] [-W WINDOW] [-s SETUP_TIMEOUT] [-P pid,pid]\n"
+		"       [-T [-S SNI]]\n",
 		a0);
 	exit(2);
 }
@@ -636,7 +719,7 @@ int main(int argc, char **argv)
 {
 	int opt;
 	const char *w = NULL;
-	while ((opt = getopt(argc, argv, "w:p:a:c:d:u:n:W:s:P:")) != -1) {
+	while ((opt = getopt(argc, argv, "w:p:a:c:d:u:n:W:s:P:TS:")) != -1) {
 		switch (opt) {
 		case 'w': w = optarg; break;
 		case 'p': o.port = atoi(optarg); break;
@@ -647,6 +730,8 @@ int main(int argc, char **argv)
 		case 'n': o.max_ops = strtoull(optarg, NULL, 10); break;
 		case 'W': o.window = strtoull(optarg, NULL, 10); break;
 		case 's': o.setup_timeout = atof(optarg); break;
+		case 'T': o.tls = 1; break;
+		case 'S': o.sni = optarg; break;
 		case 'P':
 			for (char *s = strtok(optarg, ","); s && o.npids < 16; s = strtok(NULL, ","))
 				o.pids[o.npids++] = atoi(s);
@@ -706,6 +791,21 @@ int main(int argc, char **argv)
 	http_req_len = snprintf(http_req, sizeof(http_req),
 				"GET /bench HTTP/1.1\r\nHost: %s:%d\r\n\r\n", o.host, o.port);
 
+	if (o.tls) {
+		tls_ctx = SSL_CTX_new(TLS_client_method());
+		if (!tls_ctx) {
+			fprintf(stderr, "bench_load: cannot create a TLS context\n");
+			return 2;
+		}
+		SSL_CTX_set_min_proto_version(tls_ctx, TLS1_2_VERSION);
+		SSL_CTX_set_verify(tls_ctx, SSL_VERIFY_NONE, NULL);
+		SSL_CTX_set_session_cache_mode(tls_ctx, SSL_SESS_CACHE_OFF); /* full handshakes */
+		SSL_CTX_set_options(tls_ctx, SSL_OP_NO_TICKET);
+		SSL_CTX_set_mode(tls_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
+						  SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+		static const unsigned char alpn[] = "\x08http/1.1";
+		SSL_CTX_set_alpn_protos(tls_ctx, alpn, sizeof(alpn) - 1);
+	}
 	ep = epoll_create1(EPOLL_CLOEXEC);
 	conns = calloc((size_t)o.conns, sizeof(*conns));
 	for (int i = 0; i < o.conns; i++) {

@@ -47,9 +47,20 @@ WORKLOADS = {
              "then every tunnel must echo 64 bytes"),
     "http": (["-w", "http", "-c", "50"],
              "50 keep-alive connections, one GET in flight on each, 200 + body verified"),
+    "tls_handshake": (["-w", "handshake", "-c", "32", "-T", "-S", "bench.test"],
+                      "as `handshake` over TLS: 32 concurrent clients, each a full TLS handshake "
+                      "(no resumption; ECDSA P-256 certificate, the same for every target) + "
+                      "upgrade + close"),
+    "wss_throughput": (["-w", "throughput", "-c", "10", "-W", "262144", "-T", "-S", "bench.test"],
+                       "as `throughput` over TLS (wss): 10 tunnels, TLS between the generator "
+                       "and the proxy, plain to the backend"),
 }
 TARGETS = ["direct", "switchyard", "nginx", "haproxy", "haproxy-splice"]
 PEERS = ["nginx", "haproxy", "haproxy-splice"]
+# TLS workloads: the listener speaks TLS. `direct` has no TLS and splice cannot
+# carry TLS, so those targets do not run them.
+TLS_WORKLOADS = {"tls_handshake", "wss_throughput"}
+TLS_TARGETS = {"switchyard", "nginx", "haproxy"}
 
 
 def log(*a):
@@ -75,10 +86,17 @@ def children(pid):
     return out
 
 
-def http_probe(port, timeout=0.5):
+def http_probe(port, timeout=0.5, tls=False):
     """True if a GET through the port returns 200 (proxy up and backend reachable)."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
+            s = raw
+            if tls:
+                import ssl
+                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+                s = ctx.wrap_socket(raw, server_hostname="bench.test")
             s.sendall(b"GET /probe HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
             data = b""
             while b"\r\n" not in data:
@@ -87,8 +105,21 @@ def http_probe(port, timeout=0.5):
                     break
                 data += d
             return data.startswith(b"HTTP/1.1 200") or data.startswith(b"HTTP/1.0 200")
-    except OSError:
+    except OSError:  # includes ssl.SSLError
         return False
+
+
+def make_cert(tmp):
+    """A throwaway self-signed ECDSA P-256 certificate for bench.test, shared by
+    every target; returns {"cert", "key", "pem" (cert + key, for HAProxy)}."""
+    cert, key, pem = (os.path.join(tmp, n) for n in ("bench-cert.pem", "bench-key.pem", "bench.pem"))
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", cert,
+                    "-days", "2", "-subj", "/CN=bench.test", "-addext",
+                    "subjectAltName=DNS:bench.test"], check=True, capture_output=True)
+    with open(pem, "w") as f:
+        f.write(open(cert).read() + open(key).read())
+    return {"cert": cert, "key": key, "pem": pem}
 
 
 def stop_proc(p, timeout=5.0):
@@ -106,8 +137,9 @@ def stop_proc(p, timeout=5.0):
 class Target:
     """Starts one proxy (or none for `direct`) in front of a backend port."""
 
-    def __init__(self, name, args, tmp):
+    def __init__(self, name, args, tmp, tls=None):
         self.name, self.args, self.tmp = name, args, tmp
+        self.tls = tls  # make_cert() result: serve TLS with it
         self.proc = None
         self.logf = None
 
@@ -141,17 +173,24 @@ class Target:
         return path
 
     def command(self, port, bport):
-        t = self.tmp
+        t, c = self.tmp, self.tls
         if self.name == "switchyard":
-            conf = self.render("switchyard.conf", "switchyard.conf", PORT=port, BPORT=bport)
+            ssl = (f'tls = {{ certificates = ( {{ cert = "{c["cert"]}"; key = "{c["key"]}"; }} ); }};'
+                   if c else "")
+            conf = self.render("switchyard.conf", "switchyard.conf", PORT=port, BPORT=bport,
+                               SSL=ssl)
             return [self.args.switchyard, "-c", conf]
         if self.name == "nginx":
-            conf = self.render("nginx.conf", "nginx.conf", PORT=port, BPORT=bport, TMP=t)
+            sslconf = (f"ssl_certificate {c['cert']}; ssl_certificate_key {c['key']}; "
+                       "ssl_protocols TLSv1.2 TLSv1.3;" if c else "")
+            conf = self.render("nginx.conf", "nginx.conf", PORT=port, BPORT=bport, TMP=t,
+                               SSL="ssl" if c else "", SSLCONF=sslconf)
             return [self.exe("nginx"), "-e", os.path.join(t, "nginx-error.log"), "-p", t,
                     "-c", conf]
         splice = "option splice-auto" if self.name == "haproxy-splice" else ""
         conf = self.render("haproxy.cfg", self.name + ".cfg", PORT=port, BPORT=bport,
-                           SPLICE=splice)
+                           SPLICE=splice,
+                           SSL=f"ssl crt {c['pem']} alpn http/1.1" if c else "")
         return [self.exe("haproxy"), "-db", "-f", conf]
 
     def start(self, bport):
@@ -169,7 +208,7 @@ class Target:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with status {self.proc.returncode} "
                                    f"at start: {self.log_tail()}")
-            if http_probe(port) and (self.name != "nginx" or children(self.proc.pid)):
+            if http_probe(port, tls=bool(self.tls)) and (self.name != "nginx" or children(self.proc.pid)):
                 return port, [self.proc.pid] + children(self.proc.pid)
             time.sleep(0.02)
         raise RuntimeError(f"{self.name} did not answer a GET within 10 s: {self.log_tail()}")
@@ -296,6 +335,11 @@ METRICS = [
     ("http", "requests/s", key("rate"), True, "{:,.0f}"),
     ("http", "p99 latency (ms)", key("p99_us", 1e-3), False, "{:.2f}"),
     ("http", "proxy CPU per request (µs)", cpu_per(1e6, "ops"), False, "{:.1f}"),
+    ("tls_handshake", "TLS handshakes/s", key("rate"), True, "{:,.0f}"),
+    ("tls_handshake", "p99 latency (ms)", key("p99_us", 1e-3), False, "{:.2f}"),
+    ("tls_handshake", "proxy CPU per handshake (µs)", cpu_per(1e6, "ops"), False, "{:.1f}"),
+    ("wss_throughput", "MB/s echoed", key("mbps"), True, "{:,.0f}"),
+    ("wss_throughput", "proxy CPU s per GB", cpu_per(1e9, "bytes"), False, "{:.2f}"),
     ("http-wrk", "wrk requests/s (cross-check, 1 run)", key("rate"), True, "{:,.0f}"),
     ("http-wrk", "wrk p99 (ms)", key("p99_us", 1e-3), False, "{:.2f}"),
 ]
@@ -582,7 +626,9 @@ def main():
         if w not in WORKLOADS:
             sys.exit(f"unknown workload {w}; known: {', '.join(WORKLOADS)}")
 
-    res = {w: {t: [] for t in targets} for w in wls}
+    cert = make_cert(tmp) if TLS_WORKLOADS & set(wls) else None
+    res = {w: {t: [] for t in targets if w not in TLS_WORKLOADS or t in TLS_TARGETS}
+           for w in wls}
     if not args.no_wrk and shutil.which("wrk") and "http" in wls:
         res["http-wrk"] = {t: [] for t in targets}
     notes = []
@@ -597,7 +643,9 @@ def main():
         jobs = list(wls) + (["http-wrk"] if rnd == 0 and "http-wrk" in res else [])
         for wl in jobs:
             for t in order:
-                tgt = Target(t, args, tmp)
+                if wl in TLS_WORKLOADS and t not in TLS_TARGETS:
+                    continue
+                tgt = Target(t, args, tmp, tls=cert if wl in TLS_WORKLOADS else None)
                 backend = None
                 try:
                     backend, bport = start_backend(args)
