@@ -93,7 +93,7 @@ struct session {
 	size_t upstream;
 	long server;
 	uint64_t tried; /* bit per server index: connect failed for this request */
-	char connect_error[64]; /* why the last connect failed, for the 502 */
+	char connect_error[96]; /* why the last connect failed, for the 502 */
 	bool req_body_done, resp_head_done, resp_body_done;
 	bool req_chunk_out, resp_chunk_out;
 	bool close_after;  /* close the client after this response */
@@ -1025,7 +1025,8 @@ static void client_event_cb(struct bufferevent *bev, short what, void *arg)
 		session_close(s, "TLS handshake failed");
 		return;
 	}
-	if (what & (BEV_EVENT_TIMEOUT | BEV_EVENT_ERROR)) {
+	/* an "EOF" while writing (TLS peer gone) means nothing more can be delivered */
+	if (what & (BEV_EVENT_TIMEOUT | BEV_EVENT_ERROR | BEV_EVENT_WRITING)) {
 		const char *why = (what & BEV_EVENT_TIMEOUT) ? "send timeout: client is not reading"
 							     : "client connection error";
 		if (in_exchange)
@@ -1042,13 +1043,14 @@ static void client_event_cb(struct bufferevent *bev, short what, void *arg)
 			exchange_abort(s, "client closed during the request body");
 		return;
 	}
-	if (in_exchange) {
-		bufferevent_disable(bev, EV_READ); /* finish the response, then close */
-		return;
-	}
-	if (s->state == SESSION_LINGER &&
-	    evbuffer_get_length(bufferevent_get_output(bev)) > 0) {
-		bufferevent_disable(bev, EV_READ); /* a half-closed client still gets its answer */
+	if (in_exchange || (s->state == SESSION_LINGER &&
+			    evbuffer_get_length(bufferevent_get_output(bev)) > 0)) {
+		/*
+		 * A half-closed client still gets its answer. libevent's TLS
+		 * bufferevent stops writing at EOF too: enabling re-arms it.
+		 */
+		bufferevent_disable(bev, EV_READ);
+		bufferevent_enable(bev, EV_WRITE);
 		return;
 	}
 	session_close(s, "client closed");

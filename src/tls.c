@@ -147,7 +147,9 @@ static SSL_CTX *server_ctx_new(const struct config_tls_server *cfg, const struct
 		return NULL;
 	}
 	SSL_CTX_set_min_proto_version(ctx, min_version(cfg->protocols));
-	SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_RENEGOTIATION);
+	/* a peer that closes TCP without close_notify has ended, not failed (OpenSSL 3) */
+	SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_RENEGOTIATION |
+					 SSL_OP_IGNORE_UNEXPECTED_EOF);
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
 	SSL_CTX_set_alpn_select_cb(ctx, alpn_select_cb, NULL);
 	if (SSL_CTX_use_certificate_chain_file(ctx, c->cert) != 1) {
@@ -231,6 +233,7 @@ struct tls_client *tls_client_new(const struct config_tls_client *cfg, char *err
 		return NULL;
 	}
 	SSL_CTX_set_min_proto_version(cli->ctx, TLS1_2_VERSION);
+	SSL_CTX_set_options(cli->ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
 	cli->verify = cfg->verify;
 	if (cfg->verify) {
 		int ok = cfg->ca ? SSL_CTX_load_verify_locations(cli->ctx, cfg->ca, NULL)
