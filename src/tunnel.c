@@ -306,12 +306,12 @@ static int tunnel_start_splice(struct tunnel *t, struct bufferevent *client,
 	t->up.src_end = t->down.dst_end = &t->ends[0];
 	t->up.dst_end = t->down.src_end = &t->ends[1];
 	/*
-	 * Start by writing what was handed over: both sockets are writable, so the
-	 * pumps run from the loop, never from here (done() must not run before we
-	 * return).
+	 * Wait for what each direction needs first: writing the handed-over bytes,
+	 * or reading (the HTTP phase left nothing unread). The pumps then run from
+	 * the loop, never from here: done() must not run before we return.
 	 */
-	dir_wait(&t->up, true);
-	dir_wait(&t->down, true);
+	dir_wait(&t->up, t->up.pending != NULL);
+	dir_wait(&t->down, t->down.pending != NULL);
 	return 0;
 }
 
