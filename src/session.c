@@ -701,6 +701,19 @@ static void session_tunnel_done_cb(void *arg, const char *closed_by, const char 
 	session_close(s, reason);
 }
 
+/* The sockets now belong to a tunnel or bridge: give the HTTP phase's memory back. */
+static void http_phase_end(struct session *s, enum session_state next)
+{
+	s->state = next;
+	clock_gettime(CLOCK_MONOTONIC, &s->tunnel_started);
+	http_reader_free(s->req_reader);
+	http_reader_free(s->resp_reader);
+	s->req_reader = s->resp_reader = NULL;
+	resp_free(s);
+	http_msg_fini(&s->req); /* the 101 access line already named the request */
+	s->has_request = false;
+}
+
 static void session_start_tunnel(struct session *s)
 {
 	struct evbuffer *client_out = bufferevent_get_output(s->client);
@@ -726,15 +739,7 @@ static void session_start_tunnel(struct session *s)
 		session_close(s, "cannot start tunnel");
 		return;
 	}
-	s->state = SESSION_TUNNEL;
-	clock_gettime(CLOCK_MONOTONIC, &s->tunnel_started);
-	/* the HTTP phase is over: give its memory back (the 101 line has the request) */
-	http_reader_free(s->req_reader);
-	http_reader_free(s->resp_reader);
-	s->req_reader = s->resp_reader = NULL;
-	resp_free(s);
-	http_msg_fini(&s->req);
-	s->has_request = false;
+	http_phase_end(s, SESSION_TUNNEL);
 }
 
 static void relay_switch(struct session *s)
@@ -961,12 +966,7 @@ static void terminate_connected(struct session *s)
 		session_close(s, "cannot start WebSocket bridge");
 		return;
 	}
-	s->state = SESSION_WEBSOCKET;
-	clock_gettime(CLOCK_MONOTONIC, &s->tunnel_started);
-	http_reader_free(s->req_reader);
-	http_reader_free(s->resp_reader);
-	s->req_reader = s->resp_reader = NULL;
-	resp_free(s);
+	http_phase_end(s, SESSION_WEBSOCKET);
 }
 
 /* ---- callbacks ---- */

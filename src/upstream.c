@@ -28,42 +28,31 @@ static void host_of(const char *addr, char *out, size_t cap)
 	out[n] = 0;
 }
 
-static struct bufferevent *tls_connect(struct event_base *base, const struct sockaddr *sa,
-				       socklen_t len, struct tls_client *tls, const char *addr)
+/* A bufferevent for a plain socket of sa's family, not yet connected. */
+static struct bufferevent *plain_bev(struct event_base *base, const struct sockaddr *sa)
 {
-	char host[256];
-	host_of(addr, host, sizeof(host));
-	struct bufferevent *bev = tls_client_bev(tls, base, host);
-	if (bev == NULL) {
-		errno = ENOMEM;
+	int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
 		return NULL;
-	}
-	if (bufferevent_socket_connect(bev, sa, (int)len) < 0) {
-		int err = errno;
-		bufferevent_free(bev);
-		errno = err;
-		return NULL;
-	}
-	int one = 1;
-	setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	struct bufferevent *bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (bev == NULL)
+		close(fd);
 	return bev;
 }
 
 struct bufferevent *upstream_connect(struct event_base *base, const struct sockaddr *sa,
 				     socklen_t len, struct tls_client *tls, const char *host)
 {
-	int one = 1;
-	if (tls)
-		return tls_connect(base, sa, len, tls, host);
-	int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return NULL;
-	if (sa->sa_family != AF_UNIX)
-		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	struct bufferevent *bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
+	char name[256];
+	struct bufferevent *bev;
+	if (tls) {
+		host_of(host, name, sizeof(name));
+		bev = tls_client_bev(tls, base, name);
+	} else {
+		bev = plain_bev(base, sa);
+	}
 	if (bev == NULL) {
-		close(fd);
-		errno = ENOMEM;
+		errno = errno ? errno : ENOMEM;
 		return NULL;
 	}
 	if (bufferevent_socket_connect(bev, sa, (int)len) < 0) {
@@ -72,6 +61,9 @@ struct bufferevent *upstream_connect(struct event_base *base, const struct socka
 		errno = err;
 		return NULL;
 	}
+	int one = 1; /* small heads and tunnel frames must not wait for Nagle */
+	if (sa->sa_family != AF_UNIX)
+		setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	return bev;
 }
 
