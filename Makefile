@@ -44,7 +44,7 @@ CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null)
 CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
 PYTHON   := /usr/bin/python3
 
-.PHONY: all check unit e2e clean deps format format-check bench install
+.PHONY: all check unit e2e clean deps format format-check bench install fuzz
 
 all: $(BIN)
 
@@ -86,6 +86,17 @@ deps:
 		echo "installing:" $$missing; \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	else echo "all dependencies present"; fi
+
+# libFuzzer drivers (clang): `make fuzz FUZZ_SECONDS=60` runs each for that long.
+FUZZ_SECONDS ?= 30
+FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -D_GNU_SOURCE
+fuzz:
+	@mkdir -p build/fuzz
+	clang $(FUZZ_FLAGS) -o build/fuzz/fuzz_http tests/fuzz/fuzz_http.c src/http.c src/http_hdr.c \
+		$(shell pkg-config --cflags --libs libevent) -lhttp_parser
+	clang $(FUZZ_FLAGS) -o build/fuzz/fuzz_ws tests/fuzz/fuzz_ws.c src/ws.c
+	build/fuzz/fuzz_http -max_total_time=$(FUZZ_SECONDS) -max_len=8192
+	build/fuzz/fuzz_ws -max_total_time=$(FUZZ_SECONDS) -max_len=8192
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
