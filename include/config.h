@@ -18,8 +18,8 @@
 
 enum config_upgrade_policy {
 	CONFIG_UPGRADE_FORWARD = 0, /* default: forward allowed tokens */
-	CONFIG_UPGRADE_STRIP,       /* drop Upgrade, forward a plain request */
-	CONFIG_UPGRADE_DENY,        /* answer 403 without contacting a backend */
+	CONFIG_UPGRADE_STRIP,	    /* drop Upgrade, forward a plain request */
+	CONFIG_UPGRADE_DENY,	    /* answer 403 without contacting a backend */
 	CONFIG_UPGRADE_TERMINATE,   /* answer the WebSocket handshake, bridge to a stream */
 };
 
@@ -80,23 +80,23 @@ struct config_upstream {
 };
 
 struct config_route {
-	char *name;        /* for logs; default "#N" (1-based position) */
-	char *host;        /* NULL = any; "*.suffix" = wildcard; lower-cased */
+	char *name;	   /* for logs; default "#N" (1-based position) */
+	char *host;	   /* NULL = any; "*.suffix" = wildcard; lower-cased */
 	char *path_prefix; /* NULL = any */
 	size_t upstream;   /* index into config.upstreams */
 	enum config_upgrade_policy upgrade;
-	char **protocols;  /* lower-cased allow-list; default { "websocket" } */
+	char **protocols; /* lower-cased allow-list; default { "websocket" } */
 	size_t n_protocols;
 	bool any_protocol; /* protocols contains "*" (h2c still refused) */
 	/* upgrade = "terminate" only: */
 	struct config_addr bridge; /* TCP backend stream ("host:port") */
-	char *bridge_unix;         /* or a Unix socket path ("unix:/path"); NULL = TCP */
-	char **subprotocols;       /* offered to clients, in order of preference */
+	char *bridge_unix;	   /* or a Unix socket path ("unix:/path"); NULL = TCP */
+	char **subprotocols;	   /* offered to clients, in order of preference */
 	size_t n_subprotocols;
-	bool require_subprotocol;  /* default true: offered but none matching -> 400 */
-	uint64_t max_message;      /* bytes, default 1 MiB */
-	uint64_t ping_interval;    /* ms, default 30 s; 0 = off */
-	char **origins;            /* allowed Origin values; none = any origin */
+	bool require_subprotocol; /* default true: offered but none matching -> 400 */
+	uint64_t max_message;	  /* bytes, default 1 MiB */
+	uint64_t ping_interval;	  /* ms, default 30 s; 0 = off */
+	char **origins;		  /* allowed Origin values; none = any origin */
 	size_t n_origins;
 	int line;
 };
@@ -107,9 +107,9 @@ struct config_timeouts { /* all in milliseconds; 0 = disabled */
 };
 
 struct config_limits {
-	size_t header_bytes;  /* whole head incl. request line; default 16384 */
-	size_t header_fields; /* default 100 */
-	size_t uri_bytes;     /* request-target; default 8192 */
+	size_t header_bytes;	/* whole head incl. request line; default 16384 */
+	size_t header_fields;	/* default 100 */
+	size_t uri_bytes;	/* request-target; default 8192 */
 	size_t max_connections; /* client connections; default 10000 */
 };
 
@@ -126,7 +126,7 @@ struct config {
 	char *access_log; /* "stderr" (default), "off", or a path */
 	char *error_log;  /* "stderr" (default) or a path */
 	char *log_level;  /* "error", "warn", "info" (default), "debug" */
-	char *via;        /* pseudonym in Via, default "switchyard" */
+	char *via;	  /* pseudonym in Via, default "switchyard" */
 	enum config_tunnel_mode tunnel_mode;
 };
 

@@ -26,7 +26,7 @@ enum http_verb {
 };
 
 enum http_body_kind {
-	HTTP_BODY_NONE,    /* no body bytes follow the head */
+	HTTP_BODY_NONE,	   /* no body bytes follow the head */
 	HTTP_BODY_LENGTH,  /* Content-Length */
 	HTTP_BODY_CHUNKED, /* Transfer-Encoding: chunked */
 	HTTP_BODY_CLOSE,   /* response delimited by connection close */
@@ -69,7 +69,7 @@ struct http_msg {
 
 	enum http_body_kind body;
 	uint64_t content_length; /* valid when body == HTTP_BODY_LENGTH */
-	bool keep_alive;         /* the sender allows another message after this one */
+	bool keep_alive;	 /* the sender allows another message after this one */
 	/* request target was absolute-form: authority (host[:port]) from it */
 	const char *authority;
 	size_t authority_len;
@@ -107,8 +107,7 @@ bool http_name_is(const struct http_header *h, const char *name);
  * returns true and sets *tok and *tok_len (OWS trimmed, empty elements skipped)
  * while tokens remain.
  */
-bool http_list_next(const char *value, size_t len, size_t *pos, const char **tok,
-		    size_t *tok_len);
+bool http_list_next(const char *value, size_t len, size_t *pos, const char **tok, size_t *tok_len);
 /* Does any field named name contain token (case-insensitive) in its list? */
 bool http_msg_has_token(const struct http_msg *msg, const char *name, const char *token);
 
@@ -125,8 +124,8 @@ void http_reader_free(struct http_reader *r);
  * and must be set. Applies semantic checks (Content-Length/Transfer-Encoding,
  * Host). Returns 0, or -1 with err filled.
  */
-int http_reader_head(struct http_reader *r, struct http_msg *msg, const char *head,
-		     size_t len, enum http_verb request_method, const struct http_limits *lim,
+int http_reader_head(struct http_reader *r, struct http_msg *msg, const char *head, size_t len,
+		     enum http_verb request_method, const struct http_limits *lim,
 		     struct http_error *err);
 
 typedef void (*http_body_cb)(void *arg, const char *data, size_t len);

@@ -16,11 +16,11 @@
 struct evbuffer;
 
 struct http_hdr_opts {
-	const char *via;        /* pseudonym for "Via: 1.x <via>" */
-	const char *client_ip;  /* requests: appended to X-Forwarded-For */
-	const char *proto;      /* requests: X-Forwarded-Proto value */
+	const char *via;	/* pseudonym for "Via: 1.x <via>" */
+	const char *client_ip;	/* requests: appended to X-Forwarded-For */
+	const char *proto;	/* requests: X-Forwarded-Proto value */
 	const char *connection; /* value of the Connection field to send, or NULL */
-	bool chunked;           /* add "Transfer-Encoding: chunked" */
+	bool chunked;		/* add "Transfer-Encoding: chunked" */
 	/* extra raw field lines ("Name: value\r\n"...) appended after the rest */
 	const char *extra;
 	size_t extra_len;

@@ -12,8 +12,7 @@
 struct event_base;
 struct listener;
 
-typedef void (*listener_accept_cb)(void *arg, int fd, const struct sockaddr *sa,
-				   socklen_t len);
+typedef void (*listener_accept_cb)(void *arg, int fd, const struct sockaddr *sa, socklen_t len);
 /* Called when accept fails for lack of fds (EMFILE/ENFILE). */
 typedef void (*listener_full_cb)(void *arg);
 

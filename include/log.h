@@ -17,7 +17,7 @@ void log_close(void);
 
 /* "<ISO8601> <level> s=<session> <message>"; session 0 = not tied to a session. */
 void log_msg(enum log_level level, uint64_t session, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 bool log_enabled(enum log_level level);
 bool log_access_enabled(void);

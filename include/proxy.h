@@ -32,9 +32,9 @@ struct proxy_listener {
 struct proxy {
 	struct event_base *base;
 	const struct config *cfg;
-	struct balance_pool **pools; /* one per cfg->upstreams[i] */
+	struct balance_pool **pools;	  /* one per cfg->upstreams[i] */
 	struct tls_client **upstream_tls; /* one per upstream; NULL = plain */
-	struct upstream_idle **idle;      /* [upstream][server]: keep-alive connections */
+	struct upstream_idle **idle;	  /* [upstream][server]: keep-alive connections */
 	struct proxy_listener *listeners;
 	size_t n_listeners;
 	struct session *sessions; /* intrusive list, for graceful stop */

@@ -17,7 +17,7 @@
  * "example.com". path: the request-target (origin-form path or absolute-form
  * URL; for absolute-form the path part is used). Returns the route or NULL.
  */
-const struct config_route *route_match(const struct config *cfg, const char *host,
-				       size_t host_len, const char *path, size_t path_len);
+const struct config_route *route_match(const struct config *cfg, const char *host, size_t host_len,
+				       const char *path, size_t path_len);
 
 #endif

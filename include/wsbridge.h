@@ -19,9 +19,9 @@ typedef void (*wsbridge_done_cb)(void *arg, const char *closed_by, const char *r
 
 struct wsbridge_params {
 	struct event_base *base;
-	bool base64;           /* the "base64" subprotocol was chosen */
-	uint64_t max_message;  /* bytes; larger client messages close with 1009 */
-	uint64_t ping_ms;      /* 0 = never ping */
+	bool base64;	      /* the "base64" subprotocol was chosen */
+	uint64_t max_message; /* bytes; larger client messages close with 1009 */
+	uint64_t ping_ms;     /* 0 = never ping */
 	wsbridge_done_cb done;
 	void *arg;
 };

@@ -561,7 +561,6 @@ static bool addr_equal(const struct config_addr *a, const struct config_addr *b)
 	return a->len != 0 && a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
 }
 
-
 /* ---- TLS ---- */
 
 /* A certificate path: absolute, or relative to the config file's directory. */
@@ -826,8 +825,9 @@ static void load_servers(struct loader *ld, const config_setting_t *e, struct co
 		return;
 	}
 	if (config_setting_length(list) > CONFIG_MAX_SERVERS) {
-		load_err(ld, list, "upstream '%s' has %d servers: at most %d", up->name ? up->name : "?",
-			 config_setting_length(list), CONFIG_MAX_SERVERS);
+		load_err(ld, list, "upstream '%s' has %d servers: at most %d",
+			 up->name ? up->name : "?", config_setting_length(list),
+			 CONFIG_MAX_SERVERS);
 		return;
 	}
 	snprintf(where, sizeof(where), "upstream '%s'", up->name ? up->name : "?");

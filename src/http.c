@@ -115,8 +115,7 @@ static int check_status_line(const char *p, size_t len, struct http_error *err)
 {
 	err->status = 502;
 	err->reason = "malformed status line";
-	if (len < 12 || memcmp(p, "HTTP/1.", 7) != 0 || (p[7] != '0' && p[7] != '1') ||
-	    p[8] != ' ')
+	if (len < 12 || memcmp(p, "HTTP/1.", 7) != 0 || (p[7] != '0' && p[7] != '1') || p[8] != ' ')
 		return -1;
 	for (int i = 9; i < 12; i++)
 		if (!isdigit((unsigned char)p[i]))
@@ -190,8 +189,9 @@ enum http_scan_result http_head_scan(enum http_msg_kind kind, const char *buf, s
 			return scan_fail(err, kind == HTTP_MSG_REQUEST ? 431 : 502,
 					 "header section too large");
 		if (line == buf) {
-			int rc = kind == HTTP_MSG_REQUEST ? check_request_line(line, (size_t)n, lim, err)
-							  : check_status_line(line, (size_t)n, err);
+			int rc = kind == HTTP_MSG_REQUEST
+				     ? check_request_line(line, (size_t)n, lim, err)
+				     : check_status_line(line, (size_t)n, err);
 			if (rc < 0)
 				return HTTP_SCAN_ERROR;
 			continue;
@@ -248,8 +248,7 @@ bool http_token_eq(const char *tok, size_t len, const char *word)
 	return strlen(word) == len && strncasecmp(tok, word, len) == 0;
 }
 
-bool http_list_next(const char *value, size_t len, size_t *pos, const char **tok,
-		    size_t *tok_len)
+bool http_list_next(const char *value, size_t len, size_t *pos, const char **tok, size_t *tok_len)
 {
 	while (*pos < len) {
 		size_t start = *pos, end;
@@ -315,10 +314,10 @@ static int msg_add_header(struct http_msg *msg, const char *line, size_t len)
 	while (end > v && (end[-1] == ' ' || end[-1] == '\t'))
 		end--;
 	msg->headers[msg->n_headers++] = (struct http_header){
-		.name = line,
-		.name_len = (size_t)(colon - line),
-		.value = v,
-		.value_len = (size_t)(end - v),
+	    .name = line,
+	    .name_len = (size_t)(colon - line),
+	    .value = v,
+	    .value_len = (size_t)(end - v),
 	};
 	return 0;
 }
@@ -526,8 +525,8 @@ void http_reader_free(struct http_reader *r)
 	free(r);
 }
 
-int http_reader_head(struct http_reader *r, struct http_msg *msg, const char *head,
-		     size_t len, enum http_verb request_method, const struct http_limits *lim,
+int http_reader_head(struct http_reader *r, struct http_msg *msg, const char *head, size_t len,
+		     enum http_verb request_method, const struct http_limits *lim,
 		     struct http_error *err)
 {
 	bool request = msg->kind == HTTP_MSG_REQUEST;
@@ -711,24 +710,43 @@ bool http_reader_done(const struct http_reader *r)
 const char *http_status_text(int status)
 {
 	switch (status) {
-	case 100: return "Continue";
-	case 101: return "Switching Protocols";
-	case 200: return "OK";
-	case 400: return "Bad Request";
-	case 403: return "Forbidden";
-	case 404: return "Not Found";
-	case 405: return "Method Not Allowed";
-	case 408: return "Request Timeout";
-	case 413: return "Content Too Large";
-	case 414: return "URI Too Long";
-	case 426: return "Upgrade Required";
-	case 431: return "Request Header Fields Too Large";
-	case 500: return "Internal Server Error";
-	case 501: return "Not Implemented";
-	case 502: return "Bad Gateway";
-	case 503: return "Service Unavailable";
-	case 504: return "Gateway Timeout";
-	case 505: return "HTTP Version Not Supported";
-	default: return "Unknown";
+	case 100:
+		return "Continue";
+	case 101:
+		return "Switching Protocols";
+	case 200:
+		return "OK";
+	case 400:
+		return "Bad Request";
+	case 403:
+		return "Forbidden";
+	case 404:
+		return "Not Found";
+	case 405:
+		return "Method Not Allowed";
+	case 408:
+		return "Request Timeout";
+	case 413:
+		return "Content Too Large";
+	case 414:
+		return "URI Too Long";
+	case 426:
+		return "Upgrade Required";
+	case 431:
+		return "Request Header Fields Too Large";
+	case 500:
+		return "Internal Server Error";
+	case 501:
+		return "Not Implemented";
+	case 502:
+		return "Bad Gateway";
+	case 503:
+		return "Service Unavailable";
+	case 504:
+		return "Gateway Timeout";
+	case 505:
+		return "HTTP Version Not Supported";
+	default:
+		return "Unknown";
 	}
 }

@@ -9,13 +9,15 @@
 #include <event2/buffer.h>
 
 static const char *const hop_by_hop[] = {
-	"Connection", "Keep-Alive", "Proxy-Connection", "TE", "Trailer",
-	"Transfer-Encoding", "Upgrade", "HTTP2-Settings",
+    "Connection", "Keep-Alive",	       "Proxy-Connection", "TE",
+    "Trailer",	  "Transfer-Encoding", "Upgrade",	   "HTTP2-Settings",
 };
 
 /* Fields the proxy writes itself; the client's copies are replaced. */
 static const char *const replaced_request[] = {
-	"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host",
+    "X-Forwarded-For",
+    "X-Forwarded-Proto",
+    "X-Forwarded-Host",
 };
 
 static bool name_in(const struct http_header *h, const char *const *names, size_t n)
@@ -70,9 +72,8 @@ static int add_raw_field(struct evbuffer *out, const struct http_header *h)
 }
 
 /* Copy end-to-end fields in order, skipping hop-by-hop and those in skip[]. */
-static int copy_fields(const struct http_msg *msg, struct evbuffer *out,
-		       const char *const *skip, size_t n_skip, const char *host,
-		       size_t host_len)
+static int copy_fields(const struct http_msg *msg, struct evbuffer *out, const char *const *skip,
+		       size_t n_skip, const char *host, size_t host_len)
 {
 	for (size_t i = 0; i < msg->n_headers; i++) {
 		const struct http_header *h = &msg->headers[i];

@@ -117,11 +117,21 @@ int main(int argc, char **argv)
 
 	while ((opt = getopt(argc, argv, "c:tVh")) != -1) {
 		switch (opt) {
-		case 'c': file = optarg; break;
-		case 't': check_only = 1; break;
-		case 'V': print_version(); return 0;
-		case 'h': usage(stdout); return 0;
-		default: usage(stderr); return 2;
+		case 'c':
+			file = optarg;
+			break;
+		case 't':
+			check_only = 1;
+			break;
+		case 'V':
+			print_version();
+			return 0;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
 		}
 	}
 	if (file == NULL || optind != argc) {

@@ -18,8 +18,8 @@
 #include "tls.h"
 #include "upstream.h"
 
-#define PROXY_PIPE_POOL 1024     /* idle pipes kept for splice */
-#define PROXY_RESUME_MS 250      /* retry accept after EMFILE with no session to wait for */
+#define PROXY_PIPE_POOL 1024	 /* idle pipes kept for splice */
+#define PROXY_RESUME_MS 250	 /* retry accept after EMFILE with no session to wait for */
 #define PROXY_STOP_GRACE_MS 3000 /* in-flight exchanges get this long at stop */
 
 static void proxy_pause(struct proxy *px)
@@ -81,7 +81,8 @@ static int proxy_make_pools(struct proxy *px)
 	px->pools = calloc(cfg->n_upstreams ? cfg->n_upstreams : 1, sizeof(*px->pools));
 	if (px->pools == NULL)
 		return -1;
-	px->upstream_tls = calloc(cfg->n_upstreams ? cfg->n_upstreams : 1, sizeof(*px->upstream_tls));
+	px->upstream_tls =
+	    calloc(cfg->n_upstreams ? cfg->n_upstreams : 1, sizeof(*px->upstream_tls));
 	px->idle = calloc(cfg->n_upstreams ? cfg->n_upstreams : 1, sizeof(*px->idle));
 	if (px->upstream_tls == NULL || px->idle == NULL)
 		return -1;
@@ -119,11 +120,12 @@ static int proxy_listen(struct proxy *px)
 		pl->px = px;
 		if (cfg->listens[i].tls &&
 		    (pl->tls = tls_server_new(cfg->listens[i].tls, err, sizeof(err))) == NULL) {
-			log_msg(LOG_LEVEL_ERROR, 0, "listen %s: %s", cfg->listens[i].addr.text, err);
+			log_msg(LOG_LEVEL_ERROR, 0, "listen %s: %s", cfg->listens[i].addr.text,
+				err);
 			return -1;
 		}
-		pl->l = listener_new(px->base, &cfg->listens[i].addr, proxy_accept_cb, proxy_full_cb,
-				     pl);
+		pl->l = listener_new(px->base, &cfg->listens[i].addr, proxy_accept_cb,
+				     proxy_full_cb, pl);
 		if (pl->l == NULL)
 			return -1;
 	}

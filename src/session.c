@@ -42,7 +42,7 @@
 #include "wsbridge.h"
 
 #define SESSION_HIGH_WATER (256 * 1024) /* output bytes before the source pauses */
-#define SESSION_LINGER_MS 2000          /* drain time after an error response */
+#define SESSION_LINGER_MS 2000		/* drain time after an error response */
 
 enum session_state {
 	SESSION_READ_REQ,
@@ -92,19 +92,19 @@ struct session {
 	const struct config_route *route;
 	size_t upstream;
 	long server;
-	uint64_t tried; /* bit per server index: connect failed for this request */
+	uint64_t tried;		/* bit per server index: connect failed for this request */
 	char connect_error[96]; /* why the last connect failed, for the 502 */
 	bool req_body_done, resp_head_done, resp_body_done;
 	bool req_chunk_out, resp_chunk_out;
-	bool close_after;  /* close the client after this response */
+	bool close_after; /* close the client after this response */
 	bool client_eof;
-	bool tls_front;    /* the client connection is TLS */
-	bool tls_ready;    /* ... and its handshake is done */
+	bool tls_front; /* the client connection is TLS */
+	bool tls_ready; /* ... and its handshake is done */
 	bool backend_eof;
 	bool backend_reused; /* taken from the keep-alive pool ... */
 	bool backend_spoke;  /* ... and has sent at least one byte since */
 	bool shutdown_requested;
-	bool has_request;  /* req holds a parsed head (for the access log) */
+	bool has_request; /* req holds a parsed head (for the access log) */
 	int status;
 	const char *reason; /* set when the proxy generated the response */
 	uint64_t bytes_in, bytes_out;
@@ -130,8 +130,8 @@ static void backend_write_cb(struct bufferevent *bev, void *arg);
 
 static const char *session_state_str(enum session_state st)
 {
-	static const char *const names[] = {"read_req", "connect",   "exchange", "tunnel",
-					    "websocket", "linger", "closed"};
+	static const char *const names[] = {"read_req",	 "connect", "exchange", "tunnel",
+					    "websocket", "linger",  "closed"};
 	return names[st];
 }
 
@@ -150,7 +150,8 @@ static void timer_arm(struct session *s, enum session_timer kind, uint64_t ms)
 		event_del(s->timer);
 		return;
 	}
-	struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+	struct timeval tv = {.tv_sec = (time_t)(ms / 1000),
+			     .tv_usec = (suseconds_t)(ms % 1000) * 1000};
 	event_add(s->timer, &tv);
 }
 
@@ -317,7 +318,7 @@ static void session_error(struct session *s, int status, const char *reason)
 {
 	struct evbuffer *out = bufferevent_get_output(s->client);
 	const char *extra =
-		status == 426 ? "Sec-WebSocket-Version: 13\r\nUpgrade: websocket\r\n" : "";
+	    status == 426 ? "Sec-WebSocket-Version: 13\r\nUpgrade: websocket\r\n" : "";
 	size_t before = evbuffer_get_length(out);
 
 	backend_drop(s);
@@ -522,16 +523,16 @@ static int write_request_head(struct session *s)
 {
 	char upgrade_fields[512], ip[INET6_ADDRSTRLEN];
 	struct http_hdr_opts o = {
-		.via = s->cfg->via,
-		.client_ip = client_ip(s, ip, sizeof(ip)),
-		.proto = s->tls_front ? "https" : "http",
-		/* HTTP/1.1 keeps the connection open by default; say so only to close it */
-		.connection = s->cfg->upstreams[s->upstream].keepalive ? NULL : "close",
-		.chunked = s->req.body == HTTP_BODY_CHUNKED,
+	    .via = s->cfg->via,
+	    .client_ip = client_ip(s, ip, sizeof(ip)),
+	    .proto = s->tls_front ? "https" : "http",
+	    /* HTTP/1.1 keeps the connection open by default; say so only to close it */
+	    .connection = s->cfg->upstreams[s->upstream].keepalive ? NULL : "close",
+	    .chunked = s->req.body == HTTP_BODY_CHUNKED,
 	};
 	if (s->up.decision == UPGRADE_FORWARD) {
-		o.extra_len = upgrade_format_request_fields(&s->up, upgrade_fields,
-							    sizeof(upgrade_fields));
+		o.extra_len =
+		    upgrade_format_request_fields(&s->up, upgrade_fields, sizeof(upgrade_fields));
 		o.extra = upgrade_fields;
 		o.connection = NULL;
 	}
@@ -622,9 +623,9 @@ static void pump_request_body(struct session *s)
 	bool done;
 	if (s->req_body_done || s->backend == NULL)
 		return;
-	ssize_t n = relay_body(s->req_reader, bufferevent_get_input(s->client),
-			       bufferevent_get_output(s->backend), s->req_chunk_out, s->client_eof,
-			       &done);
+	ssize_t n =
+	    relay_body(s->req_reader, bufferevent_get_input(s->client),
+		       bufferevent_get_output(s->backend), s->req_chunk_out, s->client_eof, &done);
 	if (n < 0) {
 		if (s->resp_head_done)
 			exchange_abort(s, "malformed request body");
@@ -680,8 +681,9 @@ static void pump_response_body(struct session *s)
 			       s->resp_chunk_out, s->backend_eof, &done);
 	s->bytes_out += evbuffer_get_length(out) - before;
 	if (n < 0) {
-		exchange_abort(s, s->backend_eof ? "backend closed in the middle of the response body"
-						 : "malformed response body");
+		exchange_abort(s, s->backend_eof
+				      ? "backend closed in the middle of the response body"
+				      : "malformed response body");
 		return;
 	}
 	s->resp_body_done = done;
@@ -718,15 +720,15 @@ static void session_start_tunnel(struct session *s)
 {
 	struct evbuffer *client_out = bufferevent_get_output(s->client);
 	struct tunnel_params p = {
-		.base = s->px->base,
-		/* splice needs plain sockets on both ends */
-		.mode = tls_bev_is_tls(s->client) || tls_bev_is_tls(s->backend) ? CONFIG_TUNNEL_COPY
-										: s->cfg->tunnel_mode,
-		.pipes = s->px->pipes,
-		.idle_ms = s->cfg->timeouts.tunnel_idle,
-		.max_ms = s->cfg->timeouts.tunnel_max,
-		.done = session_tunnel_done_cb,
-		.arg = s,
+	    .base = s->px->base,
+	    /* splice needs plain sockets on both ends */
+	    .mode = tls_bev_is_tls(s->client) || tls_bev_is_tls(s->backend) ? CONFIG_TUNNEL_COPY
+									    : s->cfg->tunnel_mode,
+	    .pipes = s->px->pipes,
+	    .idle_ms = s->cfg->timeouts.tunnel_idle,
+	    .max_ms = s->cfg->timeouts.tunnel_max,
+	    .done = session_tunnel_done_cb,
+	    .arg = s,
 	};
 	/* bytes read past either head go first, in order, exactly once */
 	evbuffer_add_buffer(client_out, bufferevent_get_input(s->backend));
@@ -823,12 +825,11 @@ static void read_response_head(struct session *s)
 		size_t scan = len < s->limits.header_bytes + 1 ? len : s->limits.header_bytes + 1;
 		const char *buf = (const char *)evbuffer_pullup(in, (ssize_t)scan);
 		enum http_scan_result r =
-			http_head_scan(HTTP_MSG_RESPONSE, buf, scan, &s->limits, &head_len, &err);
+		    http_head_scan(HTTP_MSG_RESPONSE, buf, scan, &s->limits, &head_len, &err);
 		if (r == HTTP_SCAN_MORE)
 			return;
-		if (r == HTTP_SCAN_ERROR ||
-		    http_reader_head(s->resp_reader, s->resp, buf, head_len, s->req.method,
-				     &s->limits, &err) < 0) {
+		if (r == HTTP_SCAN_ERROR || http_reader_head(s->resp_reader, s->resp, buf, head_len,
+							     s->req.method, &s->limits, &err) < 0) {
 			session_error(s, 502, err.reason);
 			return;
 		}
@@ -920,8 +921,8 @@ static void terminate_dispatch(struct session *s)
 		return;
 	}
 	if (upstream_bridge_addr(s->route, &ss, &len) < 0 ||
-	    (s->backend = upstream_connect(s->px->base, (struct sockaddr *)&ss, len, NULL,
-					   NULL)) == NULL) {
+	    (s->backend = upstream_connect(s->px->base, (struct sockaddr *)&ss, len, NULL, NULL)) ==
+		NULL) {
 		session_error(s, 502, "WebSocket bridge backend unreachable");
 		return;
 	}
@@ -949,13 +950,12 @@ static void write_handshake_101(struct session *s)
 static void terminate_connected(struct session *s)
 {
 	struct wsbridge_params p = {
-		.base = s->px->base,
-		.base64 = s->subprotocol && http_token_eq(s->subprotocol, s->subprotocol_len,
-							  "base64"),
-		.max_message = s->route->max_message,
-		.ping_ms = s->route->ping_interval,
-		.done = session_tunnel_done_cb,
-		.arg = s,
+	    .base = s->px->base,
+	    .base64 = s->subprotocol && http_token_eq(s->subprotocol, s->subprotocol_len, "base64"),
+	    .max_message = s->route->max_message,
+	    .ping_ms = s->route->ping_interval,
+	    .done = session_tunnel_done_cb,
+	    .arg = s,
 	};
 	timer_stop(s);
 	write_handshake_101(s);
@@ -1043,8 +1043,8 @@ static void client_event_cb(struct bufferevent *bev, short what, void *arg)
 			exchange_abort(s, "client closed during the request body");
 		return;
 	}
-	if (in_exchange || (s->state == SESSION_LINGER &&
-			    evbuffer_get_length(bufferevent_get_output(bev)) > 0)) {
+	if (in_exchange ||
+	    (s->state == SESSION_LINGER && evbuffer_get_length(bufferevent_get_output(bev)) > 0)) {
 		/*
 		 * A half-closed client still gets its answer. libevent's TLS
 		 * bufferevent stops writing at EOF too: enabling re-arms it.

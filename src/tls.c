@@ -149,7 +149,7 @@ static SSL_CTX *server_ctx_new(const struct config_tls_server *cfg, const struct
 	SSL_CTX_set_min_proto_version(ctx, min_version(cfg->protocols));
 	/* a peer that closes TCP without close_notify has ended, not failed (OpenSSL 3) */
 	SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_RENEGOTIATION |
-					 SSL_OP_IGNORE_UNEXPECTED_EOF);
+				     SSL_OP_IGNORE_UNEXPECTED_EOF);
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
 	SSL_CTX_set_alpn_select_cb(ctx, alpn_select_cb, NULL);
 	if (SSL_CTX_use_certificate_chain_file(ctx, c->cert) != 1) {
@@ -180,7 +180,8 @@ struct tls_server *tls_server_new(const struct config_tls_server *cfg, char *err
 		return NULL;
 	}
 	for (size_t i = 0; i < cfg->n_certs; i++) {
-		srv->certs[i].ctx = server_ctx_new(cfg, &cfg->certs[i], &srv->certs[i], err, errlen);
+		srv->certs[i].ctx =
+		    server_ctx_new(cfg, &cfg->certs[i], &srv->certs[i], err, errlen);
 		srv->n_certs++;
 		if (srv->certs[i].ctx == NULL) {
 			tls_server_free(srv);
@@ -213,7 +214,7 @@ struct bufferevent *tls_server_accept(struct tls_server *srv, struct event_base 
 		return NULL;
 	}
 	struct bufferevent *bev = bufferevent_openssl_socket_new(
-		base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+	    base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
 	if (bev == NULL) {
 		SSL_free(ssl);
 		close(fd);
@@ -273,7 +274,7 @@ struct bufferevent *tls_client_bev(struct tls_client *cli, struct event_base *ba
 	if (cli->verify) /* checks the name (or IP address) against the certificate */
 		SSL_set1_host(ssl, name);
 	struct bufferevent *bev = bufferevent_openssl_socket_new(
-		base, -1, ssl, BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
+	    base, -1, ssl, BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
 	if (bev == NULL) {
 		SSL_free(ssl);
 		return NULL;

@@ -34,9 +34,9 @@
 #include "splice.h"
 #include "tls.h"
 
-#define TUNNEL_CHUNK (64 * 1024)       /* bytes per splice/read call */
-#define TUNNEL_ROUNDS 16               /* pump rounds before yielding to other events */
-#define TUNNEL_COPY_HIGH (256 * 1024)  /* copy pump: output bytes before the source pauses */
+#define TUNNEL_CHUNK (64 * 1024)      /* bytes per splice/read call */
+#define TUNNEL_ROUNDS 16	      /* pump rounds before yielding to other events */
+#define TUNNEL_COPY_HIGH (256 * 1024) /* copy pump: output bytes before the source pauses */
 
 struct tunnel;
 
@@ -76,7 +76,7 @@ struct tunnel {
 	bool finished;
 	struct tunnel_dir up, down;
 	struct bufferevent *client_bev, *backend_bev; /* copy pump only */
-	struct tunnel_end ends[2];                    /* splice pump: client, backend */
+	struct tunnel_end ends[2];		      /* splice pump: client, backend */
 	struct event timer;
 	struct timespec started, last_active;
 	const char *first_eof; /* who half-closed first: names who closed */
@@ -157,7 +157,8 @@ static void end_update(struct tunnel_end *e)
 	bool client = e == &t->ends[0];
 	const struct tunnel_dir *reader = client ? &t->up : &t->down;
 	const struct tunnel_dir *writer = client ? &t->down : &t->up;
-	short want = (short)((reader->want_read ? EV_READ : 0) | (writer->want_write ? EV_WRITE : 0));
+	short want =
+	    (short)((reader->want_read ? EV_READ : 0) | (writer->want_write ? EV_WRITE : 0));
 	if (want == e->want)
 		return;
 	if (e->want)
@@ -472,7 +473,8 @@ struct tunnel *tunnel_start(const struct tunnel_params *p, struct bufferevent *c
 	timer_arm(t);
 	return t;
 fail:
-	/* only the splice start can fail, after freeing the bufferevents; tunnel_free closes the fds */
+	/* only the splice start can fail, after freeing the bufferevents; tunnel_free closes the
+	 * fds */
 	tunnel_free(t);
 	return NULL;
 }

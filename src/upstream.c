@@ -135,7 +135,8 @@ void upstream_idle_park(struct upstream_idle *idle, struct bufferevent *bev)
 		idle->head->prev = c;
 	idle->head = c;
 	idle->n++;
-	struct timeval tv = {(time_t)(idle->idle_ms / 1000), (suseconds_t)(idle->idle_ms % 1000) * 1000};
+	struct timeval tv = {(time_t)(idle->idle_ms / 1000),
+			     (suseconds_t)(idle->idle_ms % 1000) * 1000};
 	bufferevent_setcb(bev, idle_read_cb, NULL, idle_event_cb, c);
 	bufferevent_setwatermark(bev, EV_READ | EV_WRITE, 0, 0);
 	bufferevent_set_timeouts(bev, idle->idle_ms ? &tv : NULL, NULL);

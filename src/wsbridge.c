@@ -23,8 +23,8 @@
 #include "ws.h"
 
 #define WSB_HIGH_WATER (256 * 1024) /* output bytes before the other side pauses */
-#define WSB_CHUNK (16 * 1024)       /* backend bytes per message */
-#define WSB_CLOSE_WAIT_MS 2000      /* wait for the client's close frame */
+#define WSB_CHUNK (16 * 1024)	    /* backend bytes per message */
+#define WSB_CLOSE_WAIT_MS 2000	    /* wait for the client's close frame */
 
 struct wsbridge {
 	struct wsbridge_params p;
@@ -32,9 +32,9 @@ struct wsbridge {
 	struct ws_reader reader;
 	struct event *timer;
 	bool awaiting_pong;
-	bool close_sent;     /* our close frame is queued */
-	bool client_closed;  /* the client's close frame arrived */
-	bool backend_shut;   /* the backend got its EOF (after all bytes owed to it) */
+	bool close_sent;    /* our close frame is queued */
+	bool client_closed; /* the client's close frame arrived */
+	bool backend_shut;  /* the backend got its EOF (after all bytes owed to it) */
 	bool finished;
 	const char *closed_by;
 	char reason[96];
@@ -91,8 +91,8 @@ static void finish_when_flushed(struct wsbridge *b)
 }
 
 /* Start (or answer) the close handshake; finish once it is complete. */
-static void bridge_close(struct wsbridge *b, uint16_t code, const char *text,
-			 const char *closed_by, const char *why)
+static void bridge_close(struct wsbridge *b, uint16_t code, const char *text, const char *closed_by,
+			 const char *why)
 {
 	if (b->close_sent)
 		return;
@@ -130,7 +130,8 @@ static int b64_group(const uint8_t in[4], uint8_t out[3])
 			return -1;
 	for (int i = 4 - pad; i < 4; i++)
 		v[i] = 0;
-	uint32_t w = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 | (uint32_t)v[3];
+	uint32_t w =
+	    (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 | (uint32_t)v[3];
 	out[0] = (uint8_t)(w >> 16);
 	out[1] = (uint8_t)(w >> 8);
 	out[2] = (uint8_t)w;
@@ -198,10 +199,10 @@ static void on_close(void *arg, uint16_t code, const uint8_t *reason, size_t len
 }
 
 static const struct ws_callbacks bridge_ws_callbacks = {
-	.on_data = on_data,
-	.on_ping = on_ping,
-	.on_pong = on_pong,
-	.on_close = on_close,
+    .on_data = on_data,
+    .on_ping = on_ping,
+    .on_pong = on_pong,
+    .on_close = on_close,
 };
 
 static void protocol_error(struct wsbridge *b, uint16_t code, const char *what)
@@ -246,7 +247,7 @@ static void client_read_cb(struct bufferevent *bev, void *arg)
 static void send_base64(struct wsbridge *b, struct evbuffer *in, size_t n)
 {
 	static const char tbl[] =
-		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 	uint8_t raw[WSB_CHUNK];
 	char text[(WSB_CHUNK + 2) / 3 * 4];
 	size_t t = 0;

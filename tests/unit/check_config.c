@@ -704,11 +704,13 @@ END_TEST
 START_TEST(test_too_many_servers)
 {
 	char text[8192];
-	size_t len = (size_t)snprintf(text, sizeof(text), LISTEN "upstreams = ( { name = \"app\";\n"
-						       "  servers = (");
+	size_t len = (size_t)snprintf(text, sizeof(text),
+				      LISTEN "upstreams = ( { name = \"app\";\n"
+					     "  servers = (");
 	for (int i = 0; i <= CONFIG_MAX_SERVERS; i++)
-		len += (size_t)snprintf(text + len, sizeof(text) - len,
-					"%s{ address = \"127.0.0.1:%d\"; }", i ? ", " : "", 1000 + i);
+		len +=
+		    (size_t)snprintf(text + len, sizeof(text) - len,
+				     "%s{ address = \"127.0.0.1:%d\"; }", i ? ", " : "", 1000 + i);
 	snprintf(text + len, sizeof(text) - len, "); } );\n" ROUTES);
 	struct config_errors errs;
 	const char *want[] = {":3: upstream 'app' has 65 servers: at most 64"};
