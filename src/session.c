@@ -331,6 +331,7 @@ static void session_error(struct session *s, int status, const char *reason)
 	s->bytes_out += evbuffer_get_length(out) - before;
 	log_msg(status >= 500 ? LOG_LEVEL_WARN : LOG_LEVEL_INFO, s->id, "%d: %s", status, reason);
 	log_access(s);
+	s->reason = NULL; /* may point into the caller's frame: used up by the log above */
 	linger_start(s);
 }
 
