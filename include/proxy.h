@@ -54,6 +54,9 @@ void proxy_free(struct proxy *px);
 /* Stop accepting, close idle connections and tunnels, let exchanges finish. */
 void proxy_stop(struct proxy *px);
 
+/* The process ran out of descriptors: stop accepting until a session ends. */
+void proxy_out_of_fds(struct proxy *px);
+
 /* Session accounting: called by session.c only. */
 void proxy_session_added(struct proxy *px, struct session *s);
 void proxy_session_removed(struct proxy *px, struct session *s);

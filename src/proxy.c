@@ -46,12 +46,16 @@ static void proxy_accept_cb(void *arg, int fd, const struct sockaddr *sa, sockle
 	session_accept(pl->px, fd, sa, len, pl->tls);
 }
 
-static void proxy_full_cb(void *arg)
+void proxy_out_of_fds(struct proxy *px)
 {
-	struct proxy *px = ((struct proxy_listener *)arg)->px;
 	struct timeval tv = {0, PROXY_RESUME_MS * 1000};
 	proxy_pause(px);
 	event_add(px->resume_timer, &tv); /* in case no session ends soon */
+}
+
+static void proxy_full_cb(void *arg)
+{
+	proxy_out_of_fds(((struct proxy_listener *)arg)->px);
 }
 
 static void proxy_resume_cb(evutil_socket_t fd, short what, void *arg)

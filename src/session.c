@@ -500,6 +500,12 @@ static void connect_fresh(struct session *s)
 	s->backend_reused = false;
 	s->backend = upstream_connect(s->px->base, (const struct sockaddr *)&addr->ss, addr->len,
 				      s->px->upstream_tls[s->upstream], addr->text);
+	if (s->backend == NULL && (errno == EMFILE || errno == ENFILE)) {
+		/* our own limit, not the server's fault: no other server would do better */
+		proxy_out_of_fds(s->px);
+		session_error(s, 503, "proxy out of file descriptors");
+		return;
+	}
 	if (s->backend == NULL) {
 		connect_failed(s, strerror(errno));
 		return;

@@ -902,6 +902,38 @@ def max_connections_waits_for_a_slot(t):
     eq(c2.get("/2b").status, 200, "c2 still served")
 
 
+@case()
+def out_of_fds_pauses_accept_without_spinning(t):
+    """At the process fd limit (EMFILE) the proxy stops accepting, says so,
+    does not spin, and serves the waiting connections once fds are free."""
+    be, px = setup(t)
+    base = px.fd_count()
+    subprocess.run(["prlimit", "--pid", str(px.pid), "--nofile=%d:%d" % (base + 6, base + 6)],
+                   check=True)
+    clients = [px.connect() for _ in range(12)]  # more than the proxy can accept
+    px.wait_log(r"Too many open files; pausing", 5)
+    cpu0 = px.cpu_seconds()
+    time.sleep(1.0)
+    cpu = px.cpu_seconds() - cpu0
+    t.note("cpu while out of fds: %.3fs" % cpu)
+    assert cpu < 0.5, "proxy used %.2fs CPU in 1s while out of fds (spinning?)" % cpu
+    for c in clients[:8]:
+        c.close()
+    # a waiting connection gets a clean answer: served, or a 503 if the proxy had no
+    # descriptor left for the backend connection
+    last = clients[-1]
+    last.request("GET", "/after-emfile")
+    status = last.read_response(timeout=10).status
+    if status == 503:
+        px.wait_log(r"503: proxy out of file descriptors", 5)
+    else:
+        eq(status, 200, "waiting connection served")
+    for c in clients[8:]:
+        c.close()
+    c = px.connect()  # waits in the accept queue until the proxy resumes
+    eq(c.get("/recovered", timeout=10).status, 200, "served again once descriptors are free")
+
+
 # --------------------------------------------------------------------------
 # timers apply only to their phase; aborts leave nothing behind
 
