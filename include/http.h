@@ -108,6 +108,18 @@ bool http_name_is(const struct http_header *h, const char *name);
  * while tokens remain.
  */
 bool http_list_next(const char *value, size_t len, size_t *pos, const char **tok, size_t *tok_len);
+/* Position in the list tokens of every field with one name; start zeroed. */
+struct http_token_iter {
+	size_t field, pos;
+};
+
+/*
+ * The next token of the comma lists of all fields named name (case-insensitive),
+ * in order across repeated fields: true with *tok and *len set, or false at the end.
+ */
+bool http_msg_next_token(const struct http_msg *msg, const char *name, struct http_token_iter *it,
+			 const char **tok, size_t *len);
+
 /* Does any field named name contain token (case-insensitive) in its list? */
 bool http_msg_has_token(const struct http_msg *msg, const char *name, const char *token);
 

@@ -268,18 +268,26 @@ bool http_list_next(const char *value, size_t len, size_t *pos, const char **tok
 	return false;
 }
 
+bool http_msg_next_token(const struct http_msg *msg, const char *name, struct http_token_iter *it,
+			 const char **tok, size_t *len)
+{
+	for (; it->field < msg->n_headers; it->field++, it->pos = 0) {
+		const struct http_header *h = &msg->headers[it->field];
+		if (http_name_is(h, name) &&
+		    http_list_next(h->value, h->value_len, &it->pos, tok, len))
+			return true;
+	}
+	return false;
+}
+
 bool http_msg_has_token(const struct http_msg *msg, const char *name, const char *token)
 {
-	for (size_t i = 0; i < msg->n_headers; i++) {
-		const struct http_header *h = &msg->headers[i];
-		const char *tok;
-		size_t tok_len, pos = 0;
-		if (!http_name_is(h, name))
-			continue;
-		while (http_list_next(h->value, h->value_len, &pos, &tok, &tok_len))
-			if (http_token_eq(tok, tok_len, token))
-				return true;
-	}
+	struct http_token_iter it = {0};
+	const char *tok;
+	size_t len;
+	while (http_msg_next_token(msg, name, &it, &tok, &len))
+		if (http_token_eq(tok, len, token))
+			return true;
 	return false;
 }
 

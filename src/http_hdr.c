@@ -35,16 +35,12 @@ static bool nominated_by_connection(const struct http_msg *msg, const struct htt
 {
 	if (name_in(h, never_nominated, 2))
 		return false;
-	for (size_t i = 0; i < msg->n_headers; i++) {
-		const struct http_header *c = &msg->headers[i];
-		const char *tok;
-		size_t tok_len, pos = 0;
-		if (!http_name_is(c, "Connection"))
-			continue;
-		while (http_list_next(c->value, c->value_len, &pos, &tok, &tok_len))
-			if (tok_len == h->name_len && strncasecmp(tok, h->name, tok_len) == 0)
-				return true;
-	}
+	struct http_token_iter it = {0};
+	const char *tok;
+	size_t len;
+	while (http_msg_next_token(msg, "Connection", &it, &tok, &len))
+		if (len == h->name_len && strncasecmp(tok, h->name, len) == 0)
+			return true;
 	return false;
 }
 

@@ -878,19 +878,17 @@ static int choose_subprotocol(struct session *s)
 {
 	bool offered = false;
 	const struct config_route *r = s->route;
-	for (size_t i = 0; i < s->req.n_headers && r->n_subprotocols; i++) {
-		const struct http_header *h = &s->req.headers[i];
-		const char *tok;
-		size_t len, pos = 0;
-		if (!http_name_is(h, "Sec-WebSocket-Protocol"))
-			continue;
-		while (http_list_next(h->value, h->value_len, &pos, &tok, &len)) {
-			offered = true;
-			if (subprotocol_listed(r, tok, len)) {
-				s->subprotocol = tok;
-				s->subprotocol_len = len;
-				return 0;
-			}
+	struct http_token_iter it = {0};
+	const char *tok;
+	size_t len;
+	if (r->n_subprotocols == 0)
+		return 0; /* none configured: the client's offer is simply not taken up */
+	while (http_msg_next_token(&s->req, "Sec-WebSocket-Protocol", &it, &tok, &len)) {
+		offered = true;
+		if (subprotocol_listed(r, tok, len)) {
+			s->subprotocol = tok;
+			s->subprotocol_len = len;
+			return 0;
 		}
 	}
 	return offered && r->require_subprotocol ? -1 : 0;

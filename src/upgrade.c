@@ -107,25 +107,19 @@ static bool upgrade_is_requested(const struct http_msg *req)
 static int upgrade_collect(const struct http_msg *req, const struct config_route *route,
 			   struct upgrade_req *out)
 {
-	for (size_t i = 0; i < req->n_headers; i++) {
-		const struct http_header *h = &req->headers[i];
-		size_t pos = 0;
-		const char *tok;
-		size_t len;
+	struct http_token_iter it = {0};
+	const char *tok;
+	size_t len;
 
-		if (!http_name_is(h, "Upgrade"))
+	while (http_msg_next_token(req, "Upgrade", &it, &tok, &len)) {
+		/* malformed tokens could only confuse the backend */
+		if (!is_protocol(tok, len) || is_h2c(tok, len) || !route_allows(route, tok, len))
 			continue;
-		while (http_list_next(h->value, h->value_len, &pos, &tok, &len)) {
-			/* malformed tokens could only confuse the backend */
-			if (!is_protocol(tok, len) || is_h2c(tok, len) ||
-			    !route_allows(route, tok, len))
-				continue;
-			if (out->n_tokens == UPGRADE_MAX_TOKENS)
-				return -1;
-			out->tokens[out->n_tokens].s = tok;
-			out->tokens[out->n_tokens].len = len;
-			out->n_tokens++;
-		}
+		if (out->n_tokens == UPGRADE_MAX_TOKENS)
+			return -1;
+		out->tokens[out->n_tokens].s = tok;
+		out->tokens[out->n_tokens].len = len;
+		out->n_tokens++;
 	}
 	return 0;
 }
@@ -250,24 +244,17 @@ static bool upgrade_was_forwarded(const struct upgrade_req *u, const char *s, si
 static const char *upgrade_check_resp_tokens(const struct upgrade_req *u,
 					     const struct http_msg *resp, bool *websocket)
 {
-	size_t n = 0;
+	struct http_token_iter it = {0};
+	const char *tok;
+	size_t len, n = 0;
 
 	*websocket = false;
-	for (size_t i = 0; i < resp->n_headers; i++) {
-		const struct http_header *h = &resp->headers[i];
-		size_t pos = 0;
-		const char *tok;
-		size_t len;
-
-		if (!http_name_is(h, "Upgrade"))
-			continue;
-		while (http_list_next(h->value, h->value_len, &pos, &tok, &len)) {
-			if (!upgrade_was_forwarded(u, tok, len))
-				return "101 names a protocol the client did not offer";
-			if (http_token_eq(tok, len, "websocket"))
-				*websocket = true;
-			n++;
-		}
+	while (http_msg_next_token(resp, "Upgrade", &it, &tok, &len)) {
+		if (!upgrade_was_forwarded(u, tok, len))
+			return "101 names a protocol the client did not offer";
+		if (http_token_eq(tok, len, "websocket"))
+			*websocket = true;
+		n++;
 	}
 	return n == 0 ? "101 without Upgrade" : NULL;
 }
@@ -275,18 +262,13 @@ static const char *upgrade_check_resp_tokens(const struct upgrade_req *u,
 /* Subprotocol names are compared byte for byte, as browsers do. */
 static bool upgrade_client_offered(const struct http_msg *req, const char *s, size_t len)
 {
-	for (size_t i = 0; i < req->n_headers; i++) {
-		const struct http_header *h = &req->headers[i];
-		size_t pos = 0;
-		const char *tok;
-		size_t tok_len;
+	struct http_token_iter it = {0};
+	const char *tok;
+	size_t tok_len;
 
-		if (!http_name_is(h, "Sec-WebSocket-Protocol"))
-			continue;
-		while (http_list_next(h->value, h->value_len, &pos, &tok, &tok_len))
-			if (tok_len == len && memcmp(tok, s, len) == 0)
-				return true;
-	}
+	while (http_msg_next_token(req, "Sec-WebSocket-Protocol", &it, &tok, &tok_len))
+		if (tok_len == len && memcmp(tok, s, len) == 0)
+			return true;
 	return false;
 }
 
