@@ -44,7 +44,7 @@ CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null)
 CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
 PYTHON   := /usr/bin/python3
 
-.PHONY: all check unit e2e clean deps format format-check bench install fuzz
+.PHONY: all check unit e2e clean deps print-deps format format-check bench install fuzz
 
 all: $(BIN)
 
@@ -86,6 +86,9 @@ deps:
 		echo "installing:" $$missing; \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	else echo "all dependencies present"; fi
+
+print-deps:
+	@echo $(DEPS)
 
 # libFuzzer drivers (clang): `make fuzz FUZZ_SECONDS=60` runs each for that long.
 FUZZ_SECONDS ?= 30
