@@ -684,20 +684,31 @@ static void free_listen_tls(struct config_tls_server *t)
 	free(t);
 }
 
+/* A top-level list that must have entries: the list, or NULL (already reported). */
+static config_setting_t *required_list(struct loader *ld, const config_setting_t *root,
+				       const char *key, const char *missing)
+{
+	config_setting_t *list;
+	int rc = lookup(ld, root, key, KIND_LIST, &list);
+
+	if (rc == 0)
+		errors_addf(ld, ld->file, 0, "%s", missing);
+	if (rc <= 0)
+		return NULL;
+	if (config_setting_length(list) == 0) {
+		load_err(ld, list, "%s", missing);
+		return NULL;
+	}
+	return list;
+}
+
 static void load_listen(struct loader *ld, const config_setting_t *root)
 {
 	struct config *cfg = ld->cfg;
-	config_setting_t *list;
-	int rc = lookup(ld, root, "listen", KIND_LIST, &list);
+	config_setting_t *list = required_list(ld, root, "listen", "no 'listen' addresses");
 
-	if (rc == 0)
-		errors_addf(ld, ld->file, 0, "no 'listen' addresses");
-	if (rc <= 0)
+	if (list == NULL)
 		return;
-	if (config_setting_length(list) == 0) {
-		load_err(ld, list, "no 'listen' addresses");
-		return;
-	}
 	cfg->listens = calloc((size_t)config_setting_length(list), sizeof(*cfg->listens));
 	if (cfg->listens == NULL) {
 		load_oom(ld, list);
@@ -1366,17 +1377,10 @@ static void load_route(struct loader *ld, const config_setting_t *e, struct conf
 static void load_routes(struct loader *ld, const config_setting_t *root)
 {
 	struct config *cfg = ld->cfg;
-	config_setting_t *list;
-	int rc = lookup(ld, root, "routes", KIND_LIST, &list);
+	config_setting_t *list = required_list(ld, root, "routes", "no 'routes'");
 
-	if (rc == 0)
-		errors_addf(ld, ld->file, 0, "no 'routes'");
-	if (rc <= 0)
+	if (list == NULL)
 		return;
-	if (config_setting_length(list) == 0) {
-		load_err(ld, list, "no 'routes'");
-		return;
-	}
 	cfg->routes = calloc((size_t)config_setting_length(list), sizeof(*cfg->routes));
 	if (cfg->routes == NULL) {
 		load_oom(ld, list);
