@@ -980,21 +980,72 @@ def interim_103_relayed(t):
     eq((r.status, r.body), (200, b"final"), "final response")
 
 
+def cut_backend(t, partial):
+    """A backend that answers with `partial` (a head and part of the body it
+    announces), then closes only when told: .cut is a threading.Event. The
+    client reads the relayed part first, so what the proxy does at the
+    backend's close is observed on its own, not raced with the relay."""
+    cut = threading.Event()
+
+    def handler(rec):
+        rec.recv_until(b"\r\n\r\n")
+        rec.send(partial)
+        cut.wait(20)
+
+    be = t.raw_backend(handler)
+    be.cut = cut
+    return be
+
+
+def expect_cut(c, be, what, timeout=5):
+    """Tell the backend to close; the client must then see EOF (no more bytes)
+    within timeout. A proxy that keeps the client connection open fails here
+    with "connection not closed within", it is not taken for a truncation."""
+    be.cut.set()
+    rest = c.read_until_close(timeout)
+    eq(rest, b"", "%s: bytes after the backend closed" % what)
+
+
+def _cut_access_line(px):
+    a = px.wait_access(1)[-1]
+    return (a["status"], a.get("reason"))
+
+
 @case()
 def upstream_truncated_bodies_not_completed(t):
-    for name, raw in (("content-length", b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 50),
-                      ("chunked", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n32\r\n" + b"x" * 50 + b"\r\n")):
-        be = t.http_backend(Reply(raw=raw))
+    """The backend closes in the middle of the body: the client has the part
+    the backend sent, and then the proxy closes: no last chunk, no padding, no
+    connection left open; the access log says why."""
+    for name, head, part in (("content-length", b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n", b"x" * 50),
+                             ("chunked", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                              b"32\r\n" + b"x" * 50 + b"\r\n")):
+        be = cut_backend(t, head + part)
         px = t.proxy(be)
         base = px.fd_count()
         c = px.connect()
         c.request("GET", "/")
-        try:
-            r = c.read_response(timeout=5)
-        except Exception as e:  # EOF before the end of the message: what we want
-            t.note("%s: %s" % (name, e))
+        deadline = time.monotonic() + 5
+        first = c.rd.read_until(b"\r\n\r\n", deadline)
+        eq(first.split(b"\r\n")[0], b"HTTP/1.1 200 OK", "%s: status line" % name)
+        if name == "content-length":
+            eq(b"Content-Length: 100\r\n" in first, True, "content-length: framing relayed (%r)" % first)
+            data = bytearray()
+            c.rd.read_exact(50, deadline, data.extend)
+            eq(bytes(data), b"x" * 50, "content-length: relayed part")
         else:
-            raise AssertionError("truncated %s upstream body was delivered as a complete message: %r" % (name, r))
+            eq(b"Transfer-Encoding: chunked\r\n" in first, True, "chunked: framing (%r)" % first)
+            data = bytearray()
+            while len(data) < 50:  # the proxy re-chunks: any chunk sizes, 50 bytes in all
+                size = int(c.rd.read_until(b"\r\n", deadline)[:-2], 16)
+                assert 0 < size <= 50 - len(data), "chunk of %d after %d bytes" % (size, len(data))
+                c.rd.read_exact(size, deadline, data.extend)
+                crlf = bytearray()
+                c.rd.read_exact(2, deadline, crlf.extend)
+                eq(bytes(crlf), b"\r\n", "chunked: chunk end")
+            eq(bytes(data), b"x" * 50, "chunked: relayed part")
+        expect_cut(c, be, name)
+        eq(_cut_access_line(px), (200, "backend closed in the middle of the response body"),
+           "%s: access log (status, reason)" % name)
         c.close()
         px.wait_fds(base)
 
@@ -1020,16 +1071,23 @@ def client_abort_mid_download_and_upload(t):
 
 @case()
 def backend_abort_mid_response_closes_client(t):
-    be, px = setup(t, Reply(raw=b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n" + b"y" * 1000))
+    """1000 of 1000000 announced bytes, then the backend is gone: the client
+    gets those 1000 bytes, then a close (not a connection left open waiting
+    for the rest)."""
+    be = cut_backend(t, b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n" + b"y" * 1000)
+    px = t.proxy(be)
     base = px.fd_count()
     c = px.connect()
     c.request("GET", "/")
-    try:
-        c.read_response(timeout=5)
-    except Exception as e:
-        t.note("client: %s" % e)
-    else:
-        raise AssertionError("complete response after a backend abort")
+    deadline = time.monotonic() + 5
+    head = c.rd.read_until(b"\r\n\r\n", deadline)
+    eq(head.split(b"\r\n")[0], b"HTTP/1.1 200 OK", "status line")
+    eq(b"Content-Length: 1000000\r\n" in head, True, "framing relayed (%r)" % head)
+    data = bytearray()
+    c.rd.read_exact(1000, deadline, data.extend)
+    eq(bytes(data), b"y" * 1000, "relayed part")
+    expect_cut(c, be, "after 1000 bytes")
+    eq(_cut_access_line(px), (200, "backend closed in the middle of the response body"), "access log (status, reason)")
     c.close()
     px.wait_fds(base)
 
