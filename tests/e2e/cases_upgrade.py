@@ -672,11 +672,15 @@ def tunnel_sigterm_during_handshake(t, mode):
     px.proc.send_signal(signal.SIGTERM)
     data = c.read_until_close(5)
     closed_after = time.monotonic() - t0
+    # README: requests in flight get at most 3 s after SIGTERM, then exit 0.
+    # One SIGTERM only (a second one is a no-op); a small scheduling margin.
+    bound = 3.0 + 0.5
     try:
-        px.proc.wait(5)  # one SIGTERM only; then stop() just collects the status
+        px.proc.wait(max(0.0, t0 + bound - time.monotonic()))
     except subprocess.TimeoutExpired:
-        pass
-    px.stop(signal.SIGTERM, timeout=5, expect=0)
+        raise AssertionError("switchyard still running %.1fs after SIGTERM (in-flight requests get at most 3 s)"
+                             % (time.monotonic() - t0))
+    px.stop(sig=None, expect=0)
     backend_eof(be.tuns[0])
     if data.startswith(b"HTTP/1.1 101 "):
         eq(data, relayed_101(key), "101 then EOF")
