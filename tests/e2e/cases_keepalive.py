@@ -1,9 +1,12 @@
 """Upstream keep-alive: pooled backend connections, their limits and retries."""
 
 import os
+import re
+import socket
+import struct
 import time
 
-from harness import Reply, case, eq, wait_until
+from harness import Reply, case, eq, expect_proxy_error, register, wait_until
 
 
 def _get(c, target="/"):
@@ -64,19 +67,85 @@ def upstream_keepalive_backend_closed_idle_connection(t):
     eq(reqs[0].conn != reqs[1].conn, True, "second request on a new connection")
 
 
-@case()
-def upstream_keepalive_race_retried(t):
-    """A pooled connection the backend closes at the very moment it is reused:
-    the body-less request is sent again on a fresh connection, and the client
-    never sees the failure."""
-    be = t.http_backend(Reply(200, b"race\n", close=True))
-    px = t.proxy(be)
-    for i in range(20):  # no pause: some reuses race the backend's FIN
+def _race_backend(t, reset, fresh_answers=True):
+    """Connection 0 answers its first request with keep-alive, then closes
+    (FIN, or RST when reset) the moment the next request head arrives on it,
+    without a byte of answer: the race a pooled connection can lose. Later
+    connections answer every request (or, with fresh_answers=False, close on
+    their first request too)."""
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nrace\n"
+
+    def close(rec):
+        if reset:
+            rec.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        rec.sock.close()
+
+    def handler(rec):
+        heads = 0
+        while True:
+            try:
+                while bytes(rec.data).count(b"\r\n\r\n") <= heads:
+                    if not rec.recv(timeout=60):
+                        return  # the proxy closed it
+            except (socket.timeout, OSError):
+                return  # closed at cleanup
+            heads += 1
+            if (rec.index == 0 and heads == 2) or (rec.index > 0 and not fresh_answers):
+                close(rec)
+                return
+            rec.send(ok)
+
+    return t.raw_backend(handler)
+
+
+def _targets_by_connection(be):
+    return [re.findall(rb"^GET (\S+) HTTP/1.1\r\n", bytes(r.data), re.M) for r in be.records]
+
+
+def race_case(reset):
+    def fn(t):
+        """A pooled connection the backend closes at the very moment it is
+        reused: the body-less request is sent again on a fresh connection, and
+        the client never sees the failure."""
+        be = _race_backend(t, reset)
+        px = t.proxy(be, log_level="debug")
         c = t.connect(px.port)
-        _get(c, "/r%d" % i)
+        r = c.get("/first")
+        eq((r.status, r.body), (200, b"race\n"), "first response")
         c.close()
-    eq(len(be.wait_requests(20)), 20, "requests answered")
-    eq([a["status"] for a in px.access_lines()], [200] * 20, "access-log statuses")
+        c = t.connect(px.port)
+        r = c.get("/raced")
+        eq((r.status, r.body), (200, b"race\n"), "response to the raced request")
+        # the answer came from the fresh connection: every connection and
+        # request that led to it is recorded by now
+        eq(_targets_by_connection(be), [[b"/first", b"/raced"], [b"/raced"]],
+           "requests seen by each backend connection (the pooled one, then the fresh one)")
+        px.wait_access(2)
+        eq([(a["target"], a["status"]) for a in px.access_lines()], [("/first", 200), ("/raced", 200)],
+           "access log")
+        px.wait_log(r"debug s=\d+ pooled connection to 127\.0\.0\.1:%d closed; retrying$" % be.port)
+    return fn
+
+
+register("upstream_keepalive_race_retried", race_case(reset=False))
+register("upstream_keepalive_race_reset_retried", race_case(reset=True))
+
+
+@case()
+def upstream_keepalive_race_retried_once(t):
+    """The retry is made once: when the fresh connection closes without an
+    answer too, the client gets the 502 and no third connection is made."""
+    be = _race_backend(t, False, fresh_answers=False)
+    px = t.proxy(be)
+    c = t.connect(px.port)
+    eq(c.get("/first").status, 200, "first response")
+    c.close()
+    c = t.connect(px.port)
+    c.request("GET", "/raced")
+    eq(expect_proxy_error(c, 502), "backend closed before a complete response head", "502 body")
+    # the 502 comes instead of a further attempt: the count is final
+    eq(_targets_by_connection(be), [[b"/first", b"/raced"], [b"/raced"]],
+       "requests seen by each backend connection")
 
 
 @case()
