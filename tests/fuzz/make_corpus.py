@@ -1,0 +1,491 @@
+#!/usr/bin/python3
+"""Seed corpora for the libFuzzer drivers, built from the test cases.
+
+    /usr/bin/python3 tests/fuzz/make_corpus.py     (from anywhere)
+
+Writes tests/fuzz/corpus/fuzz_http/ and tests/fuzz/corpus/fuzz_ws/ afresh,
+one file per distinct input, named <origin>-<sha1 prefix> (stable across
+runs). Sources:
+
+  fuzz_http  tests/unit/check_http.c   every string literal that is a request
+                                       or response head (C escapes decoded,
+                                       string macros expanded), chunked bodies
+             tests/e2e/cases_malformed.py  CORPUS and BODY_CORPUS (imported)
+             tests/e2e/cases_http.py, cases_upgrade.py  byte-string
+                                       expressions that are HTTP messages,
+                                       Reply(...) scripts rendered to wire bytes
+  fuzz_ws    tests/unit/check_ws.c     RAW_CASES wire bytes with their mask
+                                       and max_message settings, SCRIPTS
+                                       encoded unmasked / masked, UTF8_CASES as
+                                       text frames, every opcode, close codes
+
+Each seed starts with the driver's control byte(s); see the header comments
+of fuzz_http.c and fuzz_ws.c for their layout.
+"""
+
+import ast
+import hashlib
+import os
+import re
+import shutil
+import struct
+import sys
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+OUT = os.path.join(ROOT, "tests", "fuzz", "corpus")
+MAX_SEED = 20480  # the -max_len `make fuzz` gives fuzz_http
+
+# ---------------------------------------------------------------------------
+# a little C: tokens, string literals with escapes, string macros
+
+
+def c_tokens(text):
+    """Tokens of C source: ('s', bytes) string literals, ('c', str) char
+    literals, ('n', str) numbers, ('i', str) identifiers, ('p', str) others.
+    Comments and preprocessor lines are dropped; #define NAME "..." macros
+    made of string literals (or other such macros) are expanded."""
+    text = text.replace("\\\n", "")
+    macros = {}
+    toks = []
+    i, n = 0, len(text)
+    line_start = True
+    while i < n:
+        ch = text[i]
+        if ch == "\n":
+            line_start = True
+            i += 1
+            continue
+        if ch in " \t\r\f\v":
+            i += 1
+            continue
+        if line_start and ch == "#":
+            j = text.find("\n", i)
+            j = n if j < 0 else j
+            m = re.match(r"#\s*define\s+(\w+)\s+(.*)", text[i:j])
+            if m and "(" not in m.group(1):
+                body = c_tokens(m.group(2))
+                if body and all(t[0] == "s" or (t[0] == "i" and t[1] in macros) for t in body):
+                    macros[m.group(1)] = b"".join(t[1] if t[0] == "s" else macros[t[1]] for t in body)
+            i = j
+            continue
+        line_start = False
+        if text.startswith("//", i):
+            j = text.find("\n", i)
+            i = n if j < 0 else j
+            continue
+        if text.startswith("/*", i):
+            i = text.index("*/", i) + 2
+            continue
+        if ch in "\"'":
+            j = i + 1
+            while text[j] != ch:
+                j += 2 if text[j] == "\\" else 1
+            lit = c_unescape(text[i + 1:j])
+            toks.append(("s" if ch == '"' else "c", lit))
+            i = j + 1
+            continue
+        m = re.compile(r"[A-Za-z_]\w*|\d[\w.]*").match(text, i)
+        if m:
+            w = m.group(0)
+            toks.append(("n" if w[0].isdigit() else "i", w))
+            i = m.end()
+            continue
+        toks.append(("p", ch))
+        i += 1
+    # expand string macros
+    return [("s", macros[t[1]]) if t[0] == "i" and t[1] in macros else t for t in toks]
+
+
+def c_unescape(s):
+    out = bytearray()
+    i = 0
+    simple = {"n": 10, "r": 13, "t": 9, "a": 7, "b": 8, "f": 12, "v": 11,
+              "\\": 92, '"': 34, "'": 39, "?": 63}
+    while i < len(s):
+        ch = s[i]
+        if ch != "\\":
+            out += ch.encode("utf-8")
+            i += 1
+            continue
+        e = s[i + 1]
+        if e in simple:
+            out.append(simple[e])
+            i += 2
+        elif e == "x":  # greedy, as in C
+            m = re.compile(r"[0-9A-Fa-f]+").match(s, i + 2)
+            out.append(int(m.group(0), 16) & 0xFF)
+            i = m.end()
+        elif e in "01234567":
+            m = re.compile(r"[0-7]{1,3}").match(s, i + 1)
+            out.append(int(m.group(0), 8) & 0xFF)
+            i = m.end()
+        else:
+            raise ValueError("escape \\%s" % e)
+    return bytes(out)
+
+
+def string_runs(toks):
+    """(index after the run, bytes) for every run of adjacent string literals."""
+    runs, i = [], 0
+    while i < len(toks):
+        if toks[i][0] == "s":
+            j, b = i, b""
+            while j < len(toks) and toks[j][0] == "s":
+                b += toks[j][1]
+                j += 1
+            runs.append((j, b))
+            i = j
+        else:
+            i += 1
+    return runs
+
+
+def c_array(toks, name):
+    """The initializer of `... name[] = { ... };` as nested lists: a brace is
+    a list of elements, an element a list of tokens (or a nested list)."""
+    for i in range(len(toks) - 3):
+        if toks[i] == ("i", name) and toks[i + 1] == ("p", "[") and toks[i + 2] == ("p", "]"):
+            j = i + 3
+            while toks[j] != ("p", "{"):
+                j += 1
+            val, _ = _brace(toks, j + 1)
+            # each element of the array is one braced initializer
+            return [e[0] if len(e) == 1 and isinstance(e[0], list) else e for e in val]
+    raise KeyError(name)
+
+
+def _brace(toks, i):
+    items, cur, depth = [], [], 0
+    while True:
+        t = toks[i]
+        if t == ("p", "{") and depth == 0:
+            sub, i = _brace(toks, i + 1)
+            cur.append(sub)
+            continue
+        if t[0] == "p" and t[1] in "([":
+            depth += 1
+        elif t[0] == "p" and t[1] in ")]":
+            depth -= 1
+        if depth == 0 and t == ("p", ","):
+            items.append(cur)
+            cur = []
+        elif depth == 0 and t == ("p", "}"):
+            if cur:
+                items.append(cur)
+            return items, i + 1
+        else:
+            cur.append(t)
+        i += 1
+
+
+def c_value(elem, consts):
+    """An element of an initializer: bytes, int, bool, or None."""
+    if len(elem) == 1 and isinstance(elem[0], list):
+        return elem[0]
+    if elem and all(t[0] == "s" for t in elem):
+        return b"".join(t[1] for t in elem)
+    if elem and elem[0] == ("i", "W"):  # W("...") -> bytes
+        return b"".join(t[1] for t in elem if t[0] == "s")
+    if len(elem) == 1 and elem[0][0] == "n":
+        return int(elem[0][1].rstrip("uUlL"), 0)
+    if len(elem) == 1 and elem[0][0] == "i":
+        w = elem[0][1]
+        if w in ("true", "false"):
+            return w == "true"
+        if w in consts:
+            return consts[w]
+    return None
+
+
+# ---------------------------------------------------------------------------
+# seeds
+
+SEEDS = {"fuzz_http": {}, "fuzz_ws": {}}
+
+
+def add(driver, origin, data):
+    if len(data) > MAX_SEED:
+        return
+    h = hashlib.sha1(data).hexdigest()
+    SEEDS[driver].setdefault(data, "%s-%s" % (origin, h[:12]))
+
+
+# fuzz_http control byte: bit 0 response, bits 1-2 request method, bits 3-7 piece - 1
+METHOD_BITS = {"GET": 0, "HEAD": 1, "CONNECT": 2, "OTHER": 3}
+
+
+def http_ctl(response, method="GET", piece=7):
+    return bytes([(1 if response else 0) | METHOD_BITS[method] << 1 | (piece - 1) << 3])
+
+
+REQ_RE = re.compile(rb"^[!-~]*[ \t]+\S*[ \t]*(HTTP|http)/")
+METHODS_RE = re.compile(rb"^(GET|HEAD|POST|PUT|DELETE|OPTIONS|PATCH|CONNECT|FOO|M-SEARCH\*|get) ")
+
+
+def is_response(b):
+    return b[:5].upper() == b"HTTP/"
+
+
+def is_request(b):
+    first = b.split(b"\n", 1)[0]
+    return bool(METHODS_RE.match(b.lstrip(b"\r\n ")) or REQ_RE.match(first)) and b"\n" in b
+
+
+CHUNKED = (b"5;ext=1;name=\"q\"\r\nhello\r\n1\r\n \r\nA\r\n0123456789\r\n00000001\r\n!\r\n"
+           b"0;last\r\nTrailer-A: 1\r\n\r\n")
+NEXT_REQ = b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n"
+NEXT_RESP = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+def with_body(head, response):
+    """A complete head gets a body that fits its framing and a second message
+    behind it, so body decoding and keep-alive are reached; anything else
+    stays as it is."""
+    if not head.endswith(b"\r\n\r\n"):
+        return head
+    nxt = NEXT_RESP if response else NEXT_REQ
+    m = re.search(rb"\r\ncontent-length:[ \t]*(\d{1,4})[ \t]*\r\n", head, re.I)
+    if re.search(rb"\r\ntransfer-encoding:[ \t]*chunked[ \t]*\r\n", head, re.I):
+        return head + CHUNKED + nxt
+    if m:
+        return head + b"x" * int(m.group(1)) + nxt
+    if response:
+        return head + b"close-delimited body"
+    return head + nxt
+
+
+def add_http_message(origin, b, method=None):
+    if is_response(b):
+        status = re.match(rb"\S+ (\d{3})", b)
+        methods = [method] if method else ["GET"]
+        if not method and status and status.group(1)[:1] == b"2":
+            methods += ["HEAD", "CONNECT"]  # other methods frame as GET does
+        for mth in methods:
+            add("fuzz_http", origin, http_ctl(True, mth) + with_body(b, True))
+    elif is_request(b):
+        add("fuzz_http", origin, http_ctl(False) + with_body(b, False))
+
+
+def http_from_check_http():
+    path = os.path.join(ROOT, "tests", "unit", "check_http.c")
+    toks = c_tokens(open(path, encoding="utf-8").read())
+    for end, b in string_runs(toks):
+        method = None
+        # a response case names the request method right after its bytes
+        if end + 1 < len(toks) and toks[end] == ("p", ",") and toks[end + 1][0] == "i" and toks[end + 1][1].startswith("HTTP_METHOD_"):
+            method = {"HTTP_METHOD_GET": "GET", "HTTP_METHOD_HEAD": "HEAD",
+                      "HTTP_METHOD_CONNECT": "CONNECT"}.get(toks[end + 1][1], "OTHER")
+        if is_response(b) or is_request(b):
+            add_http_message("unit", b, method)
+        elif b"\r\n" in b and re.match(rb"^[0-9a-fA-F\-\r\nz]", b):
+            # a chunked body: behind a chunked request and a chunked response
+            add("fuzz_http", "unit-chunked", http_ctl(False) +
+                b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" + b)
+            add("fuzz_http", "unit-chunked", http_ctl(True) +
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b)
+    # split feeding: the chunked example fed a byte at a time
+    add("fuzz_http", "unit-bytewise", http_ctl(False, piece=1) +
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" + CHUNKED + NEXT_REQ)
+
+
+def http_from_malformed():
+    sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
+    import cases_malformed as m
+    for _name, raw, _status in m.CORPUS:
+        add("fuzz_http", "e2e-malformed", http_ctl(False) + raw)
+    for _name, raw in m.BODY_CORPUS:
+        add("fuzz_http", "e2e-malformed-body", http_ctl(False) + raw)
+
+
+class _Eval(ast.NodeVisitor):
+    """Byte strings, Reply(...) and build_request(...) with literal arguments."""
+
+    def __init__(self, origin, harness):
+        self.origin, self.h = origin, harness
+
+    def value(self, node):
+        if isinstance(node, ast.Constant):
+            return node.value
+        if isinstance(node, ast.BinOp):
+            a, b = self.value(node.left), self.value(node.right)
+            if isinstance(node.op, ast.Add) and type(a) is type(b) and isinstance(a, (bytes, str)):
+                return a + b
+            if isinstance(node.op, ast.Mult) and isinstance(a, (bytes, str)) and isinstance(b, int) and b < 30000:
+                return a * b
+            if isinstance(node.op, ast.Mod) and isinstance(a, bytes):
+                return a % b
+            raise ValueError
+        if isinstance(node, ast.Tuple):
+            return tuple(self.value(e) for e in node.elts)
+        if isinstance(node, ast.List):
+            return [self.value(e) for e in node.elts]
+        if isinstance(node, ast.Name) and node.id == "CONTINUE":
+            return self.h.CONTINUE
+        raise ValueError
+
+    def visit_BinOp(self, node):
+        self._bytes(node)
+
+    def visit_Constant(self, node):
+        self._bytes(node)
+
+    def _bytes(self, node):
+        try:
+            b = self.value(node)
+        except (ValueError, TypeError):
+            self.generic_visit(node)
+            return
+        if isinstance(b, bytes):
+            add_http_message(self.origin, b)
+
+    def visit_Call(self, node):
+        name = getattr(node.func, "id", getattr(node.func, "attr", None))
+        try:
+            args = [self.value(a) for a in node.args]
+            kw = {k.arg: self.value(k.value) for k in node.keywords}
+        except (ValueError, TypeError):
+            self.generic_visit(node)
+            return
+        if name == "build_request":
+            add_http_message(self.origin, self.h.build_request(*args, **kw))
+        elif name == "Reply":
+            rep = self.h.Reply(*args, **kw)
+            for i in rep.interim:
+                add_http_message(self.origin, i)
+            if rep.raw is not None:
+                add_http_message(self.origin, rep.raw)
+            elif isinstance(rep.body, (bytes, bytearray)):
+                add_http_message(self.origin, render_reply(self.h, rep))
+        self.generic_visit(node)
+
+
+def render_reply(h, rep):
+    """The wire bytes HttpBackend._send writes for a Reply (bytes body)."""
+    lines, names = [], []
+    for f in rep.headers:
+        if isinstance(f, tuple):
+            names.append(f[0].lower())
+            lines.append(("%s: %s" % f).encode("latin-1"))
+        else:
+            names.append(f.split(b":")[0].decode("latin-1").lower())
+            lines.append(f)
+    body = bytes(rep.body)
+    if rep.framing == "cl" and "content-length" not in names:
+        lines.append(b"Content-Length: %d" % len(body))
+    if rep.framing == "chunked" and "transfer-encoding" not in names:
+        lines.append(b"Transfer-Encoding: chunked")
+    reason = rep.reason if rep.reason is not None else h.REASONS.get(rep.status, "Whatever")
+    head = ("%s %d %s\r\n" % (rep.version, rep.status, reason)).encode("latin-1")
+    head += b"".join(l + b"\r\n" for l in lines) + b"\r\n"
+    if rep.framing == "chunked":
+        return head + h.chunked(body, rep.chunk_size, rep.trailers)
+    if rep.framing in ("cl", "close"):
+        return head + body
+    return head
+
+
+def http_from_e2e():
+    sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
+    import harness
+    for name in ("cases_http", "cases_upgrade"):
+        path = os.path.join(ROOT, "tests", "e2e", name + ".py")
+        _Eval("e2e-" + name[6:], harness).visit(ast.parse(open(path, encoding="utf-8").read()))
+
+
+def http_upgrade():
+    """The handshake pair the proxy forwards, and a response to each method."""
+    req = (b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+           b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+    add("fuzz_http", "upgrade", http_ctl(False) + req + b"\x81\x85\x37\xfa\x21\x3d\x7f\x9f\x4d\x51\x58")
+    resp = (b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+            b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
+    add("fuzz_http", "upgrade", http_ctl(True) + b"HTTP/1.1 100 Continue\r\n\r\n" + resp + b"\x81\x05Hello")
+    for mth in METHOD_BITS:
+        add("fuzz_http", "method", http_ctl(True, mth) +
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello" + NEXT_RESP)
+        add("fuzz_http", "method", http_ctl(True, mth) +
+            b"HTTP/1.1 200 Connection established\r\n\r\n\x16\x03\x01\x00\x05hello")
+
+
+# ---- fuzz_ws --------------------------------------------------------------
+
+WS_MAX = [1024 * 1024, 0, 5, 125, 255, 256, 1000, 65536]  # fuzz_ws.c MAX_MESSAGE
+MASK = bytes([0x37, 0xFA, 0x21, 0x3D])
+
+
+def ws_ctl(require_mask, max_message, piece=17):
+    idx = WS_MAX.index(max_message) if max_message in WS_MAX else 0
+    return bytes([(1 if require_mask else 0) | idx << 1, (piece - 1) % 17])
+
+
+def frame(b0, payload, mask=None):
+    n = len(payload)
+    mbit = 0x80 if mask else 0
+    if n < 126:
+        h = bytes([b0, mbit | n])
+    elif n < 65536:
+        h = bytes([b0, mbit | 126]) + struct.pack(">H", n)
+    else:
+        h = bytes([b0, mbit | 127]) + struct.pack(">Q", n)
+    if mask:
+        return h + mask + bytes(c ^ mask[i & 3] for i, c in enumerate(payload))
+    return h + payload
+
+
+def ws_from_check_ws():
+    path = os.path.join(ROOT, "tests", "unit", "check_ws.c")
+    toks = c_tokens(open(path, encoding="utf-8").read())
+    consts = {"MIB": 1024 * 1024}
+    # {name, W(wire), require_mask, max, ...}
+    for case in c_array(toks, "RAW_CASES"):
+        wire = c_value(case[1], consts)
+        require_mask, max_message = c_value(case[2], consts), c_value(case[3], consts)
+        add("fuzz_ws", "unit-raw", ws_ctl(require_mask, max_message) + wire)
+        add("fuzz_ws", "unit-raw", ws_ctl(require_mask, max_message, piece=1) + wire)
+    # {name, {F(b0, "..."), ...}, max, ...}: unmasked, at a server, at a client
+    for case in c_array(toks, "SCRIPTS"):
+        frames = []
+        for f in c_value(case[1], consts):
+            assert f[0] == ("i", "F"), f
+            b0 = int(f[2][1], 0)
+            frames.append((b0, b"".join(t[1] for t in f if t[0] == "s")))
+        max_message = c_value(case[2], consts)
+        for masked, require in ((False, False), (True, True), (True, False)):
+            wire = b"".join(frame(b0, p, MASK if masked else None) for b0, p in frames)
+            add("fuzz_ws", "unit-script", ws_ctl(require, max_message, piece=len(wire) % 17 + 1) + wire)
+    for case in c_array(toks, "UTF8_CASES"):
+        p = c_value(case[0], consts)
+        add("fuzz_ws", "unit-utf8", ws_ctl(True, 0) + frame(0x81, p, MASK))
+        if len(p) > 1:
+            add("fuzz_ws", "unit-utf8", ws_ctl(True, 0, piece=1) +
+                frame(0x01, p[:1], MASK) + frame(0x89, b"", MASK) + frame(0x80, p[1:], MASK))
+    for case in c_array(toks, "CLOSE_CODES"):
+        code = c_value(case[0], consts)
+        add("fuzz_ws", "unit-close", ws_ctl(True, 1024 * 1024) +
+            frame(0x88, struct.pack(">H", code) + b"bye", MASK))
+    for op in range(16):
+        add("fuzz_ws", "unit-opcode", ws_ctl(False, 0) + bytes([0x80 | op, 0]))
+    # the RFC's 256-byte binary example, masked at a server, then a close
+    payload = bytes((i * 7 + 3) & 0xFF for i in range(256))
+    add("fuzz_ws", "unit-rfc256", ws_ctl(True, 1024 * 1024, piece=13) +
+        frame(0x82, payload, MASK) + frame(0x88, b"\x03\xe8", MASK))
+
+
+def main():
+    http_from_check_http()
+    http_from_malformed()
+    http_from_e2e()
+    http_upgrade()
+    ws_from_check_ws()
+    for driver, seeds in SEEDS.items():
+        d = os.path.join(OUT, driver)
+        shutil.rmtree(d, ignore_errors=True)
+        os.makedirs(d)
+        for data, name in seeds.items():
+            with open(os.path.join(d, name), "wb") as f:
+                f.write(data)
+        print("%s: %d seeds, %d bytes" % (d, len(seeds), sum(len(k) for k in seeds)))
+
+
+if __name__ == "__main__":
+    main()
