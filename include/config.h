@@ -111,6 +111,7 @@ struct config_limits {
 	size_t header_fields;	/* default 100 */
 	size_t uri_bytes;	/* request-target; default 8192 */
 	size_t max_connections; /* client connections; default 10000 */
+	size_t nofile;		/* RLIMIT_NOFILE to set; 0 (default) = what the config needs */
 };
 
 struct config {

@@ -16,6 +16,7 @@
 struct event_base;
 struct event;
 struct balance_pool;
+struct fdlimit_plan;
 struct listener;
 struct session;
 struct splice_pool;
@@ -40,15 +41,18 @@ struct proxy {
 	struct session *sessions; /* intrusive list, for graceful stop */
 	size_t n_sessions;
 	uint64_t next_session_id;
-	bool paused;   /* accepting stopped at max_connections or on EMFILE */
-	bool stopping; /* SIGTERM received: finish exchanges, then exit */
+	size_t max_connections; /* the config's, or fewer when descriptors are short */
+	bool paused;		/* accepting stopped at max_connections or on EMFILE */
+	bool stopping;		/* SIGTERM received: finish exchanges, then exit */
 	struct event *stop_timer;
 	struct event *resume_timer;
 	struct splice_pool *pipes;
 };
 
-/* Bind every listener and start accepting. NULL on failure (logged). */
-struct proxy *proxy_new(struct event_base *base, const struct config *cfg);
+/* Bind every listener and start accepting, within the connection and pipe
+ * limits of fds. NULL on failure (logged). */
+struct proxy *proxy_new(struct event_base *base, const struct config *cfg,
+			const struct fdlimit_plan *fds);
 void proxy_free(struct proxy *px);
 
 /* Stop accepting, close idle connections and tunnels, let exchanges finish. */

@@ -11,11 +11,16 @@
 
 struct splice_pool;
 
-/* A pool keeping at most cap idle pipes. NULL on failure. */
-struct splice_pool *splice_pool_new(size_t cap);
+/*
+ * A pool keeping at most cap idle pipes and lending no more than max pipes
+ * in all (idle + lent), so pipes stay within their share of the descriptor
+ * budget (fdlimit.h). NULL on failure.
+ */
+struct splice_pool *splice_pool_new(size_t cap, size_t max);
 void splice_pool_free(struct splice_pool *p);
 
-/* Borrow an empty pipe: fds[0] read end, fds[1] write end. 0 / -1 (errno). */
+/* Borrow an empty pipe: fds[0] read end, fds[1] write end. 0 / -1 (errno;
+ * EMFILE when max pipes are out: the caller copies instead). */
 int splice_pool_get(struct splice_pool *p, int fds[2]);
 /* Return a pipe; empty is false when bytes remain in it (then it is closed). */
 void splice_pool_put(struct splice_pool *p, int fds[2], int empty);

@@ -102,9 +102,11 @@ static const struct limit_key LIMIT_TABLE[] = {
     {"header_fields", offsetof(struct config_limits, header_fields), 100, 1, false},
     {"uri_bytes", offsetof(struct config_limits, uri_bytes), 8192, 1, true},
     {"max_connections", offsetof(struct config_limits, max_connections), 10000, 1, false},
+    /* below this the reserve alone would not fit (fdlimit.h) */
+    {"nofile", offsetof(struct config_limits, nofile), 0, 64, false},
 };
-static const char *const LIMIT_KEYS[] = {"header_bytes", "header_fields", "uri_bytes",
-					 "max_connections", NULL};
+static const char *const LIMIT_KEYS[] = {"header_bytes",    "header_fields", "uri_bytes",
+					 "max_connections", "nofile",	     NULL};
 
 /* ---- error collection ------------------------------------------------- */
 

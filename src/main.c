@@ -14,6 +14,7 @@
 #include <openssl/opensslv.h>
 
 #include "config.h"
+#include "fdlimit.h"
 #include "log.h"
 #include "proxy.h"
 #include "session.h"
@@ -77,7 +78,7 @@ static struct event_base *base_new(void)
 	return base;
 }
 
-static int run(struct config *cfg)
+static int run(struct config *cfg, const struct fdlimit_plan *fds)
 {
 	int rc = 1;
 	struct event_base *base = base_new();
@@ -92,7 +93,7 @@ static int run(struct config *cfg)
 	if (sigterm == NULL || sigint == NULL || evsignal_add(sigterm, NULL) < 0 ||
 	    evsignal_add(sigint, NULL) < 0)
 		goto out;
-	px = proxy_new(base, cfg);
+	px = proxy_new(base, cfg, fds);
 	if (px == NULL)
 		goto out;
 	log_msg(LOG_LEVEL_INFO, 0, "switchyard %s started with %s", SWITCHYARD_VERSION, cfg->file);
@@ -141,13 +142,28 @@ int main(int argc, char **argv)
 	struct config *cfg = load_config(file);
 	if (cfg == NULL)
 		return 1;
+	/* -t too: a limit too low is a property of where it runs, not of the
+	 * file, so it warns but still exits 0 */
+	struct fdlimit_plan fds;
+	char note[256], warning[512];
+	fdlimit_apply(cfg, &fds, note, sizeof(note));
+	fdlimit_warning(cfg, &fds, warning, sizeof(warning));
 	if (check_only) {
+		if (warning[0])
+			fprintf(stderr, "%s: warning: %s\n", file, warning);
 		printf("%s: configuration is valid\n", file);
 		config_free(cfg);
 		return 0;
 	}
 	signal(SIGPIPE, SIG_IGN); /* a vanished peer is an error code, not a signal */
-	int rc = log_open(cfg->error_log, cfg->access_log, cfg->log_level) < 0 ? 1 : run(cfg);
+	int rc = 1;
+	if (log_open(cfg->error_log, cfg->access_log, cfg->log_level) == 0) {
+		if (note[0])
+			log_msg(LOG_LEVEL_INFO, 0, "%s", note);
+		if (warning[0])
+			log_msg(LOG_LEVEL_WARN, 0, "%s", warning);
+		rc = run(cfg, &fds);
+	}
 	log_close();
 	config_free(cfg);
 	return rc;

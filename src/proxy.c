@@ -11,6 +11,7 @@
 #include <event2/event.h>
 
 #include "balance.h"
+#include "fdlimit.h"
 #include "listener.h"
 #include "log.h"
 #include "session.h"
@@ -33,7 +34,7 @@ static void proxy_pause(struct proxy *px)
 
 static void proxy_resume(struct proxy *px)
 {
-	if (!px->paused || px->stopping || px->n_sessions >= px->cfg->limits.max_connections)
+	if (!px->paused || px->stopping || px->n_sessions >= px->max_connections)
 		return;
 	px->paused = false;
 	for (size_t i = 0; i < px->n_listeners; i++)
@@ -66,7 +67,7 @@ static void proxy_resume_cb(evutil_socket_t fd, short what, void *arg)
 void proxy_session_added(struct proxy *px, struct session *s)
 {
 	session_link(&px->sessions, s);
-	if (++px->n_sessions >= px->cfg->limits.max_connections)
+	if (++px->n_sessions >= px->max_connections)
 		proxy_pause(px);
 }
 
@@ -136,15 +137,18 @@ static int proxy_listen(struct proxy *px)
 	return 0;
 }
 
-struct proxy *proxy_new(struct event_base *base, const struct config *cfg)
+struct proxy *proxy_new(struct event_base *base, const struct config *cfg,
+			const struct fdlimit_plan *fds)
 {
 	struct proxy *px = calloc(1, sizeof(*px));
 	if (px == NULL)
 		return NULL;
 	px->base = base;
 	px->cfg = cfg;
+	px->max_connections = fds->max_connections;
 	px->resume_timer = evtimer_new(base, proxy_resume_cb, px);
-	px->pipes = splice_pool_new(PROXY_PIPE_POOL);
+	size_t idle_pipes = fds->max_pipes < PROXY_PIPE_POOL ? fds->max_pipes : PROXY_PIPE_POOL;
+	px->pipes = splice_pool_new(idle_pipes, fds->max_pipes);
 	if (px->resume_timer == NULL || px->pipes == NULL || proxy_make_pools(px) < 0 ||
 	    proxy_listen(px) < 0) {
 		proxy_free(px);

@@ -11,11 +11,12 @@
 #include <unistd.h>
 
 struct splice_pool {
-	int (*pipes)[2];
+	int (*pipes)[2]; /* idle, empty pipes */
 	size_t n, cap;
+	size_t open, max; /* pipes in existence (idle + lent) and their bound */
 };
 
-struct splice_pool *splice_pool_new(size_t cap)
+struct splice_pool *splice_pool_new(size_t cap, size_t max)
 {
 	struct splice_pool *p = calloc(1, sizeof(*p));
 	if (p == NULL)
@@ -25,7 +26,8 @@ struct splice_pool *splice_pool_new(size_t cap)
 		free(p);
 		return NULL;
 	}
-	p->cap = cap;
+	p->cap = cap < max ? cap : max;
+	p->max = max;
 	return p;
 }
 
@@ -49,10 +51,16 @@ int splice_pool_get(struct splice_pool *p, int fds[2])
 		fds[1] = p->pipes[p->n][1];
 		return 0;
 	}
+	if (p->open >= p->max) {
+		fds[0] = fds[1] = -1;
+		errno = EMFILE; /* the descriptor budget's share for pipes is spent */
+		return -1;
+	}
 	if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0) {
 		fds[0] = fds[1] = -1;
 		return -1;
 	}
+	p->open++;
 	return 0;
 }
 
@@ -65,6 +73,7 @@ void splice_pool_put(struct splice_pool *p, int fds[2], int empty)
 	} else {
 		close(fds[0]);
 		close(fds[1]);
+		p->open--;
 	}
 	fds[0] = fds[1] = -1;
 }

@@ -147,8 +147,12 @@ static int upgrade_check_ws_request(const struct http_msg *req, struct upgrade_r
 		upgrade_reject(out, 400, "bad Sec-WebSocket-Key");
 		return -1;
 	}
-	if (ver == NULL || http_msg_count(req, "Sec-WebSocket-Version") != 1) {
+	if (ver == NULL) {
 		upgrade_reject(out, 400, "missing Sec-WebSocket-Version");
+		return -1;
+	}
+	if (http_msg_count(req, "Sec-WebSocket-Version") != 1) { /* RFC 6455 §11.3.5: one field */
+		upgrade_reject(out, 400, "repeated Sec-WebSocket-Version");
 		return -1;
 	}
 	/* exact match: "13, 8" is a list we cannot honour, so 426 advertises 13 */

@@ -72,7 +72,7 @@ static const char FULL[] =
     "timeouts = { header = \"250ms\"; keepalive = \"2m\"; connect = \"3\";\n"
     "             response = \"1h\"; send = \"0\"; tunnel_idle = \"90s\"; tunnel_max = \"2h\"; };\n"
     "limits = { header_bytes = \"32k\"; header_fields = 50; uri_bytes = 4096;\n"
-    "           max_connections = 20; };\n"
+    "           max_connections = 20; nofile = 4096; };\n"
     "upstreams = (\n"
     "  { name = \"app\"; servers = ( { address = \"127.0.0.1:9000\"; weight = 5; },\n"
     "                               { address = \"127.0.0.1:9001\"; } ); },\n"
@@ -123,6 +123,7 @@ START_TEST(test_full)
 	ck_assert_uint_eq(cfg->limits.header_fields, 50);
 	ck_assert_uint_eq(cfg->limits.uri_bytes, 4096);
 	ck_assert_uint_eq(cfg->limits.max_connections, 20);
+	ck_assert_uint_eq(cfg->limits.nofile, 4096);
 
 	ck_assert_uint_eq(cfg->n_upstreams, 2);
 	ck_assert_str_eq(cfg->upstreams[0].name, "app");
@@ -191,6 +192,7 @@ START_TEST(test_defaults)
 	ck_assert_uint_eq(cfg->limits.header_fields, 100);
 	ck_assert_uint_eq(cfg->limits.uri_bytes, 8192);
 	ck_assert_uint_eq(cfg->limits.max_connections, 10000);
+	ck_assert_uint_eq(cfg->limits.nofile, 0); /* 0 = what the config needs */
 	ck_assert_uint_eq(cfg->upstreams[0].servers[0].weight, 1);
 	const struct config_route *r = &cfg->routes[0];
 	ck_assert_str_eq(r->name, "#1");
@@ -510,6 +512,8 @@ static const struct err_case ERR_CASES[] = {
      {":4: bad value 'limits.header_fields' = 0: must be >= 1"}},
     {BASE "limits = { max_connections = -5; };\n",
      {":4: bad value 'limits.max_connections' = -5: must be >= 1"}},
+    {BASE "limits = { nofile = 63; };\n", {":4: bad value 'limits.nofile' = 63: must be >= 64"}},
+    {BASE "limits = { nofile = \"4k\"; };\n", {":4: 'limits.nofile' must be an integer"}},
 
     /* upstreams */
     {LISTEN "upstreams = ( );\n" ROUTES, {":3: undefined upstream 'app'"}},

@@ -224,7 +224,7 @@ static void fix_start(struct fix *f, int variant, const char *to_client, const c
 	f->fds_before = count_fds();
 	f->base = event_base_new();
 	ck_assert_ptr_nonnull(f->base);
-	f->pool = splice_pool_new(fix_pool_cap);
+	f->pool = splice_pool_new(fix_pool_cap, 64);
 	ck_assert_ptr_nonnull(f->pool);
 	if (f->v->tcp) {
 		tcp_pair(&f->client.fd, &f->c_proxy);
@@ -680,7 +680,7 @@ START_TEST(test_mode_selection)
 	for (size_t i = 0; i < N(cases); i++) {
 		int before = count_fds(), a, b, c, d;
 		struct event_base *base = event_base_new();
-		struct splice_pool *pool = splice_pool_new(2);
+		struct splice_pool *pool = splice_pool_new(2, 64);
 		tcp_pair(&a, &b);
 		tcp_pair(&c, &d);
 		struct tunnel_params p = {.base = base,
@@ -707,7 +707,7 @@ END_TEST
 START_TEST(test_pool_reuse)
 {
 	int before = count_fds();
-	struct splice_pool *p = splice_pool_new(2);
+	struct splice_pool *p = splice_pool_new(2, 64);
 	int a[2], b[2], c[2], d[2];
 	ck_assert_ptr_nonnull(p);
 
@@ -762,7 +762,7 @@ END_TEST
 START_TEST(test_pool_cap_zero)
 {
 	int before = count_fds();
-	struct splice_pool *p = splice_pool_new(0);
+	struct splice_pool *p = splice_pool_new(0, 64);
 	int a[2];
 	ck_assert_ptr_nonnull(p);
 	ck_assert_int_eq(splice_pool_get(p, a), 0);
@@ -772,11 +772,54 @@ START_TEST(test_pool_cap_zero)
 }
 END_TEST
 
+/* At most max pipes exist at once (idle + lent); past that get fails with
+ * EMFILE and the tunnel copies, so pipes never eat a connection's descriptors. */
+START_TEST(test_pool_max)
+{
+	int before = count_fds();
+	struct splice_pool *p = splice_pool_new(4, 2);
+	int a[2], b[2], c[2];
+	ck_assert_ptr_nonnull(p);
+	ck_assert_int_eq(splice_pool_get(p, a), 0);
+	ck_assert_int_eq(splice_pool_get(p, b), 0);
+	errno = 0;
+	ck_assert_int_eq(splice_pool_get(p, c), -1);
+	ck_assert_int_eq(errno, EMFILE);
+	ck_assert_int_eq(c[0], -1);
+	ck_assert_int_eq(c[1], -1);
+	ck_assert_int_eq(count_fds(), before + 4);
+	/* an idle pipe counts too: returned empty, it is handed out again */
+	int a0 = a[0];
+	splice_pool_put(p, a, 1);
+	ck_assert_int_eq(splice_pool_get(p, c), 0);
+	ck_assert_int_eq(c[0], a0);
+	/* a closed pipe frees its place */
+	ck_assert_int_eq(write(b[1], "x", 1), 1);
+	splice_pool_put(p, b, 0);
+	ck_assert_int_eq(splice_pool_get(p, b), 0);
+	ck_assert_int_eq(count_fds(), before + 4);
+	errno = 0;
+	ck_assert_int_eq(splice_pool_get(p, a), -1);
+	ck_assert_int_eq(errno, EMFILE);
+	splice_pool_put(p, b, 1);
+	splice_pool_put(p, c, 1);
+	splice_pool_free(p);
+	ck_assert_int_eq(count_fds(), before);
+
+	/* max 0: no pipe at all, nothing opened */
+	p = splice_pool_new(8, 0);
+	ck_assert_ptr_nonnull(p);
+	ck_assert_int_eq(splice_pool_get(p, a), -1);
+	ck_assert_int_eq(count_fds(), before);
+	splice_pool_free(p);
+}
+END_TEST
+
 /* splice_move: socket -> pipe -> socket, EAGAIN when empty, 0 at EOF. */
 START_TEST(test_splice_move)
 {
 	int a, b, c, d, pfd[2];
-	struct splice_pool *p = splice_pool_new(1);
+	struct splice_pool *p = splice_pool_new(1, 64);
 	tcp_pair(&a, &b);
 	tcp_pair(&c, &d);
 	ck_assert_int_eq(splice_pool_get(p, pfd), 0);
@@ -844,6 +887,7 @@ static Suite *tunnel_suite(void)
 	tc = tcase_create("splice_pool");
 	tcase_add_test(tc, test_pool_reuse);
 	tcase_add_test(tc, test_pool_cap_zero);
+	tcase_add_test(tc, test_pool_max);
 	tcase_add_test(tc, test_splice_move);
 	suite_add_tcase(s, tc);
 	return s;

@@ -296,7 +296,9 @@ static const struct ws_case ws_cases[] = {
      "unsupported Sec-WebSocket-Version"},
     {"missing version", NULL, KEY(RFC_KEY), UPGRADE_REJECT, 400, "missing Sec-WebSocket-Version"},
     {"two versions", NULL, KEY(RFC_KEY) VER13 VER13, UPGRADE_REJECT, 400,
-     "missing Sec-WebSocket-Version"},
+     "repeated Sec-WebSocket-Version"},
+    {"two versions, one of them empty", NULL, KEY(RFC_KEY) VER13 "Sec-WebSocket-Version:\r\n",
+     UPGRADE_REJECT, 400, "repeated Sec-WebSocket-Version"},
     {"bad key wins over bad version", NULL, KEY("AAAA") "Sec-WebSocket-Version: 8\r\n",
      UPGRADE_REJECT, 400, "bad Sec-WebSocket-Key"},
 };
