@@ -20,7 +20,7 @@ import ssl
 import subprocess
 import time
 
-from harness import Reply, blob, case, eq, expect_proxy_error, register, sha256, wait_listen, wait_until
+from harness import ConfigCheck, Reply, blob, case, eq, expect_proxy_error, register, sha256, wait_listen, wait_until
 from tls_lib import (PKI, SUBJECT, MemTLS, TLSBackend, cert_cn, client_ctx, client_hello, fd_count, http_ok,
                      mem_connect, standard_pki, tls_config, tls_connect, wait_closed_sock)
 from wslib import (UpgradeBackend, check_tunnel_line, echo_until_eof, read_head, resp_101, wait_tunnel_line,
@@ -786,6 +786,31 @@ def _tls_conf(t, certs_lines, upstream_tls=""):
         ""])
 
 
+# root reads a mode-0 file through CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH:
+# without them uid 0 gets the owner bits like anyone else (Permission denied)
+_NO_DAC = ["setpriv", "--inh-caps=-dac_override,-dac_read_search",
+           "--bounding-set=-dac_override,-dac_read_search", "--"]
+
+
+def _check_config_unprivileged(t, text, name, unreadable):
+    """`switchyard -t -c FILE` as a process that cannot read `unreadable`
+    (mode 0). As root (CI) it runs without the two capabilities that bypass
+    file permissions; first a probe proves that `unreadable` really is
+    unreadable for such a process."""
+    prefix = _NO_DAC if os.geteuid() == 0 else []
+    probe = subprocess.run(prefix + ["cat", unreadable], capture_output=True, timeout=20)
+    eq((probe.returncode, b"Permission denied" in probe.stderr), (1, True),
+       "probe: %s cat %s (%r)" % (" ".join(prefix), unreadable, probe.stderr))
+    path = os.path.join(t.dir, name)
+    with open(path, "w") as f:
+        f.write(text)
+    p = subprocess.run(prefix + [t.binary, "-t", "-c", path], capture_output=True, timeout=20)
+    err = p.stderr.decode("utf-8", "replace")
+    san = re.search(r"ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:", err)
+    assert not san, "sanitizer report from -t: %s" % err[san.start():san.start() + 300]
+    return ConfigCheck(path, p.returncode, p.stdout.decode("utf-8", "replace"), err)
+
+
 @case(timeout=30)
 def config_check_tls(t):
     pki, certs = standard_pki(t)
@@ -809,15 +834,12 @@ def config_check_tls(t):
     eq(res.rc, 1, "exit status of -t")
     _check_lines(res, 4, r"missing\.pem")
     _check_lines(res, 5, r"(?i)%s.*(match|mismatch)|(match|mismatch).*%s" % (re.escape(other[1]), re.escape(other[1])))
-    # an unreadable key
+    # an unreadable key (mode 0; as root, see _check_config_unprivileged)
     os.chmod(pki.path("a.key"), 0)
     try:
-        if os.access(pki.path("a.key"), os.R_OK):
-            t.note("running as root: unreadable-key check skipped")
-        else:
-            res = t.check_config(_tls_conf(t, [ok[0], ok[2]]), "unreadable.conf")
-            eq(res.rc, 1, "exit status with an unreadable key")
-            _check_lines(res, 4, r"a\.key")
+        res = _check_config_unprivileged(t, _tls_conf(t, [ok[0], ok[2]]), "unreadable.conf", pki.path("a.key"))
+        eq(res.rc, 1, "exit status with an unreadable key (%r)" % res.err)
+        _check_lines(res, 4, r"a\.key: cannot load private key: .*Permission denied")
     finally:
         os.chmod(pki.path("a.key"), 0o600)
     # a missing key file, an empty certificates list, bad protocols, unknown key, missing ca
