@@ -79,7 +79,8 @@ bench: $(BIN)
 
 # Installs every build and test dependency (idempotent; needs root).
 DEPS := build-essential pkg-config libevent-dev libssl-dev libhttp-parser-dev check \
-        libconfig-dev python3 python3-websockets curl openssl clang-format chromium
+        libconfig-dev python3 python3-websockets curl openssl clang-format chromium \
+        clang libclang-rt-14-dev
 deps:
 	@missing=$$(for p in $(DEPS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
@@ -90,16 +91,33 @@ deps:
 print-deps:
 	@echo $(DEPS)
 
-# libFuzzer drivers (clang): `make fuzz FUZZ_SECONDS=60` runs each for that long.
+# libFuzzer drivers (clang + libclang-rt, in DEPS). `make fuzz FUZZ_SECONDS=60` runs each
+# for that long from its seed corpus tests/fuzz/corpus/<driver> (made by
+# tests/fuzz/make_corpus.py), copied into build/fuzz/corpus/<driver>, which keeps
+# what a run finds (rm -rf it to start over); crash inputs land in build/fuzz/.
 FUZZ_SECONDS ?= 30
-FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -D_GNU_SOURCE
-fuzz:
+FUZZERS    := fuzz_http fuzz_ws
+FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+              -Iinclude -D_GNU_SOURCE
+# fuzz_http: room above the default limits (header_bytes 16384) to cross them
+FUZZ_MAXLEN_fuzz_http := 20480
+FUZZ_MAXLEN_fuzz_ws   := 4096
+
+build/fuzz/fuzz_http: tests/fuzz/fuzz_http.c src/http.c src/http_hdr.c include/http.h include/http_hdr.h
 	@mkdir -p build/fuzz
-	clang $(FUZZ_FLAGS) -o build/fuzz/fuzz_http tests/fuzz/fuzz_http.c src/http.c src/http_hdr.c \
-		$(shell pkg-config --cflags --libs libevent) -lhttp_parser
-	clang $(FUZZ_FLAGS) -o build/fuzz/fuzz_ws tests/fuzz/fuzz_ws.c src/ws.c
-	build/fuzz/fuzz_http -max_total_time=$(FUZZ_SECONDS) -max_len=8192
-	build/fuzz/fuzz_ws -max_total_time=$(FUZZ_SECONDS) -max_len=8192
+	clang $(FUZZ_FLAGS) -o $@ $(filter %.c,$^) $(shell pkg-config --cflags --libs libevent) -lhttp_parser
+
+build/fuzz/fuzz_ws: tests/fuzz/fuzz_ws.c src/ws.c include/ws.h
+	@mkdir -p build/fuzz
+	clang $(FUZZ_FLAGS) -o $@ $(filter %.c,$^)
+
+fuzz: $(FUZZERS:%=build/fuzz/%)
+	@fail=0; $(foreach f,$(FUZZERS), \
+		mkdir -p build/fuzz/corpus/$(f) && cp tests/fuzz/corpus/$(f)/* build/fuzz/corpus/$(f)/ && \
+		echo "== $(f) ($(FUZZ_SECONDS) s)" && \
+		build/fuzz/$(f) -max_total_time=$(FUZZ_SECONDS) -max_len=$(FUZZ_MAXLEN_$(f)) -timeout=10 \
+			-print_final_stats=1 -artifact_prefix=build/fuzz/$(f)- build/fuzz/corpus/$(f) \
+			|| fail=1;) exit $$fail
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
