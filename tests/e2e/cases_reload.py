@@ -764,7 +764,8 @@ def on_remove_terminated(t):
         routes = [{"name": "all", "upstream": "a"}]
         if gen == 1:
             routes = [{"name": n, "path_prefix": "/" + n, "upgrade": "terminate", "bridge": sb.bridge,
-                       "on_remove": n, "drain_time": "1s"} for n in ("drain", "close", "keep")] + routes
+                       "on_remove": n} for n in ("drain", "close", "keep")] + routes
+            routes[0]["drain_time"] = "1s"
         return conf(port, {"a": [A]}, routes=routes)
 
     px, rl = start(t, lambda p: text(p, 1))
@@ -824,7 +825,7 @@ def shutdown_grace(t, mode):
     """SIGTERM with shutdown_grace 1s: listeners closed at once, the request in
     flight answered, the tunnel and the terminated WebSocket run until the
     grace, then are closed (tunnel line "shutdown", close 1001), exit 0."""
-    from term_lib import OP_BINARY, RawWS, StreamBackend, check_ws_line
+    from term_lib import OP_BINARY, OP_CLOSE, RawWS, StreamBackend, check_ws_line
 
     A = NamedBackend(t, "A", slow=0.5)
     sb = StreamBackend(t)
@@ -847,8 +848,17 @@ def shutdown_grace(t, mode):
     w.send_frame(OP_BINARY, b"ws during the grace")
     eq(w.recv_data(19), b"ws during the grace", "terminated WebSocket during the grace")
     th = t.thread(watch_close, tun, 0.02, 5, b"grace")
-    f = w.expect_close(1001, timeout=3)
+    while True:
+        f = w.recv_frame(3)
+        if f.op == OP_CLOSE:
+            break
     ws_at = time.monotonic() - t0
+    eq(f.close_code, 1001, "close code at the end of the grace (frame %r)" % f)
+    try:
+        w.send_frame(OP_CLOSE, f.payload[:2])
+    except OSError:
+        pass
+    w.expect_eof(3)
     at = th.join(5) - t0
     t.note("tunnel closed %.3fs, websocket %.3fs after SIGTERM" % (at, ws_at))
     for what, x in (("tunnel", at), ("terminated WebSocket", ws_at)):
