@@ -16,11 +16,11 @@ import subprocess
 import time
 
 from harness import Client, blob, eq, register, case, wait_until
-from reload_lib import (NO_DAC, NamedBackend, Reloader, access_lines_of, check_gw, check_t_output, conf,
+from reload_lib import (NO_DAC, NamedBackend, check_gw, check_t_output, conf,
                         connect_refused, echo, error_lines, get, hold_port, line_of, listeners, open_tunnel,
                         proxy_listeners, scaled, start, tunnel_alive, wait_exit, watch_close)
-from wslib import (MODES, SelectorEchoBackend, check_fds_back, client_recv_exact, fd_kinds, raise_nofile,
-                   read_101, relayed_101, tunnel_lines, wait_tunnel_line, ws_key, ws_request)
+from wslib import (MODES, SelectorEchoBackend, check_fds_back, fd_kinds, relayed_101, tunnel_lines,
+                   wait_tunnel_line, ws_key, ws_request)
 
 KiB = 1 << 10
 
@@ -619,10 +619,6 @@ def _tunnel_to(t, px, prefix, backend):
     tag = ("%s first\n" % prefix).encode()
     echo(c, tag, "first echo on %s" % prefix)
     return c, bc
-
-
-def _route_lines(px, route, event="tunnel"):
-    return [a for a in px.access_lines() if a.get("event") == event and a.get("route") == route]
 
 
 @tcase(timeout=30)
