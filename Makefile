@@ -93,8 +93,9 @@ print-deps:
 
 # libFuzzer drivers (clang + libclang-rt, in DEPS). `make fuzz FUZZ_SECONDS=60` runs each
 # for that long from its seed corpus tests/fuzz/corpus/<driver> (made by
-# tests/fuzz/make_corpus.py), copied into build/fuzz/corpus/<driver>, which keeps
-# what a run finds (rm -rf it to start over); crash inputs land in build/fuzz/.
+# tests/fuzz/make_corpus.py) and dictionary tests/fuzz/<driver>.dict if any, the
+# seeds copied into build/fuzz/corpus/<driver>, which keeps what a run finds
+# (rm -rf it to start over); crash inputs land in build/fuzz/.
 FUZZ_SECONDS ?= 30
 FUZZERS    := fuzz_http fuzz_ws
 FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
@@ -115,8 +116,9 @@ fuzz: $(FUZZERS:%=build/fuzz/%)
 	@fail=0; $(foreach f,$(FUZZERS), \
 		mkdir -p build/fuzz/corpus/$(f) && cp tests/fuzz/corpus/$(f)/* build/fuzz/corpus/$(f)/ && \
 		echo "== $(f) ($(FUZZ_SECONDS) s)" && \
-		build/fuzz/$(f) -max_total_time=$(FUZZ_SECONDS) -max_len=$(FUZZ_MAXLEN_$(f)) -timeout=10 \
-			-print_final_stats=1 -artifact_prefix=build/fuzz/$(f)- build/fuzz/corpus/$(f) \
+		build/fuzz/$(f) -max_total_time=$(FUZZ_SECONDS) -max_len=$(FUZZ_MAXLEN_$(f)) -timeout=30 \
+			$(if $(wildcard tests/fuzz/$(f).dict),-dict=tests/fuzz/$(f).dict) -print_final_stats=1 \
+			-artifact_prefix=build/fuzz/$(f)- build/fuzz/corpus/$(f) \
 			|| fail=1;) exit $$fail
 
 PREFIX  ?= /usr/local

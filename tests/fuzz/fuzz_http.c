@@ -20,6 +20,8 @@
  * message; a Content-Length body delivers exactly that many bytes.
  */
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <event2/buffer.h>
@@ -43,10 +45,13 @@ static const struct http_limits LIM = {
 static const enum http_verb METHODS[4] = {HTTP_METHOD_GET, HTTP_METHOD_HEAD, HTTP_METHOD_CONNECT,
 					  HTTP_METHOD_OTHER};
 
+/* A broken promise: say which, then crash so libFuzzer keeps the input. */
 #define CHECK(cond)                                                                                \
 	do {                                                                                       \
-		if (!(cond))                                                                       \
-			__builtin_trap();                                                          \
+		if (!(cond)) {                                                                     \
+			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);   \
+			abort();                                                                   \
+		}                                                                                  \
 	} while (0)
 
 struct sink {
@@ -84,15 +89,16 @@ static void check_forwarded(const struct http_msg *msg, enum http_verb method, b
 		struct http_limits big = {len + 1, msg->n_headers + 16, LIM.uri_bytes};
 		struct http_error err;
 		size_t head_len = 0;
-		enum http_scan_result sr = http_head_scan(msg->kind, head, len, &big, &head_len, &err);
+		enum http_scan_result sr =
+		    http_head_scan(msg->kind, head, len, &big, &head_len, &err);
 		CHECK(sr == HTTP_SCAN_DONE && head_len == len);
 		struct http_msg again;
 		struct http_reader *r = http_reader_new(msg->kind);
 		http_msg_init(&again, msg->kind);
 		if (r != NULL) {
 			CHECK(http_reader_head(r, &again, head, len, method, &big, &err) == 0);
-			CHECK(again.body == msg->body ||
-			      (chunked && msg->body == HTTP_BODY_CLOSE && again.body == HTTP_BODY_CHUNKED));
+			CHECK(again.body == msg->body || (chunked && msg->body == HTTP_BODY_CLOSE &&
+							  again.body == HTTP_BODY_CHUNKED));
 			CHECK(again.body != HTTP_BODY_LENGTH ||
 			      again.content_length == msg->content_length);
 			if (msg->kind == HTTP_MSG_REQUEST)

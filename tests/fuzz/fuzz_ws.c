@@ -10,6 +10,7 @@
  * Seeds: tests/fuzz/corpus/fuzz_ws/ (tests/fuzz/make_corpus.py).
  */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,10 +20,13 @@
  * 0 is unlimited; the rest are small enough for short inputs to cross. */
 static const uint64_t MAX_MESSAGE[8] = {1024 * 1024, 0, 5, 125, 255, 256, 1000, 65536};
 
+/* A broken promise: say which, then crash so libFuzzer keeps the input. */
 #define CHECK(cond)                                                                                \
 	do {                                                                                       \
-		if (!(cond))                                                                       \
-			__builtin_trap();                                                          \
+		if (!(cond)) {                                                                     \
+			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);   \
+			abort();                                                                   \
+		}                                                                                  \
 	} while (0)
 
 struct state {

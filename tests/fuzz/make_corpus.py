@@ -7,13 +7,16 @@ Writes tests/fuzz/corpus/fuzz_http/ and tests/fuzz/corpus/fuzz_ws/ afresh,
 one file per distinct input, named <origin>-<sha1 prefix> (stable across
 runs). Sources:
 
-  fuzz_http  tests/unit/check_http.c   every string literal that is a request
+  fuzz_http  tests/unit/check_http.c, check_http_hdr.c, check_upgrade.c
+                                       every string literal that is a request
                                        or response head (C escapes decoded,
                                        string macros expanded), chunked bodies
              tests/e2e/cases_malformed.py  CORPUS and BODY_CORPUS (imported)
              tests/e2e/cases_http.py, cases_upgrade.py  byte-string
                                        expressions that are HTTP messages,
                                        Reply(...) scripts rendered to wire bytes
+             by hand                   Connection nominating framing fields,
+                                       an upgrade handshake, each request method
   fuzz_ws    tests/unit/check_ws.c     RAW_CASES wire bytes with their mask
                                        and max_message settings, SCRIPTS
                                        encoded unmasked / masked, UTF8_CASES as
@@ -266,9 +269,10 @@ def add_http_message(origin, b, method=None):
         add("fuzz_http", origin, http_ctl(False) + with_body(b, False))
 
 
-def http_from_check_http():
-    path = os.path.join(ROOT, "tests", "unit", "check_http.c")
+def http_from_unit(name):
+    path = os.path.join(ROOT, "tests", "unit", name)
     toks = c_tokens(open(path, encoding="utf-8").read())
+    origin = "unit" if name == "check_http.c" else "unit-" + name[6:-2].replace("_", "")
     for end, b in string_runs(toks):
         method = None
         # a response case names the request method right after its bytes
@@ -276,13 +280,18 @@ def http_from_check_http():
             method = {"HTTP_METHOD_GET": "GET", "HTTP_METHOD_HEAD": "HEAD",
                       "HTTP_METHOD_CONNECT": "CONNECT"}.get(toks[end + 1][1], "OTHER")
         if is_response(b) or is_request(b):
-            add_http_message("unit", b, method)
-        elif b"\r\n" in b and re.match(rb"^[0-9a-fA-F\-\r\nz]", b):
+            add_http_message(origin, b, method)
+        elif name == "check_http.c" and b"\r\n" in b and re.match(rb"^[0-9a-fA-F\-\r\nz]", b):
             # a chunked body: behind a chunked request and a chunked response
             add("fuzz_http", "unit-chunked", http_ctl(False) +
                 b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" + b)
             add("fuzz_http", "unit-chunked", http_ctl(True) +
                 b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b)
+
+
+
+def http_by_hand():
+    """What the tables do not spell out."""
     # split feeding: the chunked example fed a byte at a time
     add("fuzz_http", "unit-bytewise", http_ctl(False, piece=1) +
         b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" + CHUNKED + NEXT_REQ)
@@ -392,6 +401,21 @@ def http_from_e2e():
         _Eval("e2e-" + name[6:], harness).visit(ast.parse(open(path, encoding="utf-8").read()))
 
 
+def http_nominated():
+    """Connection nominating the fields that frame or route the message: the
+    forwarded head must keep them (fuzz_http checks the framing it re-parses)."""
+    for field in (b"Content-Length", b"content-length", b"Transfer-Encoding", b"Host"):
+        add("fuzz_http", "nominated", http_ctl(False) +
+            b"POST / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, " + field +
+            b"\r\nContent-Length: 5\r\n\r\nhello" + NEXT_REQ)
+        add("fuzz_http", "nominated", http_ctl(True) +
+            b"HTTP/1.1 200 OK\r\nConnection: " + field + b"\r\nContent-Length: 5\r\n\r\nhello" +
+            NEXT_RESP)
+    add("fuzz_http", "nominated", http_ctl(False) +
+        b"POST / HTTP/1.1\r\nHost: a\r\nConnection: transfer-encoding\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n" + CHUNKED + NEXT_REQ)
+
+
 def http_upgrade():
     """The handshake pair the proxy forwards, and a response to each method."""
     req = (b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
@@ -472,7 +496,10 @@ def ws_from_check_ws():
 
 
 def main():
-    http_from_check_http()
+    for name in ("check_http.c", "check_http_hdr.c", "check_upgrade.c"):
+        http_from_unit(name)
+    http_by_hand()
+    http_nominated()
     http_from_malformed()
     http_from_e2e()
     http_upgrade()
