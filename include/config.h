@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 
 #define CONFIG_MAX_ERRORS 64
+#define CONFIG_MAX_WORKERS 64
 #define CONFIG_MAX_SERVERS 64 /* per upstream; sessions keep a tried[] bitmap this size */
 
 enum config_upgrade_policy {
@@ -129,6 +130,8 @@ struct config {
 	char *log_level;  /* "error", "warn", "info" (default), "debug" */
 	char *via;	  /* pseudonym in Via, default "switchyard" */
 	enum config_tunnel_mode tunnel_mode;
+	unsigned workers; /* event loops (threads); 0 = one per CPU */
+	char *pid_file;	  /* NULL = none */
 };
 
 struct config_errors {
@@ -150,6 +153,8 @@ void config_errors_fini(struct config_errors *errs);
 int config_parse_duration(const char *text, uint64_t *ms);
 /* "127.0.0.1:8080" or "[::1]:8080" -> sockaddr. Port required. 0 / -1. */
 int config_parse_address(const char *text, struct config_addr *out);
+/* Same address and port (as parsed: both were zeroed first). */
+bool config_addr_equal(const struct config_addr *a, const struct config_addr *b);
 /* "1m", "64k", "512" -> bytes. 0 / -1. */
 int config_parse_size(const char *text, uint64_t *bytes);
 

@@ -14,6 +14,8 @@ enum log_level { LOG_LEVEL_ERROR, LOG_LEVEL_WARN, LOG_LEVEL_INFO, LOG_LEVEL_DEBU
 /* Open the error and access logs ("stderr", "off" for access, or a path). 0 / -1. */
 int log_open(const char *error_log, const char *access_log, const char *level);
 void log_close(void);
+/* Reopen the log files at their paths (after logrotate renamed them). 0 / -1 (logged). */
+int log_reopen(void);
 
 /* "<ISO8601> <level> s=<session> <message>"; session 0 = not tied to a session. */
 void log_msg(enum log_level level, uint64_t session, const char *fmt, ...)

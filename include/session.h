@@ -9,13 +9,13 @@
 
 #include <sys/socket.h>
 
-struct proxy;
 struct session;
+struct worker;
 
 struct tls_server;
 
 /* Take a freshly accepted socket (closed on failure); tls: the listener's TLS or NULL. */
-void session_accept(struct proxy *px, int fd, const struct sockaddr *sa, socklen_t len,
+void session_accept(struct worker *w, int fd, const struct sockaddr *sa, socklen_t len,
 		    struct tls_server *tls);
 
 /* Graceful stop: close when idle, after the current exchange otherwise. */
@@ -24,7 +24,7 @@ void session_shutdown(struct session *s);
 /* Close now with a reason (tunnels and idle connections at stop). */
 void session_close(struct session *s, const char *reason);
 
-/* Intrusive list link, used by proxy.c. */
+/* Intrusive list link, used by worker.c. */
 struct session *session_next(const struct session *s);
 void session_link(struct session **head, struct session *s);
 void session_unlink(struct session **head, struct session *s);

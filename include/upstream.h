@@ -42,6 +42,9 @@ struct upstream_idle {
 void upstream_idle_park(struct upstream_idle *idle, struct bufferevent *bev);
 /* Take the most recently parked connection, callbacks cleared; NULL if none. */
 struct bufferevent *upstream_idle_take(struct upstream_idle *idle);
+/* Move every parked connection of from to to (a reload keeping the server);
+ * beyond to->max they are closed. */
+void upstream_idle_move(struct upstream_idle *to, struct upstream_idle *from);
 /* Close every parked connection. */
 void upstream_idle_drain(struct upstream_idle *idle);
 

@@ -52,9 +52,9 @@ static const char *const KIND_NAMES[] = {
     [KIND_BOOL] = "true or false",
 };
 
-static const char *const ROOT_KEYS[] = {"listen", "timeouts",	"limits",    "upstreams",
-					"routes", "access_log", "error_log", "log_level",
-					"via",	  "tunnel",	NULL};
+static const char *const ROOT_KEYS[] = {
+    "listen",	 "timeouts", "limits", "upstreams", "routes",	"access_log", "error_log",
+    "log_level", "via",	     "tunnel", "workers",   "pid_file", NULL};
 static const char *const LISTEN_KEYS[] = {"address", "tls", NULL};
 static const char *const LISTEN_TLS_KEYS[] = {"certificates", "protocols", NULL};
 static const char *const TLS_CERT_KEYS[] = {"cert", "key", NULL};
@@ -558,7 +558,7 @@ static void load_address(struct loader *ld, const config_setting_t *entry, const
 		load_err(ld, s, "bad address %s in %s: %s", quote(q, sizeof(q), text), where, why);
 }
 
-static bool addr_equal(const struct config_addr *a, const struct config_addr *b)
+bool config_addr_equal(const struct config_addr *a, const struct config_addr *b)
 {
 	return a->len != 0 && a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
 }
@@ -726,7 +726,7 @@ static void load_listen(struct loader *ld, const config_setting_t *root)
 		load_address(ld, e, "'listen'", &l->addr);
 		load_listen_tls(ld, e, l);
 		for (size_t j = 0; j < cfg->n_listens; j++)
-			if (addr_equal(&cfg->listens[j].addr, &l->addr))
+			if (config_addr_equal(&cfg->listens[j].addr, &l->addr))
 				load_err(ld, e, "duplicate address \"%s\" in 'listen'",
 					 l->addr.text);
 		cfg->n_listens++;
@@ -1435,6 +1435,24 @@ static void load_logging(struct loader *ld, const config_setting_t *root)
 		load_oom(ld, root);
 }
 
+/* workers: 1..CONFIG_MAX_WORKERS; absent = 0, one per CPU (resolved at start). */
+static void load_process(struct loader *ld, const config_setting_t *root)
+{
+	config_setting_t *s;
+
+	if (dup_string(ld, root, "pid_file", &ld->cfg->pid_file) > 0 &&
+	    ld->cfg->pid_file[0] == '\0')
+		load_err(ld, config_setting_get_member(root, "pid_file"),
+			 "bad value 'pid_file' = \"\": expected a path");
+	if (lookup(ld, root, "workers", KIND_INT, &s) <= 0)
+		return;
+	long long v = config_setting_get_int64(s);
+	if (v < 1 || v > CONFIG_MAX_WORKERS)
+		load_err(ld, s, "bad value 'workers' = %lld: must be 1..%d", v, CONFIG_MAX_WORKERS);
+	else
+		ld->cfg->workers = (unsigned)v;
+}
+
 static void load_tunnel(struct loader *ld, const config_setting_t *root)
 {
 	static const char *const modes[] = {
@@ -1481,6 +1499,7 @@ void config_free(struct config *cfg)
 	}
 	free(cfg->upstreams);
 	free(cfg->routes);
+	free(cfg->pid_file);
 	free(cfg->listens);
 	free(cfg->access_log);
 	free(cfg->error_log);
@@ -1542,6 +1561,7 @@ static void load_root(struct loader *ld, const config_setting_t *root)
 	load_routes(ld, root);
 	load_logging(ld, root);
 	load_tunnel(ld, root);
+	load_process(ld, root);
 }
 
 struct config *config_load(const char *file, struct config_errors *errs)

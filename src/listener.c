@@ -9,10 +9,13 @@
 #include <string.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <unistd.h>
 
 #include <event2/listener.h>
 
 #include "log.h"
+
+#define LISTENER_BACKLOG 1024
 
 struct listener {
 	struct evconnlistener *ev;
@@ -44,21 +47,46 @@ static void listener_error_cb(struct evconnlistener *ev, void *arg)
 	log_msg(LOG_LEVEL_WARN, 0, "accept on %s: %s", l->name, strerror(err));
 }
 
-struct listener *listener_new(struct event_base *base, const struct config_addr *addr,
+int listener_bind(const struct config_addr *addr, bool reuseport)
+{
+	const struct sockaddr *sa = (const struct sockaddr *)&addr->ss;
+	int one = 1;
+	int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		goto fail;
+	/* SO_REUSEADDR: rebind at once after a restart despite TIME_WAIT */
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) ||
+	    bind(fd, sa, addr->len) < 0 || listen(fd, LISTENER_BACKLOG) < 0)
+		goto fail;
+	return fd;
+fail:;
+	int err = errno;
+	log_msg(LOG_LEVEL_ERROR, 0, "cannot listen on %s: %s", addr->text, strerror(err));
+	if (fd >= 0)
+		close(fd);
+	errno = err;
+	return -1;
+}
+
+struct listener *listener_new(struct event_base *base, int fd, const char *name,
 			      listener_accept_cb on_accept, listener_full_cb on_full, void *arg)
 {
 	struct listener *l = calloc(1, sizeof(*l));
-	if (l == NULL)
+	if (l == NULL) {
+		close(fd);
 		return NULL;
+	}
 	l->on_accept = on_accept;
 	l->on_full = on_full;
 	l->arg = arg;
-	snprintf(l->name, sizeof(l->name), "%s", addr->text);
-	unsigned flags = LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC;
-	l->ev = evconnlistener_new_bind(base, listener_accept_ev_cb, l, flags, 1024,
-					(const struct sockaddr *)&addr->ss, (int)addr->len);
+	snprintf(l->name, sizeof(l->name), "%s", name);
+	/* backlog 0: the socket is listening already */
+	l->ev = evconnlistener_new(base, listener_accept_ev_cb, l,
+				   LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
 	if (l->ev == NULL) {
-		log_msg(LOG_LEVEL_ERROR, 0, "cannot listen on %s: %s", addr->text, strerror(errno));
+		log_msg(LOG_LEVEL_ERROR, 0, "cannot accept on %s: %s", name, strerror(errno));
+		close(fd);
 		free(l);
 		return NULL;
 	}

@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
@@ -15,6 +16,7 @@
 
 static int error_fd = STDERR_FILENO;
 static int access_fd = STDERR_FILENO;
+static char *error_path, *access_path; /* files to reopen on SIGUSR1; NULL = not a file */
 static enum log_level max_level = LOG_LEVEL_INFO;
 
 /* Worst case 6 bytes per escaped byte still fits the line buffer. */
@@ -40,6 +42,13 @@ static int open_target(const char *target, int *fd)
 	return 0;
 }
 
+static char *file_path(const char *target)
+{
+	if (target == NULL || !strcmp(target, "stderr") || !strcmp(target, "off"))
+		return NULL;
+	return strdup(target);
+}
+
 int log_open(const char *error_log, const char *access_log, const char *level)
 {
 	for (size_t i = 0; level && i < sizeof(level_names) / sizeof(level_names[0]); i++)
@@ -49,7 +58,35 @@ int log_open(const char *error_log, const char *access_log, const char *level)
 		error_log = "stderr"; /* errors are never silenced */
 	if (open_target(error_log, &error_fd) < 0)
 		return -1;
+	error_path = file_path(error_log);
+	access_path = file_path(access_log);
 	return open_target(access_log, &access_fd);
+}
+
+/*
+ * dup2() puts the new file under the old descriptor number in one step, so
+ * a thread writing a line at that moment writes it whole to one file or the
+ * other.
+ */
+static int reopen_one(const char *path, int fd)
+{
+	if (path == NULL || fd <= STDERR_FILENO)
+		return 0;
+	int nfd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	if (nfd < 0) {
+		log_msg(LOG_LEVEL_ERROR, 0, "cannot reopen log %s: %s", path, strerror(errno));
+		return -1;
+	}
+	int rc = dup3(nfd, fd, O_CLOEXEC) < 0 ? -1 : 0;
+	close(nfd);
+	return rc;
+}
+
+int log_reopen(void)
+{
+	int a = reopen_one(error_path, error_fd);
+	int b = reopen_one(access_path, access_fd);
+	return a < 0 || b < 0 ? -1 : 0;
 }
 
 void log_close(void)
@@ -59,6 +96,9 @@ void log_close(void)
 	if (access_fd > STDERR_FILENO && access_fd != error_fd)
 		close(access_fd);
 	error_fd = access_fd = STDERR_FILENO;
+	free(error_path);
+	free(access_path);
+	error_path = access_path = NULL;
 }
 
 bool log_enabled(enum log_level level)

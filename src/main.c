@@ -1,32 +1,47 @@
 /*
- * main: command line, signals and the event loop. switchyard runs in the
- * foreground (container-friendly) and stops cleanly on SIGTERM / SIGINT.
+ * main: command line, signals, workers and reloads. switchyard runs in the
+ * foreground (container-friendly). Worker 0 runs on the main thread, which
+ * also handles the signals; workers 1..N-1 run on threads of their own.
+ *
+ *   SIGHUP          reload: check the file completely, then hand the new
+ *                   generation to every worker; a bad file changes nothing
+ *   SIGTERM/SIGINT  stop accepting, finish exchanges, close tunnels, exit 0
+ *   SIGQUIT         close everything at once, exit 0
+ *   SIGUSR1         reopen the log files (after logrotate moved them)
  */
+#include <errno.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include <event2/event.h>
+#include <event2/thread.h>
 #include <http_parser.h>
 #include <libconfig.h>
 #include <openssl/opensslv.h>
 
 #include "config.h"
 #include "fdlimit.h"
+#include "generation.h"
+#include "listener.h"
 #include "log.h"
-#include "proxy.h"
-#include "session.h"
+#include "pidfile.h"
+#include "worker.h"
 
 #define SWITCHYARD_VERSION "0.1.0"
 
 static void usage(FILE *out)
 {
 	fprintf(out, "usage: switchyard -c FILE [-t]\n"
+		     "       switchyard -c FILE -s reload|stop|quit\n"
 		     "       switchyard -V | -h\n"
 		     "  -c FILE  configuration file (libconfig syntax)\n"
 		     "  -t       check the configuration and exit (0 = valid)\n"
+		     "  -s SIG   signal the running switchyard named by pid_file:\n"
+		     "           reload (SIGHUP), stop (SIGTERM), quit (SIGQUIT)\n"
 		     "  -V       print version and build features\n"
 		     "  -h       this help\n");
 }
@@ -38,28 +53,173 @@ static void print_version(void)
 	       event_get_version(), HTTP_PARSER_VERSION_MAJOR, HTTP_PARSER_VERSION_MINOR,
 	       HTTP_PARSER_VERSION_PATCH, LIBCONFIG_VER_MAJOR, LIBCONFIG_VER_MINOR,
 	       LIBCONFIG_VER_REVISION, OPENSSL_VERSION_TEXT);
-	printf("features: splice tunnels, websocket handshake checks\n");
+	printf("features: splice tunnels, websocket handshake checks, worker threads, "
+	       "reload without dropping tunnels\n");
 }
 
-static struct config *load_config(const char *file)
+/* Load file; errors go to stderr at start, to the error log on reload. */
+static struct config *load_config(const char *file, bool to_log)
 {
 	struct config_errors errs = {0};
 	struct config *cfg = config_load(file, &errs);
-	if (cfg == NULL) {
-		for (size_t i = 0; i < errs.n; i++)
+	for (size_t i = 0; cfg == NULL && i < errs.n; i++) {
+		if (to_log)
+			log_msg(LOG_LEVEL_ERROR, 0, "%s", errs.msg[i]);
+		else
 			fprintf(stderr, "%s\n", errs.msg[i]);
-		if (errs.dropped)
+	}
+	if (cfg == NULL && errs.dropped) {
+		if (to_log)
+			log_msg(LOG_LEVEL_ERROR, 0, "%s: %zu more errors not shown", file,
+				errs.dropped);
+		else
 			fprintf(stderr, "%s: %zu more errors not shown\n", file, errs.dropped);
 	}
 	config_errors_fini(&errs);
 	return cfg;
 }
 
+/* ---- the running process ---- */
+
+struct app {
+	const char *file;
+	struct generation *gen; /* the current one; workers hold their own references */
+	struct worker **workers;
+	struct event_base **bases;
+	unsigned n;
+	atomic_uint stopped; /* workers whose stop has finished */
+	struct event *all_done;
+	struct event *signals[5];
+};
+
+static unsigned worker_count(const struct config *cfg)
+{
+	if (cfg->workers > 0)
+		return cfg->workers;
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	return cpus < 1 ? 1 : cpus > CONFIG_MAX_WORKERS ? CONFIG_MAX_WORKERS : (unsigned)cpus;
+}
+
+/* Each worker's share of the process limits: connections rounded up. */
+static struct worker_limits worker_share(const struct fdlimit_plan *plan, unsigned n)
+{
+	return (struct worker_limits){.max_connections = (plan->max_connections + n - 1) / n,
+				      .max_pipes = plan->max_pipes / n};
+}
+
+static void log_fdlimit(const struct config *cfg, struct fdlimit_plan *plan)
+{
+	char note[256], warning[512];
+	fdlimit_apply(cfg, plan, note, sizeof(note));
+	if (note[0])
+		log_msg(LOG_LEVEL_INFO, 0, "%s", note);
+	if (fdlimit_warning(cfg, plan, warning, sizeof(warning)))
+		log_msg(LOG_LEVEL_WARN, 0, "%s", warning);
+}
+
+static bool listened_before(const struct config *old, const struct config_addr *addr)
+{
+	for (size_t i = 0; old && i < old->n_listens; i++)
+		if (config_addr_equal(&old->listens[i].addr, addr))
+			return true;
+	return false;
+}
+
+static void close_fds(int *fds, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+}
+
+/*
+ * Listening sockets for cfg, n_listens per worker, worker-major. Addresses
+ * in old are kept by the workers (-1 here). NULL when a bind fails: then
+ * nothing stays open.
+ */
+static int *bind_all(const struct config *cfg, const struct config *old, unsigned n)
+{
+	size_t nl = cfg->n_listens;
+	int *fds = malloc((n * nl + 1) * sizeof(*fds));
+	if (fds == NULL)
+		return NULL;
+	for (size_t k = 0; k < n * nl; k++)
+		fds[k] = -1;
+	for (size_t i = 0; i < nl; i++) {
+		if (listened_before(old, &cfg->listens[i].addr))
+			continue;
+		for (unsigned w = 0; w < n; w++) {
+			fds[w * nl + i] = listener_bind(&cfg->listens[i].addr, n > 1);
+			if (fds[w * nl + i] < 0) {
+				close_fds(fds, n * nl);
+				free(fds);
+				return NULL;
+			}
+		}
+	}
+	return fds;
+}
+
+static void app_reload(struct app *app)
+{
+	struct config *cfg = load_config(app->file, true);
+	struct generation *gen = cfg ? generation_new(cfg, app->gen->id + 1) : NULL;
+	int *fds = gen ? bind_all(gen->cfg, app->gen->cfg, app->n) : NULL;
+	if (fds == NULL) {
+		generation_unref(gen);
+		log_msg(LOG_LEVEL_ERROR, 0, "reload failed: keeping generation %llu",
+			(unsigned long long)app->gen->id);
+		return;
+	}
+	if (worker_count(gen->cfg) != app->n)
+		log_msg(LOG_LEVEL_WARN, 0,
+			"workers = %u takes effect at the next start; keeping %u",
+			worker_count(gen->cfg), app->n);
+	struct fdlimit_plan plan;
+	log_fdlimit(gen->cfg, &plan);
+	struct worker_limits share = worker_share(&plan, app->n);
+	for (unsigned w = 0; w < app->n; w++)
+		worker_post_reload(app->workers[w], gen, fds + w * gen->cfg->n_listens, &share);
+	free(fds);
+	generation_unref(app->gen);
+	app->gen = gen;
+	log_msg(LOG_LEVEL_INFO, 0, "reloaded %s: generation %llu", app->file,
+		(unsigned long long)gen->id);
+}
+
 static void signal_cb(evutil_socket_t sig, short what, void *arg)
 {
-	struct proxy **px = arg;
-	if (*px)
-		proxy_stop(*px);
+	struct app *app = arg;
+	switch (sig) {
+	case SIGHUP:
+		app_reload(app);
+		break;
+	case SIGUSR1:
+		if (log_reopen() == 0)
+			log_msg(LOG_LEVEL_INFO, 0, "log files reopened");
+		break;
+	default: /* SIGTERM, SIGINT, SIGQUIT */
+		for (unsigned w = 0; w < app->n; w++)
+			worker_post_stop(app->workers[w], sig == SIGQUIT);
+		break;
+	}
+}
+
+/* A worker's stop finished (on its thread); the process ends with the last. */
+static void app_worker_done(struct worker *w, void *arg)
+{
+	struct app *app = arg;
+	if (w->threaded)
+		event_base_loopexit(w->base, NULL);
+	atomic_fetch_add(&app->stopped, 1);
+	event_active(app->all_done, EV_READ, 0);
+}
+
+static void app_all_done_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct app *app = arg;
+	if (atomic_load(&app->stopped) == app->n)
+		event_base_loopexit(app->bases[0], NULL);
 }
 
 /*
@@ -78,51 +238,150 @@ static struct event_base *base_new(void)
 	return base;
 }
 
-static int run(struct config *cfg, const struct fdlimit_plan *fds)
+static int app_signals(struct app *app)
 {
-	int rc = 1;
-	struct event_base *base = base_new();
-	struct proxy *px = NULL;
-	struct event *sigterm = NULL, *sigint = NULL;
+	static const int sigs[] = {SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1};
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+		app->signals[i] = evsignal_new(app->bases[0], sigs[i], signal_cb, app);
+		if (app->signals[i] == NULL || evsignal_add(app->signals[i], NULL) < 0)
+			return -1;
+	}
+	return 0;
+}
 
-	if (base == NULL)
-		goto out;
+static int app_start_workers(struct app *app, const struct fdlimit_plan *plan)
+{
+	const struct config *cfg = app->gen->cfg;
+	struct worker_limits share = worker_share(plan, app->n);
+	int *fds = bind_all(cfg, NULL, app->n);
+	if (fds == NULL)
+		return -1;
+	for (unsigned w = 0; w < app->n; w++) {
+		app->workers[w] = worker_new(w, app->n, app->bases[w], app->gen,
+					     fds + w * cfg->n_listens, &share);
+		if (app->workers[w] == NULL) {
+			for (unsigned k = w + 1; k < app->n; k++)
+				close_fds(fds + k * cfg->n_listens, cfg->n_listens);
+			free(fds);
+			return -1;
+		}
+		app->workers[w]->done = app_worker_done;
+		app->workers[w]->done_arg = app;
+	}
+	free(fds);
+	return 0;
+}
+
+static int app_init(struct app *app, const struct fdlimit_plan *plan)
+{
+	app->workers = calloc(app->n, sizeof(*app->workers));
+	app->bases = calloc(app->n, sizeof(*app->bases));
+	if (app->workers == NULL || app->bases == NULL)
+		return -1;
+	/* locking only when another thread can touch a base */
+	if (app->n > 1 && evthread_use_pthreads() < 0)
+		return -1;
+	for (unsigned w = 0; w < app->n; w++)
+		if ((app->bases[w] = base_new()) == NULL)
+			return -1;
+	app->all_done = event_new(app->bases[0], -1, 0, app_all_done_cb, app);
 	/* handlers first: a SIGTERM right after the port opens must stop us cleanly */
-	sigterm = evsignal_new(base, SIGTERM, signal_cb, &px);
-	sigint = evsignal_new(base, SIGINT, signal_cb, &px);
-	if (sigterm == NULL || sigint == NULL || evsignal_add(sigterm, NULL) < 0 ||
-	    evsignal_add(sigint, NULL) < 0)
+	if (app->all_done == NULL || app_signals(app) < 0)
+		return -1;
+	return app_start_workers(app, plan);
+}
+
+static void app_fini(struct app *app)
+{
+	for (unsigned w = 1; app->workers && w < app->n; w++)
+		worker_join(app->workers[w]);
+	for (unsigned w = 0; app->workers && w < app->n; w++)
+		worker_free(app->workers[w]);
+	for (size_t i = 0; i < sizeof(app->signals) / sizeof(app->signals[0]); i++)
+		if (app->signals[i])
+			event_free(app->signals[i]);
+	if (app->all_done)
+		event_free(app->all_done);
+	for (unsigned w = 0; app->bases && w < app->n; w++)
+		if (app->bases[w])
+			event_base_free(app->bases[w]);
+	free(app->workers);
+	free(app->bases);
+	generation_unref(app->gen);
+}
+
+static int run(struct app *app, const struct fdlimit_plan *plan)
+{
+	const struct config *cfg = app->gen->cfg; /* until the first reload */
+	char *pid_file = cfg->pid_file ? strdup(cfg->pid_file) : NULL;
+	bool pid_written = false;
+	int rc = 1;
+	app->n = worker_count(cfg);
+	if (app_init(app, plan) < 0 || (cfg->pid_file && pid_file == NULL))
 		goto out;
-	px = proxy_new(base, cfg, fds);
-	if (px == NULL)
+	if (pid_file && pidfile_write(pid_file) < 0)
 		goto out;
-	log_msg(LOG_LEVEL_INFO, 0, "switchyard %s started with %s", SWITCHYARD_VERSION, cfg->file);
-	event_base_dispatch(base);
+	pid_written = pid_file != NULL;
+	for (unsigned w = 1; w < app->n; w++)
+		if (worker_start_thread(app->workers[w]) < 0) {
+			log_msg(LOG_LEVEL_ERROR, 0, "cannot start worker %u: %s", w,
+				strerror(errno));
+			for (unsigned k = 0; k < app->n; k++)
+				worker_post_stop(app->workers[k], true);
+			break;
+		}
+	log_msg(LOG_LEVEL_INFO, 0, "switchyard %s started with %s: %u worker%s, generation 1",
+		SWITCHYARD_VERSION, cfg->file, app->n, app->n == 1 ? "" : "s");
+	event_base_dispatch(app->bases[0]);
 	log_msg(LOG_LEVEL_INFO, 0, "stopped");
 	rc = 0;
 out:
-	if (sigterm)
-		event_free(sigterm);
-	if (sigint)
-		event_free(sigint);
-	proxy_free(px);
-	if (base)
-		event_base_free(base);
+	app_fini(app);
+	if (pid_written)
+		pidfile_remove(pid_file);
+	free(pid_file);
+	return rc;
+}
+
+/* -s reload|stop|quit: signal the process named by the config's pid_file. */
+static int send_signal(const char *file, const char *name)
+{
+	static const struct {
+		const char *name;
+		int sig;
+	} names[] = {{"reload", SIGHUP}, {"stop", SIGTERM}, {"quit", SIGQUIT}};
+	int sig = 0;
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (strcmp(name, names[i].name) == 0)
+			sig = names[i].sig;
+	if (sig == 0) {
+		fprintf(stderr, "switchyard: unknown signal name '%s' (reload, stop, quit)\n",
+			name);
+		return 2;
+	}
+	struct config *cfg = load_config(file, false);
+	if (cfg == NULL)
+		return 1;
+	int rc = pidfile_signal(file, cfg->pid_file, sig);
+	config_free(cfg);
 	return rc;
 }
 
 int main(int argc, char **argv)
 {
-	const char *file = NULL;
+	const char *file = NULL, *sig = NULL;
 	int opt, check_only = 0;
 
-	while ((opt = getopt(argc, argv, "c:tVh")) != -1) {
+	while ((opt = getopt(argc, argv, "c:ts:Vh")) != -1) {
 		switch (opt) {
 		case 'c':
 			file = optarg;
 			break;
 		case 't':
 			check_only = 1;
+			break;
+		case 's':
+			sig = optarg;
 			break;
 		case 'V':
 			print_version();
@@ -135,19 +394,21 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (file == NULL || optind != argc) {
+	if (file == NULL || optind != argc || (sig && check_only)) {
 		usage(stderr);
 		return 2;
 	}
-	struct config *cfg = load_config(file);
+	if (sig)
+		return send_signal(file, sig);
+	struct config *cfg = load_config(file, false);
 	if (cfg == NULL)
 		return 1;
 	/* -t too: a limit too low is a property of where it runs, not of the
 	 * file, so it warns but still exits 0 */
-	struct fdlimit_plan fds;
+	struct fdlimit_plan plan;
 	char note[256], warning[512];
-	fdlimit_apply(cfg, &fds, note, sizeof(note));
-	fdlimit_warning(cfg, &fds, warning, sizeof(warning));
+	fdlimit_apply(cfg, &plan, note, sizeof(note));
+	fdlimit_warning(cfg, &plan, warning, sizeof(warning));
 	if (check_only) {
 		if (warning[0])
 			fprintf(stderr, "%s: warning: %s\n", file, warning);
@@ -156,15 +417,16 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	signal(SIGPIPE, SIG_IGN); /* a vanished peer is an error code, not a signal */
-	int rc = 1;
-	if (log_open(cfg->error_log, cfg->access_log, cfg->log_level) == 0) {
-		if (note[0])
-			log_msg(LOG_LEVEL_INFO, 0, "%s", note);
-		if (warning[0])
-			log_msg(LOG_LEVEL_WARN, 0, "%s", warning);
-		rc = run(cfg, &fds);
+	if (log_open(cfg->error_log, cfg->access_log, cfg->log_level) < 0) {
+		config_free(cfg);
+		return 1;
 	}
+	if (note[0])
+		log_msg(LOG_LEVEL_INFO, 0, "%s", note);
+	if (warning[0])
+		log_msg(LOG_LEVEL_WARN, 0, "%s", warning);
+	struct app app = {.file = file, .gen = generation_new(cfg, 1)};
+	int rc = app.gen ? run(&app, &plan) : 1;
 	log_close();
-	config_free(cfg);
 	return rc;
 }

@@ -33,12 +33,13 @@
 #include "http.h"
 #include "http_hdr.h"
 #include "log.h"
-#include "proxy.h"
+#include "generation.h"
 #include "route.h"
 #include "tls.h"
 #include "tunnel.h"
 #include "upgrade.h"
 #include "upstream.h"
+#include "worker.h"
 #include "wsbridge.h"
 
 #define SESSION_HIGH_WATER (256 * 1024) /* output bytes before the source pauses */
@@ -66,8 +67,9 @@ enum session_timer {
 
 struct session {
 	uint64_t id;
-	struct proxy *px;
-	const struct config *cfg;
+	struct worker *w;
+	struct worker_gen *wg;	  /* held from accept to the end */
+	const struct config *cfg; /* wg->gen->cfg */
 	struct session *next, *prev;
 	enum session_state state;
 	enum session_timer timer_kind;
@@ -179,6 +181,8 @@ static void log_request_common(struct session *s, struct log_json *j)
 	log_json_begin(j);
 	log_json_cstr(j, "time", ts);
 	log_json_num(j, "session", s->id);
+	log_json_num(j, "generation", s->wg->gen->id);
+	log_json_num(j, "worker", s->w->index);
 	log_json_cstr(j, "client", s->client_addr);
 	if (s->has_request) {
 		const struct http_header *host = http_msg_find(&s->req, "Host");
@@ -260,7 +264,7 @@ static void backend_drop(struct session *s)
 
 static void session_free(struct session *s)
 {
-	proxy_session_removed(s->px, s);
+	worker_session_removed(s->w, s);
 	if (s->tunnel)
 		tunnel_free(s->tunnel);
 	wsbridge_free(s->wsb);
@@ -272,6 +276,7 @@ static void session_free(struct session *s)
 	http_msg_fini(&s->req);
 	resp_free(s);
 	event_free(s->timer);
+	worker_gen_release(s->wg);
 	free(s);
 }
 
@@ -459,7 +464,7 @@ static void connect_next(struct session *s)
 	bool skip[CONFIG_MAX_SERVERS];
 	for (int i = 0; i < CONFIG_MAX_SERVERS; i++)
 		skip[i] = (s->tried >> i) & 1;
-	long pick = balance_pick(s->px->pools[s->upstream], skip);
+	long pick = balance_pick(s->wg->pools[s->upstream], skip);
 	if (pick < 0) {
 		char reason[160];
 		snprintf(reason, sizeof(reason), "no upstream server could be reached (last: %s)",
@@ -483,7 +488,7 @@ static bool connect_reuse(struct session *s)
 {
 	if (s->up.decision == UPGRADE_FORWARD || s->req.body != HTTP_BODY_NONE)
 		return false;
-	s->backend = upstream_idle_take(&s->px->idle[s->upstream][s->server]);
+	s->backend = upstream_idle_take(&s->wg->idle[s->upstream][s->server]);
 	if (s->backend == NULL)
 		return false;
 	s->backend_reused = true;
@@ -498,11 +503,11 @@ static void connect_fresh(struct session *s)
 	const struct config_upstream *u = &s->cfg->upstreams[s->upstream];
 	const struct config_addr *addr = &u->servers[s->server].addr;
 	s->backend_reused = false;
-	s->backend = upstream_connect(s->px->base, (const struct sockaddr *)&addr->ss, addr->len,
-				      s->px->upstream_tls[s->upstream], addr->text);
+	s->backend = upstream_connect(s->w->base, (const struct sockaddr *)&addr->ss, addr->len,
+				      s->wg->gen->upstream_tls[s->upstream], addr->text);
 	if (s->backend == NULL && (errno == EMFILE || errno == ENFILE)) {
 		/* our own limit, not the server's fault: no other server would do better */
-		proxy_out_of_fds(s->px);
+		worker_out_of_fds(s->w);
 		session_error(s, 503, "proxy out of file descriptors");
 		return;
 	}
@@ -652,9 +657,10 @@ static void pump_request_body(struct session *s)
 static bool backend_reusable(const struct session *s)
 {
 	const struct config_upstream *u = &s->cfg->upstreams[s->upstream];
-	return s->backend && u->keepalive > 0 && s->up.decision != UPGRADE_FORWARD &&
-	       s->req_body_done && s->resp->keep_alive && s->resp->body != HTTP_BODY_CLOSE &&
-	       !s->backend_eof && evbuffer_get_length(bufferevent_get_input(s->backend)) == 0 &&
+	return s->backend && u->keepalive > 0 && !s->wg->retired &&
+	       s->up.decision != UPGRADE_FORWARD && s->req_body_done && s->resp->keep_alive &&
+	       s->resp->body != HTTP_BODY_CLOSE && !s->backend_eof &&
+	       evbuffer_get_length(bufferevent_get_input(s->backend)) == 0 &&
 	       evbuffer_get_length(bufferevent_get_output(s->backend)) == 0;
 }
 
@@ -662,7 +668,7 @@ static void exchange_finish(struct session *s)
 {
 	log_access(s);
 	if (backend_reusable(s)) {
-		upstream_idle_park(&s->px->idle[s->upstream][s->server], s->backend);
+		upstream_idle_park(&s->wg->idle[s->upstream][s->server], s->backend);
 		s->backend = NULL;
 	}
 	backend_drop(s);
@@ -727,11 +733,11 @@ static void session_start_tunnel(struct session *s)
 {
 	struct evbuffer *client_out = bufferevent_get_output(s->client);
 	struct tunnel_params p = {
-	    .base = s->px->base,
+	    .base = s->w->base,
 	    /* splice needs plain sockets on both ends */
 	    .mode = tls_bev_is_tls(s->client) || tls_bev_is_tls(s->backend) ? CONFIG_TUNNEL_COPY
 									    : s->cfg->tunnel_mode,
-	    .pipes = s->px->pipes,
+	    .pipes = s->w->pipes,
 	    .idle_ms = s->cfg->timeouts.tunnel_idle,
 	    .max_ms = s->cfg->timeouts.tunnel_max,
 	    .done = session_tunnel_done_cb,
@@ -926,7 +932,7 @@ static void terminate_dispatch(struct session *s)
 		return;
 	}
 	if (upstream_bridge_addr(s->route, &ss, &len) < 0 ||
-	    (s->backend = upstream_connect(s->px->base, (struct sockaddr *)&ss, len, NULL, NULL)) ==
+	    (s->backend = upstream_connect(s->w->base, (struct sockaddr *)&ss, len, NULL, NULL)) ==
 		NULL) {
 		session_error(s, 502, "WebSocket bridge backend unreachable");
 		return;
@@ -955,7 +961,7 @@ static void write_handshake_101(struct session *s)
 static void terminate_connected(struct session *s)
 {
 	struct wsbridge_params p = {
-	    .base = s->px->base,
+	    .base = s->w->base,
 	    .base64 = s->subprotocol && http_token_eq(s->subprotocol, s->subprotocol_len, "base64"),
 	    .max_message = s->route->max_message,
 	    .ping_ms = s->route->ping_interval,
@@ -1198,52 +1204,54 @@ static void session_free_partial(struct session *s)
 	resp_free(s);
 	if (s->timer)
 		event_free(s->timer);
+	worker_gen_release(s->wg);
 	free(s);
 }
 
 /* Allocate a session around fd; NULL (fd closed) on failure. */
-static struct session *session_new(struct proxy *px, int fd, struct tls_server *tls)
+static struct session *session_new(struct worker *w, int fd, struct tls_server *tls)
 {
 	struct session *s = calloc(1, sizeof(*s));
 	if (s == NULL) {
 		close(fd);
 		return NULL;
 	}
-	s->px = px;
-	s->cfg = px->cfg;
+	s->w = w;
+	s->wg = worker_gen_hold(w->current);
+	s->cfg = s->wg->gen->cfg;
 	s->server = -1;
 	s->limits = (struct http_limits){s->cfg->limits.header_bytes, s->cfg->limits.header_fields,
 					 s->cfg->limits.uri_bytes};
 	http_msg_init(&s->req, HTTP_MSG_REQUEST);
 	if ((s->resp = malloc(sizeof(*s->resp))) != NULL)
 		http_msg_init(s->resp, HTTP_MSG_RESPONSE);
-	s->timer = evtimer_new(px->base, timer_cb, s);
+	s->timer = evtimer_new(w->base, timer_cb, s);
 	s->req_reader = http_reader_new(HTTP_MSG_REQUEST);
 	s->resp_reader = http_reader_new(HTTP_MSG_RESPONSE);
 	s->tls_front = tls != NULL;
-	s->client = tls ? tls_server_accept(tls, px->base, fd)
-			: bufferevent_socket_new(px->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	s->client = tls ? tls_server_accept(tls, w->base, fd)
+			: bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	if (s->client == NULL && tls == NULL)
 		close(fd); /* tls_server_accept closes it itself */
 	if (!s->timer || !s->req_reader || !s->resp_reader || !s->resp || !s->client) {
 		session_free_partial(s);
 		return NULL;
 	}
-	s->id = ++px->next_session_id;
+	s->id = w->next_session_id += w->count;
 	return s;
 }
 
-void session_accept(struct proxy *px, int fd, const struct sockaddr *sa, socklen_t len,
+void session_accept(struct worker *w, int fd, const struct sockaddr *sa, socklen_t len,
 		    struct tls_server *tls)
 {
-	struct session *s = session_new(px, fd, tls);
+	struct session *s = session_new(w, fd, tls);
 	if (s == NULL) {
 		log_msg(LOG_LEVEL_ERROR, 0, "out of memory accepting a connection");
 		return;
 	}
 	(void)len;
 	format_peer(s, sa);
-	proxy_session_added(px, s);
+	worker_session_added(w, s);
 	/* bound what one client can make us buffer while a response is in flight */
 	size_t high = s->limits.header_bytes + 1 > SESSION_HIGH_WATER ? s->limits.header_bytes + 1
 								      : SESSION_HIGH_WATER;

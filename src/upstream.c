@@ -157,6 +157,25 @@ struct bufferevent *upstream_idle_take(struct upstream_idle *idle)
 	return bev;
 }
 
+void upstream_idle_move(struct upstream_idle *to, struct upstream_idle *from)
+{
+	while (from->head) {
+		struct upstream_conn *c = from->head;
+		if (to->n >= to->max) {
+			idle_drop(c);
+			continue;
+		}
+		idle_unlink(c);
+		c->idle = to;
+		c->prev = NULL;
+		c->next = to->head;
+		if (to->head)
+			to->head->prev = c;
+		to->head = c;
+		to->n++;
+	}
+}
+
 void upstream_idle_drain(struct upstream_idle *idle)
 {
 	while (idle->head)

@@ -20,7 +20,8 @@ def _config_text(backend, keepalive):
         'listen = ( { address = "127.0.0.1:{port}"; } );\n'
         'upstreams = ( { name = "app"; keepalive = %d; '
         'servers = ( { address = "127.0.0.1:%d"; } ); } );\n'
-        'routes = ( { name = "all"; upstream = "app"; } );\n' % (keepalive, backend.port))
+        'routes = ( { name = "all"; upstream = "app"; } );\n'
+        'workers = 1;\n' % (keepalive, backend.port))  # idle pools are per worker
 
 
 @case()

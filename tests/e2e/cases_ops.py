@@ -134,9 +134,12 @@ register("shutdown_grace_sigint", shutdown_grace(signal.SIGINT), timeout=30)
 # command line
 
 USAGE = ("usage: switchyard -c FILE [-t]\n"
+         "       switchyard -c FILE -s reload|stop|quit\n"
          "       switchyard -V | -h\n"
          "  -c FILE  configuration file (libconfig syntax)\n"
          "  -t       check the configuration and exit (0 = valid)\n"
+         "  -s SIG   signal the running switchyard named by pid_file:\n"
+         "           reload (SIGHUP), stop (SIGTERM), quit (SIGQUIT)\n"
          "  -V       print version and build features\n"
          "  -h       this help\n")
 
@@ -230,7 +233,7 @@ def log_to_files(t):
     e = _read(elog)
     eq(e.splitlines()[0], "previous run", "error log: earlier content kept")
     got = _error_lines(e.split("\n", 1)[1])
-    eq(got, [("info", 0, "switchyard %s started with %s" % (_man_version(), px.config_path)),
+    eq(got, [("info", 0, "switchyard %s started with %s: 1 worker, generation 1" % (_man_version(), px.config_path)),
              ("warn", 1, "connect to 127.0.0.1:%d failed: Connection refused" % dead),
              ("warn", 1, "502: no upstream server could be reached (last: Connection refused)"),
              ("info", 2, "404: no route for this host and path"),
@@ -245,7 +248,7 @@ def access_log_off(t):
     _three_exchanges(t, px)
     px.stop()
     eq([m for _, _, m in _error_lines(px.log())],
-       ["switchyard %s started with %s" % (_man_version(), px.config_path),
+       ["switchyard %s started with %s: 1 worker, generation 1" % (_man_version(), px.config_path),
         "connect to 127.0.0.1:%d failed: Connection refused" % dead,
         "502: no upstream server could be reached (last: Connection refused)",
         "404: no route for this host and path", "stopping: 0 open connections", "stopped"],
@@ -264,7 +267,7 @@ register("access_log_off", access_log_off)
 # the same three exchanges at every level: (level, session, message) expected
 # at "debug"; each lower level keeps the lines at or above it
 def _debug_lines(version, conf, dead):
-    return [("info", 0, "switchyard %s started with %s" % (version, conf)),
+    return [("info", 0, "switchyard %s started with %s: 1 worker, generation 1" % (version, conf)),
             ("warn", 1, "connect to 127.0.0.1:%d failed: Connection refused" % dead),
             ("warn", 1, "502: no upstream server could be reached (last: Connection refused)"),
             ("debug", 1, "close in linger: client closed"),

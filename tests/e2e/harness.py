@@ -156,13 +156,15 @@ DEFAULT_LIMITS = {
     "header_bytes": 16384,
     "header_fields": 100,
     "uri_bytes": 8192,
-    "max_connections": 10000,
+    # small enough that the proxy's descriptor needs (about 2.5 per
+    # connection, see fdlimit.h) fit every machine's limit without a warning
+    "max_connections": 1000,
 }
 
 
 def make_config(port, upstreams, routes=None, timeouts=None, limits=None, extra="",
                 via="switchyard", log_level="info", access_log="stderr",
-                error_log="stderr"):
+                error_log="stderr", workers=1):
     """Generate libconfig text.
 
     upstreams: {name: [server, ...]} where a server is a port (int), a backend
@@ -173,6 +175,8 @@ def make_config(port, upstreams, routes=None, timeouts=None, limits=None, extra=
     timeouts / limits: dict overriding DEFAULT_TIMEOUTS / DEFAULT_LIMITS
       (timeouts may be ints in ms); a value of None drops the key.
     extra: raw text appended at the end.
+    workers: event loops (default 1: balancing, pools and connection limits
+      are per worker, so most cases want one; None leaves the key out).
     """
     tmo = dict(DEFAULT_TIMEOUTS)
     tmo.update(timeouts or {})
@@ -199,6 +203,8 @@ def make_config(port, upstreams, routes=None, timeouts=None, limits=None, extra=
     out.append('error_log = "%s";' % error_log)
     out.append('log_level = "%s";' % log_level)
     out.append('via = "%s";' % via)
+    if workers is not None:
+        out.append("workers = %d;" % workers)
     if extra:
         out.append(extra)
     return "\n".join(out) + "\n"

@@ -1,0 +1,35 @@
+/*
+ * generation: one loaded config with everything derived from it that is
+ * read-only afterwards (TLS contexts for listeners and upstreams). Shared by
+ * every worker, reference-counted: a session holds its generation from
+ * accept to its end, so a reload never pulls a config away from a request
+ * in flight or a tunnel. The last reference frees it.
+ */
+#ifndef SY_GENERATION_H
+#define SY_GENERATION_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "config.h"
+
+struct tls_server;
+struct tls_client;
+
+struct generation {
+	atomic_uint refs;
+	uint64_t id; /* 1 for the config read at start, +1 per reload */
+	struct config *cfg;
+	struct tls_server **listen_tls;	  /* [cfg->n_listens]; NULL = plain */
+	struct tls_client **upstream_tls; /* [cfg->n_upstreams]; NULL = plain */
+};
+
+/* Build a generation around cfg (taking it, also on failure). One reference
+ * for the caller; NULL on failure, each reason logged. */
+struct generation *generation_new(struct config *cfg, uint64_t id);
+
+struct generation *generation_ref(struct generation *g);
+/* Drop a reference (NULL is fine); frees at the last one. Any thread. */
+void generation_unref(struct generation *g);
+
+#endif

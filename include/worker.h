@@ -1,0 +1,113 @@
+/*
+ * worker: one event loop and everything that runs on it: its listening
+ * sockets (its own, with SO_REUSEPORT when there are several workers), its
+ * sessions, pipe pool, per-upstream balancing state and idle connections,
+ * and its pause state. Only the worker's own thread touches it; other
+ * threads hand it work with worker_post_*().
+ *
+ * A worker runs a generation through a struct worker_gen, which adds the
+ * worker's mutable per-upstream state to the shared read-only generation.
+ * Sessions hold the worker_gen they started with, so a reload swaps
+ * `current` for new connections while old exchanges and tunnels go on.
+ */
+#ifndef SY_WORKER_H
+#define SY_WORKER_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+
+struct event_base;
+struct event;
+struct balance_pool;
+struct generation;
+struct listener;
+struct session;
+struct splice_pool;
+struct upstream_idle;
+
+struct worker_gen {
+	unsigned refs; /* the worker while current, plus one per session */
+	bool retired;  /* a reload replaced it: connections are no longer parked */
+	struct generation *gen;
+	struct balance_pool **pools; /* [upstream] */
+	struct upstream_idle **idle; /* [upstream][server] */
+};
+
+struct worker_listener {
+	struct worker *w;
+	struct listener *l;
+	struct config_addr addr; /* matched across reloads */
+	size_t listen;		 /* index in the current generation's listens (TLS) */
+};
+
+struct worker_msg;
+
+/* How the worker's share of the process limits is set (fdlimit.h). */
+struct worker_limits {
+	size_t max_connections;
+	size_t max_pipes;
+};
+
+struct worker {
+	unsigned index, count; /* this worker, and how many there are */
+	struct event_base *base;
+	struct worker_gen *current;
+	struct worker_listener **listeners;
+	size_t n_listeners;
+	struct session *sessions; /* intrusive list */
+	size_t n_sessions;
+	uint64_t next_session_id;
+	size_t max_connections; /* this worker's share */
+	bool paused;		/* accepting stopped at max_connections or on EMFILE */
+	bool stopping;		/* finish exchanges, then exit */
+	struct event *stop_timer;
+	struct event *resume_timer;
+	struct splice_pool *pipes;
+	/* messages from other threads */
+	pthread_mutex_t lock;
+	struct worker_msg *inbox;
+	struct event *inbox_ev;
+	pthread_t thread;
+	bool threaded;
+	/* called once on the worker's thread when a stop has finished */
+	void (*done)(struct worker *w, void *arg);
+	void *done_arg;
+	bool done_called;
+};
+
+/*
+ * A worker on base running gen (one reference taken) with listening fds
+ * (one per gen listen, taken, also on failure). NULL on failure (logged).
+ */
+struct worker *worker_new(unsigned index, unsigned count, struct event_base *base,
+			  struct generation *gen, int *fds, const struct worker_limits *lim);
+void worker_free(struct worker *w);
+
+/* Run the loop on a thread of its own (workers 1..N-1). 0 / -1. */
+int worker_start_thread(struct worker *w);
+void worker_join(struct worker *w);
+
+/*
+ * Hand over a new generation (a reference is taken) with the listening fds
+ * for the addresses it adds (fds[i] for gen's listen i, -1 where the worker
+ * keeps its socket; taken). Any thread.
+ */
+void worker_post_reload(struct worker *w, struct generation *gen, int *fds,
+			const struct worker_limits *lim);
+/* Graceful stop (SIGTERM) or immediate (SIGQUIT). Any thread. */
+void worker_post_stop(struct worker *w, bool now);
+
+/* The worker ran out of descriptors: stop accepting until a session ends. */
+void worker_out_of_fds(struct worker *w);
+
+/* Session accounting and generation holds: called by session.c only. */
+void worker_session_added(struct worker *w, struct session *s);
+void worker_session_removed(struct worker *w, struct session *s);
+struct worker_gen *worker_gen_hold(struct worker_gen *wg);
+void worker_gen_release(struct worker_gen *wg);
+
+#endif

@@ -1,0 +1,530 @@
+/*
+ * worker: one event loop with its listeners, sessions and per-upstream
+ * state (see worker.h). Pauses its listeners at its share of
+ * max_connections or when accept runs out of descriptors, resuming as soon
+ * as a session ends (or after a short delay when none is left to end), so a
+ * full worker never spins on accept. Reloads and stops arrive as messages
+ * in the inbox and run on the worker's own thread.
+ */
+#include "worker.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "balance.h"
+#include "generation.h"
+#include "listener.h"
+#include "log.h"
+#include "session.h"
+#include "splice.h"
+#include "upstream.h"
+
+#define WORKER_PIPE_POOL 1024	  /* idle pipes kept for splice */
+#define WORKER_RESUME_MS 250	  /* retry accept after EMFILE with no session to wait for */
+#define WORKER_STOP_GRACE_MS 3000 /* in-flight exchanges get this long at stop */
+
+enum worker_msg_kind { MSG_RELOAD, MSG_STOP, MSG_QUIT };
+
+struct worker_msg {
+	enum worker_msg_kind kind;
+	struct generation *gen; /* MSG_RELOAD */
+	int *fds;		/* MSG_RELOAD: [gen listens], -1 = keep */
+	struct worker_limits lim;
+	struct worker_msg *next;
+};
+
+/* ---- a generation as this worker runs it ---- */
+
+static void worker_gen_free(struct worker_gen *wg)
+{
+	const struct config *cfg = wg->gen->cfg;
+	for (size_t i = 0; wg->pools && i < cfg->n_upstreams; i++)
+		balance_pool_free(wg->pools[i]);
+	for (size_t i = 0; wg->idle && i < cfg->n_upstreams; i++) {
+		for (size_t j = 0; wg->idle[i] && j < cfg->upstreams[i].n_servers; j++)
+			upstream_idle_drain(&wg->idle[i][j]);
+		free(wg->idle[i]);
+	}
+	free(wg->pools);
+	free(wg->idle);
+	generation_unref(wg->gen);
+	free(wg);
+}
+
+static int worker_gen_upstream(struct worker_gen *wg, size_t i)
+{
+	const struct config *cfg = wg->gen->cfg;
+	const struct config_upstream *u = &cfg->upstreams[i];
+	unsigned weights[CONFIG_MAX_SERVERS];
+
+	for (size_t j = 0; j < u->n_servers; j++)
+		weights[j] = u->servers[j].weight;
+	wg->pools[i] = balance_pool_new(weights, u->n_servers);
+	wg->idle[i] = calloc(u->n_servers, sizeof(*wg->idle[i]));
+	if (wg->pools[i] == NULL || wg->idle[i] == NULL)
+		return -1;
+	for (size_t j = 0; j < u->n_servers; j++)
+		wg->idle[i][j] =
+		    (struct upstream_idle){.max = u->keepalive, .idle_ms = cfg->timeouts.keepalive};
+	return 0;
+}
+
+static struct worker_gen *worker_gen_new(struct generation *gen)
+{
+	struct worker_gen *wg = calloc(1, sizeof(*wg));
+	if (wg == NULL)
+		return NULL;
+	wg->refs = 1;
+	wg->gen = generation_ref(gen);
+	size_t n = gen->cfg->n_upstreams;
+	wg->pools = calloc(n + 1, sizeof(*wg->pools));
+	wg->idle = calloc(n + 1, sizeof(*wg->idle));
+	if (wg->pools == NULL || wg->idle == NULL)
+		goto fail;
+	for (size_t i = 0; i < n; i++)
+		if (worker_gen_upstream(wg, i) < 0)
+			goto fail;
+	return wg;
+fail:
+	worker_gen_free(wg);
+	return NULL;
+}
+
+struct worker_gen *worker_gen_hold(struct worker_gen *wg)
+{
+	wg->refs++;
+	return wg;
+}
+
+void worker_gen_release(struct worker_gen *wg)
+{
+	if (wg && --wg->refs == 0)
+		worker_gen_free(wg);
+}
+
+static const struct config_server *find_server(const struct config *cfg, const char *upstream,
+					       const struct config_addr *addr, size_t *ui,
+					       size_t *si)
+{
+	for (size_t i = 0; i < cfg->n_upstreams; i++) {
+		if (strcmp(cfg->upstreams[i].name, upstream) != 0)
+			continue;
+		for (size_t j = 0; j < cfg->upstreams[i].n_servers; j++)
+			if (config_addr_equal(&cfg->upstreams[i].servers[j].addr, addr)) {
+				*ui = i;
+				*si = j;
+				return &cfg->upstreams[i].servers[j];
+			}
+	}
+	return NULL;
+}
+
+/*
+ * A reload keeps the idle connections to servers that stay (same upstream
+ * name and address) and closes the rest: the old generation parks no more.
+ */
+static void worker_gen_retire(struct worker_gen *old, struct worker_gen *next)
+{
+	const struct config *oc = old->gen->cfg, *nc = next->gen->cfg;
+	old->retired = true;
+	for (size_t i = 0; i < oc->n_upstreams; i++)
+		for (size_t j = 0; j < oc->upstreams[i].n_servers; j++) {
+			size_t ni, nj;
+			if (find_server(nc, oc->upstreams[i].name,
+					&oc->upstreams[i].servers[j].addr, &ni, &nj))
+				upstream_idle_move(&next->idle[ni][nj], &old->idle[i][j]);
+			else
+				upstream_idle_drain(&old->idle[i][j]);
+		}
+}
+
+/* ---- accepting ---- */
+
+static void worker_pause(struct worker *w)
+{
+	if (w->paused)
+		return;
+	w->paused = true;
+	for (size_t i = 0; i < w->n_listeners; i++)
+		listener_pause(w->listeners[i]->l);
+}
+
+static void worker_resume(struct worker *w)
+{
+	if (!w->paused || w->stopping || w->n_sessions >= w->max_connections)
+		return;
+	w->paused = false;
+	for (size_t i = 0; i < w->n_listeners; i++)
+		listener_resume(w->listeners[i]->l);
+}
+
+static void worker_accept_cb(void *arg, int fd, const struct sockaddr *sa, socklen_t len)
+{
+	struct worker_listener *wl = arg;
+	struct worker *w = wl->w;
+	session_accept(w, fd, sa, len, w->current->gen->listen_tls[wl->listen]);
+}
+
+void worker_out_of_fds(struct worker *w)
+{
+	struct timeval tv = {0, WORKER_RESUME_MS * 1000};
+	worker_pause(w);
+	event_add(w->resume_timer, &tv); /* in case no session ends soon */
+}
+
+static void worker_full_cb(void *arg)
+{
+	worker_out_of_fds(((struct worker_listener *)arg)->w);
+}
+
+static void worker_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	worker_resume(arg);
+}
+
+void worker_session_added(struct worker *w, struct session *s)
+{
+	session_link(&w->sessions, s);
+	if (++w->n_sessions >= w->max_connections)
+		worker_pause(w);
+}
+
+static void worker_done(struct worker *w)
+{
+	if (w->done_called)
+		return;
+	w->done_called = true;
+	if (w->done)
+		w->done(w, w->done_arg);
+	else
+		event_base_loopexit(w->base, NULL);
+}
+
+void worker_session_removed(struct worker *w, struct session *s)
+{
+	session_unlink(&w->sessions, s);
+	w->n_sessions--;
+	worker_resume(w);
+	if (w->stopping && w->n_sessions == 0)
+		worker_done(w);
+}
+
+/* ---- listeners ---- */
+
+static void worker_listener_free(struct worker_listener *wl)
+{
+	if (wl == NULL)
+		return;
+	listener_free(wl->l);
+	free(wl);
+}
+
+/* Accept on fd (taken) for gen's listen i. NULL on failure. */
+static struct worker_listener *worker_listener_new(struct worker *w, const struct config *cfg,
+						   size_t i, int fd)
+{
+	struct worker_listener *wl = calloc(1, sizeof(*wl));
+	if (wl == NULL) {
+		close(fd);
+		return NULL;
+	}
+	wl->w = w;
+	wl->addr = cfg->listens[i].addr;
+	wl->listen = i;
+	wl->l = listener_new(w->base, fd, wl->addr.text, worker_accept_cb, worker_full_cb, wl);
+	if (wl->l == NULL) {
+		free(wl);
+		return NULL;
+	}
+	if (w->paused)
+		listener_pause(wl->l);
+	return wl;
+}
+
+static struct worker_listener *take_listener(struct worker *w, const struct config_addr *addr)
+{
+	for (size_t i = 0; i < w->n_listeners; i++) {
+		struct worker_listener *wl = w->listeners[i];
+		if (wl && config_addr_equal(&wl->addr, addr)) {
+			w->listeners[i] = NULL;
+			return wl;
+		}
+	}
+	return NULL;
+}
+
+/*
+ * Listen as cfg says: keep the sockets of addresses that stay (never
+ * closed, so no connect is refused across a reload), add fds[i] for new
+ * ones, close the rest. Established connections are not affected.
+ */
+static void worker_set_listeners(struct worker *w, const struct config *cfg, int *fds)
+{
+	struct worker_listener **next = calloc(cfg->n_listens + 1, sizeof(*next));
+	size_t n = 0;
+
+	for (size_t i = 0; i < cfg->n_listens; i++) {
+		struct worker_listener *wl = take_listener(w, &cfg->listens[i].addr);
+		if (wl) {
+			wl->listen = i;
+			if (fds[i] >= 0)
+				close(fds[i]);
+		} else if (fds[i] >= 0) {
+			wl = worker_listener_new(w, cfg, i, fds[i]);
+		}
+		fds[i] = -1;
+		if (wl && next)
+			next[n++] = wl;
+		else if (wl)
+			worker_listener_free(wl);
+	}
+	for (size_t i = 0; i < w->n_listeners; i++)
+		worker_listener_free(w->listeners[i]); /* addresses the config dropped */
+	free(w->listeners);
+	w->listeners = next;
+	w->n_listeners = next ? n : 0;
+}
+
+/* ---- reload ---- */
+
+static void worker_set_limits(struct worker *w, const struct worker_limits *lim)
+{
+	w->max_connections = lim->max_connections > 0 ? lim->max_connections : 1;
+	if (w->n_sessions >= w->max_connections)
+		worker_pause(w);
+	else
+		worker_resume(w);
+}
+
+static void worker_reload(struct worker *w, struct worker_msg *m)
+{
+	struct worker_gen *wg = worker_gen_new(m->gen);
+	if (wg == NULL) {
+		log_msg(LOG_LEVEL_ERROR, 0, "worker %u: out of memory: keeping generation %llu",
+			w->index, (unsigned long long)w->current->gen->id);
+		return; /* the caller closes the fds */
+	}
+	worker_gen_retire(w->current, wg);
+	worker_gen_release(w->current);
+	w->current = wg;
+	worker_set_listeners(w, wg->gen->cfg, m->fds);
+	worker_set_limits(w, &m->lim);
+}
+
+/* ---- stop ---- */
+
+static void worker_stop_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+	struct session *next;
+	for (struct session *s = w->sessions; s; s = next) {
+		next = session_next(s);
+		session_close(s, "shutdown");
+	}
+	worker_done(w); /* the closed sessions are freed before the loop ends */
+}
+
+static void worker_stop(struct worker *w, bool now)
+{
+	struct session *next;
+	if (!w->stopping) {
+		w->stopping = true;
+		if (w->count == 1)
+			log_msg(LOG_LEVEL_INFO, 0, "stopping: %zu open connections", w->n_sessions);
+		else
+			log_msg(LOG_LEVEL_INFO, 0, "worker %u stopping: %zu open connections",
+				w->index, w->n_sessions);
+		for (size_t i = 0; i < w->n_listeners; i++)
+			worker_listener_free(w->listeners[i]);
+		w->n_listeners = 0;
+	}
+	if (w->n_sessions == 0 || now) {
+		worker_stop_timeout_cb(-1, 0, w);
+		return;
+	}
+	for (struct session *s = w->sessions; s; s = next) {
+		next = session_next(s);
+		session_shutdown(s);
+	}
+	struct timeval tv = {WORKER_STOP_GRACE_MS / 1000, (WORKER_STOP_GRACE_MS % 1000) * 1000};
+	if (w->stop_timer == NULL)
+		w->stop_timer = evtimer_new(w->base, worker_stop_timeout_cb, w);
+	if (w->stop_timer && !evtimer_pending(w->stop_timer, NULL))
+		event_add(w->stop_timer, &tv);
+}
+
+/* ---- inbox ---- */
+
+static void worker_msg_free(struct worker_msg *m)
+{
+	generation_unref(m->gen);
+	free(m->fds);
+	free(m);
+}
+
+static void worker_inbox_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+	pthread_mutex_lock(&w->lock);
+	struct worker_msg *m = w->inbox;
+	w->inbox = NULL;
+	pthread_mutex_unlock(&w->lock);
+	/* the list was pushed at the head: reverse to handle in order */
+	struct worker_msg *ordered = NULL;
+	while (m) {
+		struct worker_msg *next = m->next;
+		m->next = ordered;
+		ordered = m;
+		m = next;
+	}
+	for (m = ordered; m; m = ordered) {
+		ordered = m->next;
+		if (m->kind == MSG_RELOAD && !w->stopping)
+			worker_reload(w, m);
+		else if (m->kind != MSG_RELOAD)
+			worker_stop(w, m->kind == MSG_QUIT);
+		if (m->kind == MSG_RELOAD)
+			for (size_t i = 0; i < m->gen->cfg->n_listens; i++)
+				if (m->fds[i] >= 0)
+					close(m->fds[i]);
+		worker_msg_free(m);
+	}
+}
+
+static void worker_post(struct worker *w, struct worker_msg *m)
+{
+	pthread_mutex_lock(&w->lock);
+	m->next = w->inbox;
+	w->inbox = m;
+	pthread_mutex_unlock(&w->lock);
+	event_active(w->inbox_ev, EV_READ, 0);
+}
+
+void worker_post_reload(struct worker *w, struct generation *gen, int *fds,
+			const struct worker_limits *lim)
+{
+	struct worker_msg *m = calloc(1, sizeof(*m));
+	size_t n = gen->cfg->n_listens;
+	int *copy = m ? malloc((n + 1) * sizeof(*copy)) : NULL;
+	if (m == NULL || copy == NULL) {
+		log_msg(LOG_LEVEL_ERROR, 0, "worker %u: out of memory: reload not delivered",
+			w->index);
+		for (size_t i = 0; i < n; i++)
+			if (fds[i] >= 0)
+				close(fds[i]);
+		free(m);
+		free(copy);
+		return;
+	}
+	memcpy(copy, fds, n * sizeof(*copy));
+	*m = (struct worker_msg){
+	    .kind = MSG_RELOAD, .gen = generation_ref(gen), .fds = copy, .lim = *lim};
+	worker_post(w, m);
+}
+
+void worker_post_stop(struct worker *w, bool now)
+{
+	struct worker_msg *m = calloc(1, sizeof(*m));
+	if (m == NULL) {
+		log_msg(LOG_LEVEL_ERROR, 0, "worker %u: out of memory: stop not delivered",
+			w->index);
+		return;
+	}
+	m->kind = now ? MSG_QUIT : MSG_STOP;
+	worker_post(w, m);
+}
+
+/* ---- life ---- */
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	sigset_t all;
+	sigfillset(&all); /* signals are the main thread's business */
+	pthread_sigmask(SIG_BLOCK, &all, NULL);
+	event_base_dispatch(w->base);
+	return NULL;
+}
+
+int worker_start_thread(struct worker *w)
+{
+	if (pthread_create(&w->thread, NULL, worker_main, w) != 0)
+		return -1;
+	w->threaded = true;
+	return 0;
+}
+
+void worker_join(struct worker *w)
+{
+	if (w && w->threaded) {
+		pthread_join(w->thread, NULL);
+		w->threaded = false;
+	}
+}
+
+struct worker *worker_new(unsigned index, unsigned count, struct event_base *base,
+			  struct generation *gen, int *fds, const struct worker_limits *lim)
+{
+	struct worker *w = calloc(1, sizeof(*w));
+	if (w == NULL)
+		goto fail_fds;
+	w->index = index;
+	w->count = count;
+	w->base = base;
+	w->next_session_id = index; /* ids index+1, index+1+count, ...: unique in the process */
+	pthread_mutex_init(&w->lock, NULL);
+	w->resume_timer = evtimer_new(base, worker_resume_cb, w);
+	w->inbox_ev = event_new(base, -1, 0, worker_inbox_cb, w);
+	size_t idle_pipes = lim->max_pipes < WORKER_PIPE_POOL ? lim->max_pipes : WORKER_PIPE_POOL;
+	w->pipes = splice_pool_new(idle_pipes, lim->max_pipes);
+	w->current = worker_gen_new(gen);
+	if (w->resume_timer == NULL || w->inbox_ev == NULL || w->pipes == NULL ||
+	    w->current == NULL) {
+		worker_free(w);
+		goto fail_fds;
+	}
+	w->max_connections = lim->max_connections > 0 ? lim->max_connections : 1;
+	worker_set_listeners(w, gen->cfg, fds);
+	if (w->n_listeners != gen->cfg->n_listens) {
+		worker_free(w);
+		return NULL;
+	}
+	return w;
+fail_fds:
+	for (size_t i = 0; i < gen->cfg->n_listens; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+	return NULL;
+}
+
+void worker_free(struct worker *w)
+{
+	if (w == NULL)
+		return;
+	for (size_t i = 0; i < w->n_listeners; i++)
+		worker_listener_free(w->listeners[i]);
+	free(w->listeners);
+	struct worker_msg *m = w->inbox;
+	while (m) {
+		struct worker_msg *next = m->next;
+		for (size_t i = 0; m->kind == MSG_RELOAD && i < m->gen->cfg->n_listens; i++)
+			if (m->fds[i] >= 0)
+				close(m->fds[i]);
+		worker_msg_free(m);
+		m = next;
+	}
+	worker_gen_release(w->current);
+	if (w->resume_timer)
+		event_free(w->resume_timer);
+	if (w->stop_timer)
+		event_free(w->stop_timer);
+	if (w->inbox_ev)
+		event_free(w->inbox_ev);
+	splice_pool_free(w->pipes);
+	pthread_mutex_destroy(&w->lock);
+	free(w);
+}
