@@ -871,10 +871,10 @@ def shutdown_grace(t, mode):
 
 @case(timeout=30)
 def sigterm_exits_when_tunnels_end(t):
-    """shutdown_grace 10s: the proxy exits as soon as its last tunnel ends, an
+    """shutdown_grace 10s (the default): the proxy exits as soon as its last tunnel ends, an
     idle keep-alive client does not hold it."""
     A = NamedBackend(t, "A")
-    px, rl = start(t, lambda p: conf(p, {"a": [A]}, timeouts={"shutdown_grace": "10s"}))
+    px, rl = start(t, lambda p: conf(p, {"a": [A]}))  # shutdown_grace: the default 10s
     tun = open_tunnel(t, px.port)
     idle = t.connect(px.port)
     eq(idle.get("/idle").body, b"A", "keep-alive request")
@@ -894,7 +894,7 @@ def sigterm_exits_when_tunnels_end(t):
 def sigquit(t):
     """SIGQUIT closes everything at once (tunnel, request in flight) and exits 0."""
     A = NamedBackend(t, "A", slow=3)
-    px, rl = start(t, lambda p: conf(p, {"a": [A]}, timeouts={"shutdown_grace": "10s"}))
+    px, rl = start(t, lambda p: conf(p, {"a": [A]}))  # shutdown_grace: the default 10s
     tun, bc = _tunnel_to(t, px, "/ws", A)
     slow = t.connect(px.port)
     slow.request("GET", "/slow")
@@ -911,7 +911,7 @@ def sigquit(t):
 @case(timeout=30)
 def sigquit_during_grace(t):
     A = NamedBackend(t, "A")
-    px, rl = start(t, lambda p: conf(p, {"a": [A]}, timeouts={"shutdown_grace": "10s"}))
+    px, rl = start(t, lambda p: conf(p, {"a": [A]}))  # shutdown_grace: the default 10s
     tun = open_tunnel(t, px.port)
     px.proc.send_signal(signal.SIGTERM)
     time.sleep(0.3)

@@ -17,7 +17,7 @@ import subprocess
 import threading
 import time
 
-from harness import Client, _listening_inodes, eq, make_config, split_head, wait_until
+from harness import Client, ProtocolError, _listening_inodes, eq, make_config, split_head, wait_until
 from wslib import client_recv_exact, header_value, raise_nofile, read_101, relayed_101, resp_101, ws_key, ws_request
 
 _MC_WORKERS = "workers" in inspect.signature(make_config).parameters
@@ -374,8 +374,13 @@ def open_tunnel(t, port, target="/ws", client=None):
 
 
 def echo(c, msg, what="echo", timeout=10):
-    c.send(msg)
-    eq(client_recv_exact(c, len(msg), timeout), msg, what)
+    try:
+        c.send(msg)
+        got = client_recv_exact(c, len(msg), timeout)
+    except (ProtocolError, OSError) as e:
+        raise AssertionError("%s: the tunnel failed instead of echoing %d bytes: %s: %s"
+                             % (what, len(msg), type(e).__name__, e))
+    eq(got, msg, what)
 
 
 def tunnel_alive(c, tag, what="tunnel"):
