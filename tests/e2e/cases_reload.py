@@ -845,7 +845,11 @@ def shutdown_grace(t, mode):
     eq(w.recv_data(19), b"ws during the grace", "terminated WebSocket during the grace")
     th = t.thread(watch_close, tun, 0.02, 5, b"grace")
     while True:
-        f = w.recv_frame(3)
+        try:
+            f = w.recv_frame(3)
+        except Exception as e:
+            raise AssertionError("terminated WebSocket: no close frame, %s: %s (%.2fs after SIGTERM)"
+                                 % (type(e).__name__, e, time.monotonic() - t0))
         if f.op == OP_CLOSE:
             break
     ws_at = time.monotonic() - t0
