@@ -26,6 +26,14 @@ enum config_upgrade_policy {
 
 #define CONFIG_NO_UPSTREAM ((size_t)-1) /* route.upstream of a terminate route */
 
+/* routes[].on_remove: a reload removed the route or its upstream. */
+enum config_on_remove {
+	CONFIG_ON_REMOVE_KEEP = 0, /* default: its tunnels go on */
+	CONFIG_ON_REMOVE_DRAIN,	   /* closed one by one over drain_time */
+	CONFIG_ON_REMOVE_CLOSE,	   /* closed at the reload */
+};
+#define CONFIG_DRAIN_TIME_DEFAULT (5 * 60 * 1000)
+
 enum config_tunnel_mode {
 	CONFIG_TUNNEL_SPLICE = 0, /* default on Linux */
 	CONFIG_TUNNEL_COPY,
@@ -99,12 +107,15 @@ struct config_route {
 	uint64_t ping_interval;	  /* ms, default 30 s; 0 = off */
 	char **origins;		  /* allowed Origin values; none = any origin */
 	size_t n_origins;
+	enum config_on_remove on_remove;
+	uint64_t drain_time; /* ms, on_remove = drain: closes spread over this long */
 	int line;
 };
 
 struct config_timeouts { /* all in milliseconds; 0 = disabled */
 	uint64_t header, keepalive, connect, response, send;
 	uint64_t tunnel_idle, tunnel_max;
+	uint64_t shutdown_grace; /* SIGTERM: tunnels and exchanges get this long; 0 = none */
 };
 
 struct config_limits {

@@ -7,8 +7,11 @@
 #ifndef SY_SESSION_H
 #define SY_SESSION_H
 
+#include <stdbool.h>
+#include <stdint.h>
 #include <sys/socket.h>
 
+struct config_route;
 struct session;
 struct worker;
 
@@ -18,8 +21,25 @@ struct tls_server;
 void session_accept(struct worker *w, int fd, const struct sockaddr *sa, socklen_t len,
 		    struct tls_server *tls);
 
-/* Graceful stop: close when idle, after the current exchange otherwise. */
+/* Graceful stop: close when idle, after the current exchange otherwise;
+ * tunnels go on (session_stop ends them when the grace is over). */
 void session_shutdown(struct session *s);
+
+/*
+ * End now, saying why (static text): a tunnel is closed and logged, a
+ * terminated WebSocket gets close 1001 first (unless now), an exchange in
+ * flight is cut and logged, anything else closed.
+ */
+void session_stop(struct session *s, const char *reason, bool now);
+
+/* Is the session a tunnel or a terminated WebSocket? */
+bool session_is_tunnel(const struct session *s);
+/* Its route, NULL before routing, and the config that route belongs to. */
+const struct config_route *session_route(const struct session *s);
+const struct config *session_config(const struct session *s);
+/* A tunnel of a route a reload removed: stop it after delay_ms ("route
+ * removed"); once only. Not a tunnel: nothing. */
+void session_drain(struct session *s, uint64_t delay_ms);
 
 /* Close now with a reason (tunnels and idle connections at stop). */
 void session_close(struct session *s, const char *reason);

@@ -56,6 +56,7 @@ struct worker {
 	unsigned index, count; /* this worker, and how many there are */
 	struct event_base *base;
 	struct worker_gen *current;
+	_Atomic uint64_t running; /* current->gen->id, readable from any thread */
 	struct worker_listener **listeners;
 	size_t n_listeners;
 	struct session *sessions; /* intrusive list */
@@ -64,6 +65,7 @@ struct worker {
 	size_t max_connections; /* this worker's share */
 	bool paused;		/* accepting stopped at max_connections or on EMFILE */
 	bool stopping;		/* finish exchanges, then exit */
+	bool grace_over;	/* timeouts.shutdown_grace passed: ending everything */
 	struct event *stop_timer;
 	struct event *resume_timer;
 	struct splice_pool *pipes;
@@ -73,8 +75,10 @@ struct worker {
 	struct event *inbox_ev;
 	pthread_t thread;
 	bool threaded;
-	/* called once on the worker's thread when a stop has finished */
+	/* called on the worker's thread when a stop has finished (once), and
+	 * when it has switched to a reloaded generation */
 	void (*done)(struct worker *w, void *arg);
+	void (*reloaded)(struct worker *w, void *arg);
 	void *done_arg;
 	bool done_called;
 };

@@ -35,8 +35,9 @@ struct wsbridge *wsbridge_start(const struct wsbridge_params *p, struct bufferev
 				struct bufferevent *backend);
 void wsbridge_free(struct wsbridge *b);
 
-/* Send close 1001 "going away" and finish once it is written (graceful stop). */
-void wsbridge_going_away(struct wsbridge *b);
+/* Send close 1001 "going away" and finish once it is written (graceful stop,
+ * drain); reason (static) is what done() reports. */
+void wsbridge_going_away(struct wsbridge *b, const char *reason);
 
 /* Payload bytes delivered toward the backend (up) and toward the client (down). */
 void wsbridge_bytes(const struct wsbridge *b, uint64_t *up, uint64_t *down);

@@ -61,10 +61,11 @@ static const char *const TLS_CERT_KEYS[] = {"cert", "key", NULL};
 static const char *const UPSTREAM_KEYS[] = {"name", "servers", "tls", "keepalive", NULL};
 static const char *const UPSTREAM_TLS_KEYS[] = {"verify", "ca", "sni", NULL};
 static const char *const SERVER_KEYS[] = {"address", "weight", NULL};
-static const char *const ROUTE_KEYS[] = {
-    "name",   "host",	      "path_prefix",	     "upstream",    "upgrade",	     "protocols",
-    "bridge", "subprotocols", "require_subprotocol", "max_message", "ping_interval", "origins",
-    NULL};
+static const char *const ROUTE_KEYS[] = {"name",	"host",		 "path_prefix",
+					 "upstream",	"upgrade",	 "protocols",
+					 "bridge",	"subprotocols",	 "require_subprotocol",
+					 "max_message", "ping_interval", "origins",
+					 "on_remove",	"drain_time",	 NULL};
 /* Keys of upgrade = "terminate" only: anywhere else they would silently do nothing. */
 static const char *const TERMINATE_KEYS[] = {"bridge",	    "subprotocols",  "require_subprotocol",
 					     "max_message", "ping_interval", "origins",
@@ -85,9 +86,11 @@ static const struct duration_key TIMEOUT_TABLE[] = {
     {"send", offsetof(struct config_timeouts, send), 60 * 1000},
     {"tunnel_idle", offsetof(struct config_timeouts, tunnel_idle), 3600 * 1000},
     {"tunnel_max", offsetof(struct config_timeouts, tunnel_max), 0},
+    {"shutdown_grace", offsetof(struct config_timeouts, shutdown_grace), 10 * 1000},
 };
-static const char *const TIMEOUT_KEYS[] = {"header", "keepalive",   "connect",	  "response",
-					   "send",   "tunnel_idle", "tunnel_max", NULL};
+static const char *const TIMEOUT_KEYS[] = {"header",	 "keepalive",	   "connect",
+					   "response",	 "send",	   "tunnel_idle",
+					   "tunnel_max", "shutdown_grace", NULL};
 
 struct limit_key {
 	const char *key;
@@ -1304,16 +1307,33 @@ static void load_route_max_message(struct loader *ld, const config_setting_t *e,
 		r->max_message = v;
 }
 
-static void load_route_ping(struct loader *ld, const config_setting_t *e, struct config_route *r)
+static void load_route_duration(struct loader *ld, const config_setting_t *e, const char *key,
+				uint64_t *ms)
 {
 	char q[CONFIG_QUOTE_MAX + 16];
 	config_setting_t *s;
 
-	if (lookup(ld, e, "ping_interval", KIND_STRING, &s) <= 0)
+	if (lookup(ld, e, key, KIND_STRING, &s) <= 0)
 		return;
 	const char *text = config_setting_get_string(s);
-	if (config_parse_duration(text, &r->ping_interval) < 0)
-		load_err(ld, s, "bad duration 'ping_interval' = %s", quote(q, sizeof(q), text));
+	if (config_parse_duration(text, ms) < 0)
+		load_err(ld, s, "bad duration '%s' = %s", key, quote(q, sizeof(q), text));
+}
+
+/* What a reload that removes the route (or its upstream) does to its tunnels. */
+static void load_route_on_remove(struct loader *ld, const config_setting_t *e,
+				 struct config_route *r)
+{
+	static const char *const names[] = {[CONFIG_ON_REMOVE_KEEP] = "keep",
+					    [CONFIG_ON_REMOVE_DRAIN] = "drain",
+					    [CONFIG_ON_REMOVE_CLOSE] = "close",
+					    NULL};
+	int v = CONFIG_ON_REMOVE_KEEP;
+
+	load_enum(ld, e, "on_remove", names, "keep, drain or close", &v);
+	r->on_remove = (enum config_on_remove)v;
+	r->drain_time = CONFIG_DRAIN_TIME_DEFAULT;
+	load_route_duration(ld, e, "drain_time", &r->drain_time);
 }
 
 static void load_route_terminate(struct loader *ld, const config_setting_t *e,
@@ -1336,7 +1356,7 @@ static void load_route_terminate(struct loader *ld, const config_setting_t *e,
 	if (lookup(ld, e, "require_subprotocol", KIND_BOOL, &s) > 0)
 		r->require_subprotocol = config_setting_get_bool(s) != 0;
 	load_route_max_message(ld, e, r);
-	load_route_ping(ld, e, r);
+	load_route_duration(ld, e, "ping_interval", &r->ping_interval);
 	load_route_origins(ld, e, r);
 }
 
@@ -1374,6 +1394,7 @@ static void load_route(struct loader *ld, const config_setting_t *e, struct conf
 	load_route_upgrade(ld, e, r);
 	load_route_protocols(ld, e, r);
 	load_route_terminate(ld, e, r);
+	load_route_on_remove(ld, e, r);
 }
 
 static void load_routes(struct loader *ld, const config_setting_t *root)

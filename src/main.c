@@ -88,7 +88,8 @@ struct app {
 	struct event_base **bases;
 	unsigned n;
 	atomic_uint stopped; /* workers whose stop has finished */
-	struct event *all_done;
+	uint64_t announced;  /* the last generation said to be running */
+	struct event *all_done, *all_switched;
 	struct event *signals[5];
 };
 
@@ -183,8 +184,29 @@ static void app_reload(struct app *app)
 	free(fds);
 	generation_unref(app->gen);
 	app->gen = gen;
+}
+
+/* A worker switched to a new generation (on its thread). */
+static void app_worker_reloaded(struct worker *w, void *arg)
+{
+	struct app *app = arg;
+	event_active(app->all_switched, EV_READ, 0);
+}
+
+/* Said once every worker runs the new generation: from then on, new
+ * connections see only the new config. */
+static void app_all_switched_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct app *app = arg;
+	uint64_t id = app->gen->id;
+	for (unsigned w = 0; w < app->n; w++)
+		if (atomic_load(&app->workers[w]->running) != id)
+			return;
+	if (app->announced == id)
+		return;
+	app->announced = id;
 	log_msg(LOG_LEVEL_INFO, 0, "reloaded %s: generation %llu", app->file,
-		(unsigned long long)gen->id);
+		(unsigned long long)id);
 }
 
 static void signal_cb(evutil_socket_t sig, short what, void *arg)
@@ -266,6 +288,7 @@ static int app_start_workers(struct app *app, const struct fdlimit_plan *plan)
 			return -1;
 		}
 		app->workers[w]->done = app_worker_done;
+		app->workers[w]->reloaded = app_worker_reloaded;
 		app->workers[w]->done_arg = app;
 	}
 	free(fds);
@@ -285,8 +308,9 @@ static int app_init(struct app *app, const struct fdlimit_plan *plan)
 		if ((app->bases[w] = base_new()) == NULL)
 			return -1;
 	app->all_done = event_new(app->bases[0], -1, 0, app_all_done_cb, app);
+	app->all_switched = event_new(app->bases[0], -1, 0, app_all_switched_cb, app);
 	/* handlers first: a SIGTERM right after the port opens must stop us cleanly */
-	if (app->all_done == NULL || app_signals(app) < 0)
+	if (app->all_done == NULL || app->all_switched == NULL || app_signals(app) < 0)
 		return -1;
 	return app_start_workers(app, plan);
 }
@@ -302,6 +326,8 @@ static void app_fini(struct app *app)
 			event_free(app->signals[i]);
 	if (app->all_done)
 		event_free(app->all_done);
+	if (app->all_switched)
+		event_free(app->all_switched);
 	for (unsigned w = 0; app->bases && w < app->n; w++)
 		if (app->bases[w])
 			event_base_free(app->bases[w]);

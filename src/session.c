@@ -62,7 +62,8 @@ enum session_timer {
 	TIMER_CONNECT,
 	TIMER_RESPONSE,
 	TIMER_LINGER,
-	TIMER_FREE, /* deferred free after session_close() */
+	TIMER_DRAIN, /* a tunnel of a route a reload removed: close it then */
+	TIMER_FREE,  /* deferred free after session_close() */
 };
 
 struct session {
@@ -358,10 +359,23 @@ static void exchange_reset(struct session *s)
 	memset(&s->up, 0, sizeof(s->up));
 }
 
+/* A reload happened: the next request on this connection follows the new config. */
+static void session_follow_reload(struct session *s)
+{
+	if (s->wg == s->w->current)
+		return;
+	worker_gen_release(s->wg);
+	s->wg = worker_gen_hold(s->w->current);
+	s->cfg = s->wg->gen->cfg;
+	s->limits = (struct http_limits){s->cfg->limits.header_bytes, s->cfg->limits.header_fields,
+					 s->cfg->limits.uri_bytes};
+}
+
 static void session_wait_request(struct session *s)
 {
 	s->state = SESSION_READ_REQ;
 	exchange_reset(s);
+	session_follow_reload(s);
 	bufferevent_setcb(s->client, client_read_cb, client_write_cb, client_event_cb, s);
 	bufferevent_enable(s->client, EV_READ);
 	timer_arm(s, TIMER_KEEPALIVE, s->cfg->timeouts.keepalive);
@@ -1171,6 +1185,9 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 	case TIMER_LINGER:
 		session_close(s, "linger done");
 		return;
+	case TIMER_DRAIN:
+		session_stop(s, "route removed", false);
+		return;
 	case TIMER_NONE:
 		return;
 	}
@@ -1272,13 +1289,56 @@ void session_shutdown(struct session *s)
 {
 	s->shutdown_requested = true;
 	s->close_after = true;
-	if (s->state == SESSION_TUNNEL)
-		session_tunnel_done_cb(s, "proxy", "shutdown");
-	else if (s->state == SESSION_WEBSOCKET)
-		wsbridge_going_away(s->wsb);
-	else if (s->state == SESSION_READ_REQ &&
-		 evbuffer_get_length(bufferevent_get_input(s->client)) == 0)
+	if (s->state == SESSION_READ_REQ &&
+	    evbuffer_get_length(bufferevent_get_input(s->client)) == 0)
 		session_close(s, "shutdown");
+}
+
+void session_stop(struct session *s, const char *reason, bool now)
+{
+	switch (s->state) {
+	case SESSION_TUNNEL:
+		session_tunnel_done_cb(s, "proxy", reason);
+		break;
+	case SESSION_WEBSOCKET:
+		if (now)
+			session_tunnel_done_cb(s, "proxy", reason);
+		else
+			wsbridge_going_away(s->wsb, reason);
+		break;
+	case SESSION_CONNECT:
+	case SESSION_EXCHANGE:
+		exchange_abort(s, reason);
+		break;
+	default:
+		session_close(s, reason);
+		break;
+	}
+}
+
+bool session_is_tunnel(const struct session *s)
+{
+	return s->state == SESSION_TUNNEL || s->state == SESSION_WEBSOCKET;
+}
+
+const struct config_route *session_route(const struct session *s)
+{
+	return s->route;
+}
+
+const struct config *session_config(const struct session *s)
+{
+	return s->cfg;
+}
+
+void session_drain(struct session *s, uint64_t delay_ms)
+{
+	if (!session_is_tunnel(s) || s->timer_kind == TIMER_DRAIN)
+		return;
+	if (delay_ms == 0)
+		session_stop(s, "route removed", false);
+	else
+		timer_arm(s, TIMER_DRAIN, delay_ms);
 }
 
 struct session *session_next(const struct session *s)

@@ -9,6 +9,7 @@
 #include "worker.h"
 
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -23,9 +24,9 @@
 #include "splice.h"
 #include "upstream.h"
 
-#define WORKER_PIPE_POOL 1024	  /* idle pipes kept for splice */
-#define WORKER_RESUME_MS 250	  /* retry accept after EMFILE with no session to wait for */
-#define WORKER_STOP_GRACE_MS 3000 /* in-flight exchanges get this long at stop */
+#define WORKER_PIPE_POOL 1024 /* idle pipes kept for splice */
+#define WORKER_RESUME_MS 250  /* retry accept after EMFILE with no session to wait for */
+#define WORKER_CLOSE_MS 3000  /* after the grace: WebSocket close handshakes (2 s bound) */
 
 enum worker_msg_kind { MSG_RELOAD, MSG_STOP, MSG_QUIT };
 
@@ -289,6 +290,132 @@ static void worker_set_listeners(struct worker *w, const struct config *cfg, int
 	w->n_listeners = next ? n : 0;
 }
 
+/* ---- stop ---- */
+
+/* The grace is over (or SIGQUIT): end every session now. */
+static void worker_quit(struct worker *w)
+{
+	struct session *next;
+	for (struct session *s = w->sessions; s; s = next) {
+		next = session_next(s);
+		session_stop(s, "shutdown", true);
+	}
+	worker_done(w); /* the closed sessions are freed before the loop ends */
+}
+
+/*
+ * First expiry: the grace is over; tunnels and exchanges are ended, and
+ * terminated WebSockets get close 1001 and at most WORKER_CLOSE_MS to
+ * finish their close handshake. Second expiry: whatever is left goes.
+ */
+static void worker_stop_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+	struct session *next;
+	if (w->grace_over) {
+		worker_quit(w);
+		return;
+	}
+	w->grace_over = true;
+	for (struct session *s = w->sessions; s; s = next) {
+		next = session_next(s);
+		session_stop(s, "shutdown", false);
+	}
+	struct timeval tv = {WORKER_CLOSE_MS / 1000, (WORKER_CLOSE_MS % 1000) * 1000};
+	event_add(w->stop_timer, &tv);
+}
+
+static void worker_stop(struct worker *w, bool now)
+{
+	struct session *next;
+	if (w->stopping) {
+		if (now)
+			worker_quit(w);
+		return; /* a second SIGTERM changes nothing */
+	}
+	w->stopping = true;
+	if (w->count == 1)
+		log_msg(LOG_LEVEL_INFO, 0, "stopping: %zu open connections", w->n_sessions);
+	else
+		log_msg(LOG_LEVEL_INFO, 0, "worker %u stopping: %zu open connections", w->index,
+			w->n_sessions);
+	for (size_t i = 0; i < w->n_listeners; i++)
+		worker_listener_free(w->listeners[i]);
+	w->n_listeners = 0;
+	if (now || w->n_sessions == 0) {
+		worker_quit(w);
+		return;
+	}
+	for (struct session *s = w->sessions; s; s = next) {
+		next = session_next(s);
+		session_shutdown(s);
+	}
+	uint64_t grace = w->current->gen->cfg->timeouts.shutdown_grace;
+	struct timeval tv = {(time_t)(grace / 1000), (suseconds_t)(grace % 1000) * 1000};
+	if (w->n_sessions > 0 && w->stop_timer)
+		event_add(w->stop_timer, &tv); /* 0: the grace is over at the next turn */
+}
+
+/* ---- routes a reload removed ---- */
+
+static bool route_removed(const struct config_route *r, const struct config *old,
+			  const struct config *next)
+{
+	const struct config_route *same = NULL;
+	for (size_t i = 0; i < next->n_routes && same == NULL; i++)
+		if (strcmp(next->routes[i].name, r->name) == 0)
+			same = &next->routes[i];
+	if (same == NULL)
+		return true;
+	if (r->upstream == CONFIG_NO_UPSTREAM)
+		return false;
+	const char *up = old->upstreams[r->upstream].name;
+	for (size_t i = 0; i < next->n_upstreams; i++)
+		if (strcmp(next->upstreams[i].name, up) == 0)
+			return false;
+	return true;
+}
+
+/* Drain: the k-th of a route's n tunnels closes at (k + 1) / n of drain_time. */
+static void worker_drain(struct session **list, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (list[i] == NULL)
+			continue;
+		const struct config_route *r = session_route(list[i]);
+		size_t group = 0, k = 0;
+		for (size_t j = i; j < n; j++)
+			if (list[j] && strcmp(session_route(list[j])->name, r->name) == 0)
+				group++;
+		for (size_t j = i; j < n; j++) {
+			if (list[j] == NULL || strcmp(session_route(list[j])->name, r->name) != 0)
+				continue;
+			session_drain(list[j], r->drain_time * ++k / group);
+			list[j] = NULL;
+		}
+	}
+}
+
+static void worker_on_remove(struct worker *w, const struct config *next)
+{
+	struct session **drain = calloc(w->n_sessions + 1, sizeof(*drain));
+	size_t n = 0;
+	struct session *after;
+	for (struct session *s = w->sessions; s; s = after) {
+		after = session_next(s);
+		const struct config_route *r = session_route(s);
+		if (!session_is_tunnel(s) || r == NULL || r->on_remove == CONFIG_ON_REMOVE_KEEP ||
+		    !route_removed(r, session_config(s), next))
+			continue;
+		if (r->on_remove == CONFIG_ON_REMOVE_CLOSE || drain == NULL)
+			session_stop(s, "route removed", false);
+		else
+			drain[n++] = s;
+	}
+	worker_drain(drain, n);
+	free(drain);
+}
+
 /* ---- reload ---- */
 
 static void worker_set_limits(struct worker *w, const struct worker_limits *lim)
@@ -313,48 +440,10 @@ static void worker_reload(struct worker *w, struct worker_msg *m)
 	w->current = wg;
 	worker_set_listeners(w, wg->gen->cfg, m->fds);
 	worker_set_limits(w, &m->lim);
-}
-
-/* ---- stop ---- */
-
-static void worker_stop_timeout_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct worker *w = arg;
-	struct session *next;
-	for (struct session *s = w->sessions; s; s = next) {
-		next = session_next(s);
-		session_close(s, "shutdown");
-	}
-	worker_done(w); /* the closed sessions are freed before the loop ends */
-}
-
-static void worker_stop(struct worker *w, bool now)
-{
-	struct session *next;
-	if (!w->stopping) {
-		w->stopping = true;
-		if (w->count == 1)
-			log_msg(LOG_LEVEL_INFO, 0, "stopping: %zu open connections", w->n_sessions);
-		else
-			log_msg(LOG_LEVEL_INFO, 0, "worker %u stopping: %zu open connections",
-				w->index, w->n_sessions);
-		for (size_t i = 0; i < w->n_listeners; i++)
-			worker_listener_free(w->listeners[i]);
-		w->n_listeners = 0;
-	}
-	if (w->n_sessions == 0 || now) {
-		worker_stop_timeout_cb(-1, 0, w);
-		return;
-	}
-	for (struct session *s = w->sessions; s; s = next) {
-		next = session_next(s);
-		session_shutdown(s);
-	}
-	struct timeval tv = {WORKER_STOP_GRACE_MS / 1000, (WORKER_STOP_GRACE_MS % 1000) * 1000};
-	if (w->stop_timer == NULL)
-		w->stop_timer = evtimer_new(w->base, worker_stop_timeout_cb, w);
-	if (w->stop_timer && !evtimer_pending(w->stop_timer, NULL))
-		event_add(w->stop_timer, &tv);
+	worker_on_remove(w, wg->gen->cfg);
+	atomic_store(&w->running, wg->gen->id);
+	if (w->reloaded)
+		w->reloaded(w, w->done_arg);
 }
 
 /* ---- inbox ---- */
@@ -478,12 +567,14 @@ struct worker *worker_new(unsigned index, unsigned count, struct event_base *bas
 	w->next_session_id = index; /* ids index+1, index+1+count, ...: unique in the process */
 	pthread_mutex_init(&w->lock, NULL);
 	w->resume_timer = evtimer_new(base, worker_resume_cb, w);
+	w->stop_timer = evtimer_new(base, worker_stop_timer_cb, w);
 	w->inbox_ev = event_new(base, -1, 0, worker_inbox_cb, w);
 	size_t idle_pipes = lim->max_pipes < WORKER_PIPE_POOL ? lim->max_pipes : WORKER_PIPE_POOL;
 	w->pipes = splice_pool_new(idle_pipes, lim->max_pipes);
 	w->current = worker_gen_new(gen);
-	if (w->resume_timer == NULL || w->inbox_ev == NULL || w->pipes == NULL ||
-	    w->current == NULL) {
+	atomic_init(&w->running, gen->id);
+	if (w->resume_timer == NULL || w->stop_timer == NULL || w->inbox_ev == NULL ||
+	    w->pipes == NULL || w->current == NULL) {
 		worker_free(w);
 		goto fail_fds;
 	}

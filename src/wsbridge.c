@@ -398,9 +398,9 @@ struct wsbridge *wsbridge_start(const struct wsbridge_params *p, struct bufferev
 	return b;
 }
 
-void wsbridge_going_away(struct wsbridge *b)
+void wsbridge_going_away(struct wsbridge *b, const char *reason)
 {
-	bridge_close(b, WS_CLOSE_GOING_AWAY, "going away", "proxy", "shutdown");
+	bridge_close(b, WS_CLOSE_GOING_AWAY, "going away", "proxy", reason);
 }
 
 void wsbridge_free(struct wsbridge *b)

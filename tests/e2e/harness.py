@@ -151,6 +151,8 @@ DEFAULT_TIMEOUTS = {
     "response": "60s",
     "send": "60s",
     "tunnel_idle": "1h",
+    # the product's default is 10s; 3s bounds what a SIGTERM at cleanup costs
+    "shutdown_grace": "3s",
 }
 DEFAULT_LIMITS = {
     "header_bytes": 16384,
