@@ -2,12 +2,12 @@
 # `make WERROR=1`, `make V=1` for full commands, `make deps` installs packages.
 
 CC       ?= cc
-PKGS     := libevent libevent_openssl libssl libcrypto libconfig
+PKGS     := libevent libevent_openssl libevent_pthreads libssl libcrypto libconfig
 CFLAGS   ?= -O2 -g
 WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
             -Wno-unused-parameter
 CPPFLAGS += -Iinclude -D_GNU_SOURCE $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser
+LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser -pthread
 STD      := -std=c11
 
 ifeq ($(WERROR),1)
