@@ -54,6 +54,10 @@ class CaseTimeout(Exception):
     pass
 
 
+class Skip(Exception):
+    """Raised by t.skip(reason): the case is reported as SKIP, not PASS/FAIL."""
+
+
 # ---------------------------------------------------------------------------
 # small helpers
 
@@ -1172,6 +1176,10 @@ class Ctx:
     def note(self, *args):
         """Print to the case log (shown with -v on failure)."""
         print(*args, flush=True)
+
+    def skip(self, reason):
+        """End the case as skipped (reported as SKIP name: reason)."""
+        raise Skip(reason)
 
     # resources
     def free_port(self):

@@ -4,8 +4,9 @@
     /usr/bin/python3 tests/e2e/run.py --binary ./switchyard [-k SUBSTR] [-v] [-j N] [--list] [--keep]
 
 Imports every tests/e2e/cases_*.py, runs each registered case in its own forked
-process group with a timeout, prints `PASS name` / `FAIL name: why` per case
-and, last, `N passed, M failed`. Exit status 1 if any case failed or none ran.
+process group with a timeout, prints `PASS name` / `FAIL name: why` /
+`SKIP name: why` per case and, last, `N passed, M failed, K skipped`. Exit
+status 1 if any case failed or none passed.
 """
 
 import argparse
@@ -57,13 +58,18 @@ def child(c, binary, cdir, verbose):
         raise harness.CaseTimeout("case timed out after %ds" % c.timeout)
 
     signal.signal(signal.SIGALRM, on_alarm)
-    result = {"ok": False, "why": "", "logs": []}
+    result = {"ok": False, "skip": False, "why": "", "logs": []}
     ctx = harness.Ctx(c.name, binary, cdir, verbose)
     try:
         signal.alarm(c.timeout)
         c.fn(ctx)
         signal.alarm(0)
         result["ok"] = True
+    except harness.Skip as e:
+        signal.alarm(0)
+        result["ok"] = result["skip"] = True
+        result["why"] = str(e) or "skipped"
+        print("skipped:", result["why"])
     except BaseException as e:
         signal.alarm(0)
         traceback.print_exc()
@@ -80,7 +86,7 @@ def child(c, binary, cdir, verbose):
     for p in problems:
         print("cleanup problem:", p)
     if result["ok"] and problems:
-        result["ok"] = False
+        result["ok"] = result["skip"] = False
         result["why"] = problems[0]
     result["logs"] = ctx.logs()
     sys.stdout.flush()
@@ -115,7 +121,7 @@ def main():
             print(c.name)
         return 0
 
-    passed = failed = 0
+    passed = failed = skipped = 0
     for name, why in broken:
         print("FAIL %s: %s" % (name, why), flush=True)
         failed += 1
@@ -123,7 +129,7 @@ def main():
     binary = os.path.abspath(args.binary)
     if not (os.path.isfile(binary) and os.access(binary, os.X_OK)):
         print("FAIL setup: binary %s not found or not executable" % binary, flush=True)
-        print("%d passed, %d failed" % (passed, failed + 1))
+        print("%d passed, %d failed, %d skipped" % (passed, failed + 1, skipped))
         return 1
 
     base = tempfile.mkdtemp(prefix="sy-e2e-")
@@ -138,7 +144,13 @@ def main():
     failed_dirs = []
 
     def report(c, cdir, res):
-        nonlocal passed, failed
+        nonlocal passed, failed, skipped
+        if res["ok"] and res.get("skip"):
+            skipped += 1
+            print("SKIP %s: %s" % (c.name, one_line(res["why"])), flush=True)
+            if not args.keep:
+                shutil.rmtree(cdir, ignore_errors=True)
+            return
         if res["ok"]:
             passed += 1
             print("PASS %s" % c.name, flush=True)
@@ -227,7 +239,7 @@ def main():
         print("logs of failed cases kept under %s" % base, file=sys.stderr)
     elif not args.keep:
         shutil.rmtree(base, ignore_errors=True)
-    print("%d passed, %d failed" % (passed, failed), flush=True)
+    print("%d passed, %d failed, %d skipped" % (passed, failed, skipped), flush=True)
     return 1 if failed or passed == 0 else 0
 
 
