@@ -1054,6 +1054,7 @@ def upstream_truncated_bodies_not_completed(t):
 def client_abort_mid_download_and_upload(t):
     big = blob(8 << 20, 21)
     be, px = setup(t, lambda req: Reply(200, big) if req.target == "/down" else Reply(200, b"up"))
+    be.expect_errors("the clients abort: a reset download and a truncated upload at the backend")
     base = px.fd_count()
     c = px.connect()
     c.request("GET", "/down")

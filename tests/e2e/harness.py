@@ -225,8 +225,8 @@ def free_port():
     return p
 
 
-def _listening_inodes_netlink(port):
-    """Inodes of TCP listeners on port, via NETLINK_SOCK_DIAG (the kernel
+def _listening_inodes_netlink(port=None):
+    """Inodes of TCP listeners on port (None: any port), via NETLINK_SOCK_DIAG (the kernel
     filters on the LISTEN state, so this stays fast and consistent when the
     machine has many connections, unlike reading /proc/net/tcp)."""
     import struct
@@ -251,7 +251,7 @@ def _listening_inodes_netlink(port):
                     body = off + 16
                     sport = struct.unpack_from(">H", data, body + 4)[0]
                     inode = struct.unpack_from("=I", data, body + 4 + 48 + 16)[0]
-                    if sport == port:
+                    if port is None or sport == port:
                         found.add(str(inode))
                     off += (ln + 3) & ~3
                 if not data:
@@ -261,7 +261,7 @@ def _listening_inodes_netlink(port):
     return found
 
 
-def _listening_inodes(port):
+def _listening_inodes(port=None):
     try:
         return _listening_inodes_netlink(port)
     except OSError:
@@ -274,11 +274,51 @@ def _listening_inodes(port):
                 for line in fh:
                     parts = line.split()
                     local, st, inode = parts[1], parts[3], parts[9]
-                    if st == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                    if st == "0A" and (port is None or int(local.rsplit(":", 1)[1], 16) == port):
                         found.add(inode)
         except OSError:
             pass
     return found
+
+
+_TCP_STATES = {"01": "ESTABLISHED", "02": "SYN_SENT", "03": "SYN_RECV", "04": "FIN_WAIT1", "05": "FIN_WAIT2",
+               "06": "TIME_WAIT", "07": "CLOSE", "08": "CLOSE_WAIT", "09": "LAST_ACK", "0A": "LISTEN",
+               "0B": "CLOSING"}
+
+
+def _hexaddr(a):
+    ip, port = a.rsplit(":", 1)
+    if len(ip) == 8:
+        host = socket.inet_ntop(socket.AF_INET, bytes.fromhex(ip)[::-1])
+    else:
+        raw = bytes.fromhex(ip)
+        host = "[%s]" % socket.inet_ntop(socket.AF_INET6, b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4)))
+    return "%s:%d" % (host, int(port, 16))
+
+
+def _socket_descriptions():
+    """{"socket:[inode]": " (tcp LOCAL -> REMOTE STATE)" or " (unix PATH)"}, for messages."""
+    out = {}
+    for f in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(f) as fh:
+                next(fh)
+                for line in fh:
+                    p = line.split()
+                    out["socket:[%s]" % p[9]] = " (tcp %s -> %s %s)" % (_hexaddr(p[1]), _hexaddr(p[2]),
+                                                                       _TCP_STATES.get(p[3], p[3]))
+        except (OSError, ValueError):
+            pass
+    try:
+        with open("/proc/net/unix") as fh:
+            next(fh)
+            for line in fh:
+                p = line.split()
+                if len(p) >= 7:
+                    out["socket:[%s]" % p[6]] = " (unix%s)" % (" " + p[7] if len(p) > 7 else "")
+    except OSError:
+        pass
+    return out
 
 
 def wait_listen(port, timeout=10):
@@ -288,6 +328,27 @@ def wait_listen(port, timeout=10):
 
 def fd_count(pid):
     return len(os.listdir("/proc/%d/fd" % pid))
+
+
+PIPE_POOL = 1024  # idle pipes the proxy keeps for splice (src/proxy.c PROXY_PIPE_POOL)
+
+
+def fd_kinds(pid):
+    """{'socket': n, 'pipe': n, 'other': n} of a process."""
+    out = {"socket": 0, "pipe": 0, "other": 0}
+    d = "/proc/%d/fd" % pid
+    for n in os.listdir(d):
+        try:
+            link = os.readlink(os.path.join(d, n))
+        except OSError:
+            continue
+        if link.startswith("socket:"):
+            out["socket"] += 1
+        elif link.startswith("pipe:"):
+            out["pipe"] += 1
+        else:
+            out["other"] += 1
+    return out
 
 
 def fd_list(pid):
@@ -639,7 +700,24 @@ def check_error_response(data, code):
 # backends
 
 
-class _Listener:
+class BackendErrors:
+    """Mixin of every test backend: .errors (exceptions of its threads, as
+    text) fail the case at cleanup unless the case called expect_errors().
+    Errors raised after the harness started closing the backend don't count."""
+
+    errors_ok = None  # reason the case gave, or None
+
+    def expect_errors(self, reason="expected by the case"):
+        """Errors in this backend's threads are part of the case: don't fail on them."""
+        self.errors_ok = reason or "expected by the case"
+        return self
+
+    def _record_error(self, e):
+        if not getattr(self, "stopped", False):
+            self.errors.append(e if isinstance(e, str) else "%s: %s" % (type(e).__name__, e))
+
+
+class _Listener(BackendErrors):
     """Accept loop on 127.0.0.1:0; each connection is handled in a thread."""
 
     def __init__(self):
@@ -663,6 +741,9 @@ class _Listener:
                 return
             c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self.lock:
+                if self.stopped:  # accepted while close() ran: it would stay open
+                    c.close()
+                    return
                 self.conns.append(c)
                 idx = len(self.conns) - 1
             threading.Thread(target=self._run, args=(c, idx), daemon=True).start()
@@ -670,8 +751,8 @@ class _Listener:
     def _run(self, c, idx):
         try:
             self.handle(c, idx)
-        except Exception as e:  # recorded; cases decide whether it matters
-            self.errors.append("%s: %s" % (type(e).__name__, e))
+        except Exception as e:  # recorded; fails the case at cleanup unless expected
+            self._record_error(e)
         finally:
             try:
                 c.close()
@@ -683,12 +764,11 @@ class _Listener:
         return len(self.conns)
 
     def close(self):
-        self.stopped = True
-        try:
-            self.lsock.close()
-        except OSError:
-            pass
-        for c in list(self.conns):
+        with self.lock:
+            self.stopped = True
+            conns = list(self.conns)
+        close_listener(self.lsock)
+        for c in conns:
             try:
                 c.shutdown(socket.SHUT_RDWR)
             except OSError:
@@ -697,6 +777,19 @@ class _Listener:
                 c.close()
             except OSError:
                 pass
+
+
+def close_listener(lsock):
+    """Stop listening now: shutdown wakes a thread blocked in accept() (a
+    plain close would leave the socket listening until that accept returns)."""
+    try:
+        lsock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    try:
+        lsock.close()
+    except OSError:
+        pass
 
 
 class ConnRecord:
@@ -961,7 +1054,27 @@ class HttpBackend(_Listener):
 # ---------------------------------------------------------------------------
 # the proxy under test
 
-_SAN_RE = re.compile(r"ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:|AddressSanitizer:DEADLYSIGNAL")
+# what ASan, LSan, UBSan (and TSan/MSan) print when they find something
+_SAN_RE = re.compile(r"ERROR: (?:Address|Leak|Thread|Memory)Sanitizer|WARNING: (?:Thread|Memory)Sanitizer"
+                     r"|runtime error:|Sanitizer:DEADLYSIGNAL|SUMMARY: \w*Sanitizer")
+
+
+def sanitizer_report(text):
+    """The start of the first sanitizer report in text (str or bytes), or None."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    m = _SAN_RE.search(text or "")
+    if not m:
+        return None
+    start = text.rfind("\n", 0, m.start()) + 1
+    return text[start:start + 600].strip()
+
+
+def check_sanitizer(text, what="switchyard"):
+    """Raise AssertionError if text (a stderr or a log) holds a sanitizer report."""
+    rep = sanitizer_report(text)
+    if rep:
+        raise AssertionError("sanitizer report from %s: %s" % (what, rep))
 
 
 class Proxy:
@@ -977,6 +1090,8 @@ class Proxy:
         self.config_text = config_text
         self.stopped = False
         self.exit_code = None
+        self.fd_check = None  # why the fd check at cleanup is off (None: on)
+        self.fd_baseline = None  # fd_kinds() + list once started and idle
         self._logf = open(self.log_path, "wb")
         penv = None
         if env:
@@ -985,7 +1100,24 @@ class Proxy:
         self.proc = subprocess.Popen([ctx.binary, "-c", self.config_path], stdin=subprocess.DEVNULL,
                                      stdout=self._logf, stderr=self._logf, env=penv)
         self.pid = self.proc.pid
-        self._wait_listening(wait_started=wait_started)
+        try:
+            self._wait_listening(wait_started=wait_started)
+        except BaseException:
+            self.kill()
+            raise
+        # idle right after startup: what cleanup compares against
+        self.fd_baseline = self.fd_snapshot()
+
+    def _started_log(self):
+        """Where the "started" line goes: a path, or None when the config
+        hides it (log_level warn/error). Read from the config text."""
+        m = re.search(r'^\s*log_level\s*=\s*"(\w+)"', self.config_text, re.M)
+        if m and m.group(1) in ("warn", "error"):
+            return None
+        m = re.search(r'^\s*error_log\s*=\s*"([^"]*)"', self.config_text, re.M)
+        if m and m.group(1) != "stderr":
+            return os.path.join(os.path.dirname(self.config_path), m.group(1))
+        return self.log_path
 
     def _wait_listening(self, timeout=10, wait_started=True):
         deadline = time.monotonic() + timeout
@@ -993,6 +1125,7 @@ class Proxy:
             if self.proc.poll() is not None:
                 self.stopped = True
                 self.exit_code = self.proc.returncode
+                check_sanitizer(self.log(), "the proxy at startup")
                 raise AssertionError("switchyard exited with %d at startup: %s"
                                      % (self.proc.returncode, self.log()[-1500:].strip()))
             inodes = _listening_inodes(self.port)
@@ -1005,15 +1138,32 @@ class Proxy:
                 if any("socket:[%s]" % i in mine for i in inodes):
                     break
             if time.monotonic() > deadline:
-                raise AssertionError("switchyard not listening on %d after %ds" % (self.port, timeout))
+                raise AssertionError("switchyard not listening on %d after %ds; log tail: %s"
+                                     % (self.port, timeout, self.log()[-800:].strip()))
             time.sleep(0.01)
-        if wait_started:
-            # the "started" line comes after the signal handlers are installed;
-            # a SIGTERM before that would kill the process (see
-            # http.sigterm_right_after_listening)
-            end = time.monotonic() + 2
-            while time.monotonic() < end and not re.search(r"\bstarted\b", self.log()):
-                time.sleep(0.005)
+        where = self._started_log() if wait_started else None
+        if where is None:
+            return
+        # the "started" line comes once the proxy is set up (signal handlers,
+        # listeners, pools): a proxy that listens but never says it started
+        # is broken, not slow
+        rx = re.compile(r"\bstarted\b")
+        deadline = max(deadline, time.monotonic() + 2)
+        while True:
+            if self.proc.poll() is not None:
+                check_sanitizer(self.log(), "the proxy at startup")
+                raise AssertionError("switchyard exited with %d before its \"started\" line: %s"
+                                     % (self.proc.returncode, self.log()[-1500:].strip()))
+            try:
+                with open(where, "rb") as f:
+                    if rx.search(f.read().decode("utf-8", "replace")):
+                        return
+            except FileNotFoundError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError("switchyard listens on %d but logged no \"started\" line in %ds (%s); "
+                                     "log tail: %s" % (self.port, timeout, where, self.log()[-800:].strip()))
+            time.sleep(0.005)
 
     # -- observation
     def log(self):
@@ -1073,6 +1223,74 @@ class Proxy:
                 raise AssertionError("fd leak: %d open, baseline %d: %s" % (n, baseline, " ".join(self.fds())))
             time.sleep(0.02)
 
+    def skip_fd_check(self, reason):
+        """Turn off the fd comparison at cleanup for this proxy; say why."""
+        if not reason:
+            raise ValueError("skip_fd_check needs a reason")
+        self.fd_check = reason
+        self.ctx.note("fd check at cleanup off for %s: %s" % (os.path.basename(self.config_path), reason))
+
+    def fd_snapshot(self):
+        """(counts, entries) of the proxy's descriptors: counts by kind
+        {"socket", "listener", "pipe", "other"} ("listener": a listening TCP
+        socket; "socket": any other socket), entries [(fd, target, kind)]."""
+        listening = _listening_inodes()
+        counts = {"socket": 0, "listener": 0, "pipe": 0, "other": 0}
+        entries = []
+        d = "/proc/%d/fd" % self.pid
+        for n in os.listdir(d):
+            try:
+                link = os.readlink(os.path.join(d, n))
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                kind = "listener" if link[8:-1] in listening else "socket"
+            elif link.startswith("pipe:"):
+                kind = "pipe"
+            else:
+                kind = "other"
+            counts[kind] += 1
+            entries.append((int(n), link, kind))
+        return counts, sorted(entries)
+
+    def _max_pool_pipes(self):
+        m = re.search(r"^\s*workers\s*=\s*(\d+)", self.config_text, re.M)
+        workers = int(m.group(1)) if m else (os.cpu_count() or 1)
+        return PIPE_POOL * max(1, workers)
+
+    def fds_settled(self, timeout=5):
+        """At cleanup (clients and backends closed): wait until the proxy's
+        descriptors are back to the baseline taken right after startup:
+        sockets other than TCP listeners (connections, socketpairs) and
+        other fds (files, epoll, eventfd...) exactly; pipes may stay in the
+        splice pool (pairs, at most PIPE_POOL per worker); listeners are not
+        compared (a reload may change them). Returns None or a problem."""
+        base, base_entries = self.fd_baseline
+        pool = self._max_pool_pipes()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                k, entries = self.fd_snapshot()
+            except OSError:
+                return None  # gone: the exit status check reports it
+            extra_pipes = k["pipe"] - base["pipe"]
+            if (k["socket"] == base["socket"] and k["other"] == base["other"]
+                    and extra_pipes % 2 == 0 and 0 <= extra_pipes <= 2 * pool):
+                return None
+            if time.monotonic() > deadline:
+                before = {(n, link) for n, link, _ in base_entries}
+                now = {(n, link) for n, link, _ in entries}
+                desc = _socket_descriptions()
+                new = ["%d->%s%s" % (n, link, desc.get(link, "")) for n, link, kind in entries
+                       if (n, link) not in before and kind != "listener"]
+                gone = ["%d->%s" % (n, link) for n, link, kind in base_entries
+                        if (n, link) not in now and kind != "listener"]
+                return ("fd leak: %d sockets, %d pipes, %d other fds open %.0fs after the clients and backends "
+                        "closed; after startup %d, %d, %d (listening sockets not counted); new: %s; gone: %s"
+                        % (k["socket"], k["pipe"], k["other"], timeout, base["socket"], base["pipe"],
+                           base["other"], " ".join(new[:40]) or "-", " ".join(gone[:40]) or "-"))
+            time.sleep(0.02)
+
     @contextlib.contextmanager
     def no_fd_leak(self, timeout=3):
         """with px.no_fd_leak(): ...  asserts the fd count is back afterwards."""
@@ -1104,9 +1322,7 @@ class Proxy:
                                      % (timeout, signal.Signals(sig).name if sig else "the signal"))
         self.exit_code = self.proc.returncode
         self._logf.close()
-        san = _SAN_RE.search(self.log())
-        if san:
-            raise AssertionError("sanitizer report in proxy log: %s" % self.log()[san.start():san.start() + 300])
+        check_sanitizer(self.log(), "the proxy (%s)" % os.path.basename(self.log_path))
         if expect is not None and self.exit_code != expect:
             raise AssertionError("switchyard exit status %s, want %s; log tail: %s"
                                  % (self.exit_code, expect, self.log()[-600:].strip()))
@@ -1192,13 +1408,18 @@ class Ctx:
         self.held.append(s)
         return s.getsockname()[1]
 
-    def http_backend(self, script=None):
+    def http_backend(self, script=None, errors_ok=False):
+        """errors_ok: exceptions in its threads are expected (see expect_errors)."""
         b = HttpBackend(script)
+        if errors_ok:
+            b.expect_errors(errors_ok if isinstance(errors_ok, str) else None)
         self.backends.append(b)
         return b
 
-    def raw_backend(self, handler=None):
+    def raw_backend(self, handler=None, errors_ok=False):
         b = RawBackend(handler)
+        if errors_ok:
+            b.expect_errors(errors_ok if isinstance(errors_ok, str) else None)
         self.backends.append(b)
         return b
 
@@ -1237,8 +1458,22 @@ class Ctx:
         path = os.path.join(self.dir, name)
         with open(path, "w") as f:
             f.write(text)
-        p = subprocess.run([self.binary, "-t", "-c", path], capture_output=True, timeout=20)
+        p = self.run_binary(["-t", "-c", path])
         return ConfigCheck(path, p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace"))
+
+    def run_binary(self, args, prefix=(), timeout=20, **kw):
+        """subprocess.run(prefix + [switchyard] + args, capture_output=True,
+        ...): the CompletedProcess, after asserting that neither stdout nor
+        stderr holds a sanitizer report (whatever the exit status). prefix:
+        e.g. ["prlimit", "--nofile=256:256", "--"]. Every run of the binary
+        outside t.proxy() goes through here."""
+        kw.setdefault("capture_output", True)
+        if "input" not in kw:
+            kw.setdefault("stdin", subprocess.DEVNULL)
+        p = subprocess.run(list(prefix) + [self.binary] + list(args), timeout=timeout, **kw)
+        for stream in (p.stderr, p.stdout):
+            check_sanitizer(stream or b"", "switchyard %s" % " ".join(args))
+        return p
 
     def connect(self, port, **kw):
         c = Client(port, **kw)
@@ -1259,24 +1494,17 @@ class Ctx:
         return os.path.join(self.dir, name)
 
     def cleanup(self):
-        """Release everything; returns a list of problems (strings)."""
+        """Release everything; returns a list of problems (strings).
+
+        Order: clients closed; backends closed and processes killed (so the
+        proxy's pooled upstream connections are closed by their peer); each
+        proxy still running must get back to the descriptors it had right
+        after startup (Proxy.fds_settled, unless skip_fd_check) and then exit
+        0 on SIGTERM without a sanitizer report; errors recorded by backend
+        threads before they were closed fail the case unless expected."""
         problems = []
         for c in self.clients:
             c.close()
-        for p in self.proxies:
-            if p.stopped:
-                continue
-            try:
-                if not p.alive():
-                    problems.append("switchyard died during the case (status %s): %s"
-                                    % (p.proc.returncode, p.log()[-400:].strip()))
-                    p.kill()
-                    continue
-                p.stop()
-            except AssertionError as e:
-                problems.append("at cleanup: %s" % e)
-            finally:
-                p.kill()
         for p in self.procs:
             if p.poll() is None:
                 p.kill()
@@ -1285,6 +1513,34 @@ class Ctx:
             b.close()
         for s in self.held:
             s.close()
+        for p in self.proxies:
+            if p.stopped or p.fd_check is not None or p.fd_baseline is None or not p.alive():
+                continue
+            leak = p.fds_settled()
+            if leak:
+                problems.append("%s at cleanup: %s" % (os.path.basename(p.config_path), leak))
+            else:
+                self.note("fd check at cleanup: %s back to its baseline" % os.path.basename(p.config_path))
+        for p in self.proxies:
+            try:
+                if not p.stopped:
+                    if not p.alive():
+                        check_sanitizer(p.log(), "the proxy (%s)" % os.path.basename(p.log_path))
+                        problems.append("switchyard died during the case (status %s): %s"
+                                        % (p.proc.returncode, p.log()[-400:].strip()))
+                    else:
+                        p.stop()
+                else:  # stopped or killed by the case: its log still must be clean
+                    check_sanitizer(p.log(), "the proxy (%s)" % os.path.basename(p.log_path))
+            except AssertionError as e:
+                problems.append("at cleanup: %s" % e)
+            finally:
+                p.kill()
+        for b in self.backends:
+            errs = list(getattr(b, "errors", None) or [])
+            if errs and getattr(b, "errors_ok", None) is None:
+                problems.append("%s on port %s: %d error(s) in its threads (expect_errors() if intended): %s"
+                                % (type(b).__name__, getattr(b, "port", "?"), len(errs), "; ".join(errs[:5])))
         return problems
 
     def logs(self):

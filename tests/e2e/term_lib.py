@@ -13,7 +13,7 @@ import struct
 import threading
 import time
 
-from harness import check_error_response, eq, wait_until
+from harness import BackendErrors, check_error_response, close_listener, eq, wait_until
 from wslib import ws_accept, ws_key
 
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0, 1, 2, 8, 9, 10
@@ -89,7 +89,7 @@ def record(conn):
             return
 
 
-class StreamBackend:
+class StreamBackend(BackendErrors):
     """A TCP (kind="tcp") or Unix-socket (kind="unix") stream server; each
     connection runs handler(BConn) in a thread (default: echo). .bridge is the
     route's bridge value, .server the access log's "server" value."""
@@ -125,13 +125,16 @@ class StreamBackend:
                 return
             c = BConn(s)
             self.conns.append(c)
+            if self.stopped:  # accepted while close() ran: close() may not have seen it
+                s.close()
+                return
             threading.Thread(target=self._run, args=(c,), daemon=True).start()
 
     def _run(self, c):
         try:
             self.handler(c)
-        except Exception as e:
-            self.errors.append("%s: %s" % (type(e).__name__, e))
+        except Exception as e:  # fails the case at cleanup unless expect_errors()
+            self._record_error(e)
         finally:
             try:
                 c.sock.close()
@@ -148,10 +151,7 @@ class StreamBackend:
 
     def close(self):
         self.stopped = True
-        try:
-            self.lsock.close()
-        except OSError:
-            pass
+        close_listener(self.lsock)
         for c in list(self.conns):
             try:
                 c.sock.shutdown(socket.SHUT_RDWR)

@@ -336,6 +336,15 @@ class TLSBackend:
     def connections(self):
         return self.raw.connections
 
+    @property
+    def errors(self):
+        return self.raw.errors
+
+    def expect_errors(self, reason="expected by the case"):
+        """Errors in the handler threads are part of the case (see harness.BackendErrors)."""
+        self.raw.expect_errors(reason)
+        return self
+
 
 def http_ok(body=b"tls backend ok"):
     """TLSBackend handler: read one request head, answer 200 with body, close."""
@@ -344,9 +353,12 @@ def http_ok(body=b"tls backend ok"):
         head = m.recv_until(b"\r\n\r\n")
         rec.data += head
         m.send(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
-        m.close_notify()
-        rec.sock.shutdown(socket.SHUT_WR)
-        m.recv_to_eof(5)
+        try:
+            m.close_notify()
+            rec.sock.shutdown(socket.SHUT_WR)
+            m.recv_to_eof(5)
+        except OSError:
+            pass  # the response is complete: the proxy may close (or reset) first
 
     return handler
 

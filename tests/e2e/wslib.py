@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 
-from harness import eq, split_head, wait_until
+from harness import BackendErrors, eq, fd_kinds, split_head, wait_until
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MODES = ("splice", "copy")
@@ -259,6 +259,11 @@ class UpgradeBackend:
     def errors(self):
         return self.raw.errors
 
+    def expect_errors(self, reason="expected by the case"):
+        """Errors in the backend threads are part of the case (see harness.BackendErrors)."""
+        self.raw.expect_errors(reason)
+        return self
+
     def wait_tuns(self, n=1, timeout=5):
         wait_until(lambda: len(self.tuns) >= n, timeout, what="%d backend connection(s)" % n)
         return self.tuns
@@ -350,24 +355,6 @@ def check_tunnel_line(px, mode, closed_by, reason, up=None, down=None, route="al
 # descriptors
 
 
-def fd_kinds(pid):
-    """{'socket': n, 'pipe': n, 'other': n} of a process."""
-    out = {"socket": 0, "pipe": 0, "other": 0}
-    d = "/proc/%d/fd" % pid
-    for n in os.listdir(d):
-        try:
-            link = os.readlink(os.path.join(d, n))
-        except OSError:
-            continue
-        if link.startswith("socket:"):
-            out["socket"] += 1
-        elif link.startswith("pipe:"):
-            out["pipe"] += 1
-        else:
-            out["other"] += 1
-    return out
-
-
 def wait_sockets(px, base, timeout=5):
     """Assert the proxy's socket fds return to `base` (splice mode keeps idle
     pipes in a bounded pool, so pipes are checked separately)."""
@@ -404,7 +391,7 @@ def raise_nofile():
 # many connections: a single-threaded selector backend
 
 
-class SelectorEchoBackend:
+class SelectorEchoBackend(BackendErrors):
     """Upgrade backend for many connections in one thread: reads a head,
     answers a valid 101, then echoes. .heads: number of heads answered;
     .open: connections currently open; .max_open; .eofs."""
@@ -430,12 +417,15 @@ class SelectorEchoBackend:
         self.th.start()
 
     def _loop(self):
-        while not self.stopped:
-            for key, _ in self.sel.select(0.2):
-                if key.data is None:
-                    self._accept()
-                else:
-                    self._io(key.fileobj, key.data)
+        try:
+            while not self.stopped:
+                for key, _ in self.sel.select(0.2):
+                    if key.data is None:
+                        self._accept()
+                    else:
+                        self._io(key.fileobj, key.data)
+        except Exception as e:  # the loop is the whole backend: record why it ended
+            self._record_error(e)
 
     def _accept(self):
         while True:
@@ -461,7 +451,7 @@ class SelectorEchoBackend:
         except BlockingIOError:
             return
         except OSError as e:
-            self.errors.append(str(e))
+            self._record_error(e)
             d = b""
         if not d:
             self.eofs += 1
@@ -485,7 +475,7 @@ class SelectorEchoBackend:
             c.setblocking(False)
             self.heads += 1
         except OSError as e:
-            self.errors.append(str(e))
+            self._record_error(e)
             self._close(c)
 
     def close(self):
