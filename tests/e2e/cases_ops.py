@@ -45,7 +45,7 @@ def _read(path):
 
 
 def _run(t, args, timeout=20):
-    p = subprocess.run([t.binary] + args, capture_output=True, timeout=timeout)
+    p = t.run_binary(args, timeout=timeout)
     return p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
 
 

@@ -994,7 +994,7 @@ def sigusr1_reopen(t):
 
 
 def _cli(t, action, path, prefix=()):
-    p = subprocess.run(list(prefix) + [t.binary, "-s", action, "-c", path], capture_output=True, timeout=20)
+    p = t.run_binary(["-s", action, "-c", path], prefix=prefix)
     return p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
 
 

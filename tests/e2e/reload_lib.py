@@ -190,7 +190,7 @@ def error_lines(chunk):
 def check_t_output(t, path, prefix=()):
     """Run `switchyard -t -c path` (argv prefixed by `prefix`); returns its
     FILE:LINE: error lines (other lines, such as warnings, dropped) and asserts exit 1."""
-    p = subprocess.run(list(prefix) + [t.binary, "-t", "-c", path], capture_output=True, timeout=20)
+    p = t.run_binary(["-t", "-c", path], prefix=prefix)
     err = p.stderr.decode("utf-8", "replace")
     eq(p.returncode, 1, "exit status of switchyard -t on the bad file (stderr %r)" % err[-500:])
     lines = [ln for ln in err.splitlines() if ln.startswith(path + ":")]
