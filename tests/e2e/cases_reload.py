@@ -290,6 +290,9 @@ def upstream_change(t):
     eq((r.status, r.body), (200, b"A"), "generation 1 answers from A")
     t1 = open_tunnel(t, px.port)
     echo(t1, b"t1 before\n")
+    ka = t.connect(px.port)  # idle keep-alive connection across the reload
+    r = ka.get("/ka-1")
+    eq((r.status, r.body), (200, b"A"), "keep-alive request before the reload")
     # a request in flight during the reload finishes on the old generation
     slow = t.connect(px.port)
     slow.request("GET", "/slow")
@@ -299,6 +302,9 @@ def upstream_change(t):
     eq((r.status, r.body), (200, b"A"), "the request in flight during the reload (answered by A)")
     r = get(px.port, "/two")
     eq((r.status, r.body), (200, b"B"), "a new request after the reload goes to B")
+    r = ka.get("/ka-2")
+    eq((r.status, r.body), (200, b"B"), "the next request on a keep-alive connection idle during the reload "
+                                        "(a new request: new generation, backend B)")
     if b"GET /two HTTP/1.1" in A.requests():
         raise AssertionError("A saw a request sent after the reload: %r" % A.requests())
     echo(t1, b"t1 after reload 2\n", "old tunnel (to A) after the reload")
@@ -318,6 +324,7 @@ def upstream_change(t):
     wait_tunnel_line(px, n=2)
     acc = px.access_lines()
     want = {"/one": (1, "a", A.address), "/slow": (1, "a", A.address), "/two": (2, "b", B.address),
+            "/ka-1": (1, "a", A.address), "/ka-2": (2, "b", B.address),
             "/three": (3, "b", C.address)}
     for target, (gen, ups, srv) in want.items():
         ls = [a for a in acc if a.get("target") == target and a.get("event") is None]
@@ -595,6 +602,8 @@ def listener_added_removed(t, mode):
     echo(tun, b"still on q\n", "tunnel on the removed address")
     r = ka.get("/ka-2")
     eq((r.status, r.body), (200, b"A"), "the established keep-alive connection on the removed address")
+    # a keep-alive connection follows the reload at its next request
+    check_gw(px.wait_access(1, lambda a: a.get("target") == "/ka-2")[0], 3)
     eq(proxy_listeners(px, px.port), kept, "listening sockets on the kept address")
     eq(get(px.port, "/p").body, b"A", "the kept address")
     check_gw(px.wait_access(1, lambda a: a.get("target") == "/p")[0], 3)
