@@ -327,7 +327,11 @@ class NamedBackend:
             if header_value(head, "Upgrade"):
                 key = header_value(head, "Sec-WebSocket-Key") or ""
                 c.upgraded = True
-                sock.sendall(resp_101(key) + bytes(buf))
+                try:
+                    sock.sendall(resp_101(key) + bytes(buf))
+                except OSError:
+                    c.eof, c.eof_at = True, time.monotonic()
+                    return
                 c.tunnel += buf
                 while True:
                     d = self._recv(c)
@@ -342,7 +346,12 @@ class NamedBackend:
             if target.startswith(b"/slow"):
                 time.sleep(self.slow)
             body = self.name.encode()
-            sock.sendall(b"HTTP/1.1 200 OK\r\nX-Backend: %s\r\nContent-Length: %d\r\n\r\n%s" % (body, len(body), body))
+            try:
+                sock.sendall(b"HTTP/1.1 200 OK\r\nX-Backend: %s\r\nContent-Length: %d\r\n\r\n%s"
+                             % (body, len(body), body))
+            except OSError:  # the proxy gave up on the exchange (a stop): EOF for the records
+                c.eof, c.eof_at = True, time.monotonic()
+                return
 
     @property
     def connections(self):
