@@ -101,6 +101,29 @@ def scaled(t, want, per=8, reserve=200):
     return n
 
 
+def memory_sanitizer(pid):
+    """Name of the ASan / TSan / MSan runtime px runs with, or None. Their
+    allocators keep freed memory (quarantine, shadow), so RSS growth says
+    nothing about leaks there."""
+    try:
+        with open("/proc/%d/maps" % pid) as f:
+            maps = f.read()
+    except OSError:
+        maps = ""
+    for name in ("asan", "tsan", "msan"):
+        if re.search(r"/lib%s\.so" % name, maps):
+            return name
+    try:
+        with open("/proc/%d/exe" % pid, "rb") as f:  # a statically linked runtime (clang)
+            exe = f.read()
+    except OSError:
+        return None
+    for name in ("asan", "tsan", "msan"):
+        if b"__%s_init" % name.encode() in exe:
+            return name
+    return None
+
+
 # ---------------------------------------------------------------------------
 # logs and reloads
 
