@@ -247,14 +247,18 @@ static void app_all_done_cb(evutil_socket_t fd, short what, void *arg)
 /*
  * epoll with a changelist: a socket whose interest changes several times in
  * one loop iteration (common when a session switches phase) costs one
- * epoll_ctl instead of one per change.
+ * epoll_ctl instead of one per change. Only with one worker: the changes
+ * are applied at the next turn, and by then a closed descriptor's number
+ * may belong to another worker's socket (ThreadSanitizer reported the
+ * deferred epoll_ctl on such a number).
  */
-static struct event_base *base_new(void)
+static struct event_base *base_new(bool changelist)
 {
 	struct event_config *ec = event_config_new();
 	if (ec == NULL)
 		return NULL;
-	event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+	if (changelist)
+		event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
 	struct event_base *base = event_base_new_with_config(ec);
 	event_config_free(ec);
 	return base;
@@ -305,7 +309,7 @@ static int app_init(struct app *app, const struct fdlimit_plan *plan)
 	if (app->n > 1 && evthread_use_pthreads() < 0)
 		return -1;
 	for (unsigned w = 0; w < app->n; w++)
-		if ((app->bases[w] = base_new()) == NULL)
+		if ((app->bases[w] = base_new(app->n == 1)) == NULL)
 			return -1;
 	app->all_done = event_new(app->bases[0], -1, 0, app_all_done_cb, app);
 	app->all_switched = event_new(app->bases[0], -1, 0, app_all_switched_cb, app);

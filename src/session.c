@@ -375,7 +375,6 @@ static void session_wait_request(struct session *s)
 {
 	s->state = SESSION_READ_REQ;
 	exchange_reset(s);
-	session_follow_reload(s);
 	bufferevent_setcb(s->client, client_read_cb, client_write_cb, client_event_cb, s);
 	bufferevent_enable(s->client, EV_READ);
 	timer_arm(s, TIMER_KEEPALIVE, s->cfg->timeouts.keepalive);
@@ -432,6 +431,7 @@ static void session_read_request(struct session *s)
 
 	if (len == 0)
 		return;
+	session_follow_reload(s); /* a request that starts after a reload sees it */
 	if (s->timer_kind == TIMER_KEEPALIVE) {
 		clock_gettime(CLOCK_MONOTONIC, &s->started);
 		timer_arm(s, TIMER_HEADER, s->cfg->timeouts.header);
