@@ -1174,13 +1174,15 @@ def workers_max_connections_share(t):
 def config_check_new_keys(t):
     """-t on the new keys: workers 1..64, on_remove, drain_time, shutdown_grace, pid_file."""
     port = t.free_port()
-    good = conf(port, {"a": [t.dead_port()]}, workers=64, pid_file=t.path("x.pid"),
+    good = conf(port, {"a": [t.dead_port()]}, workers=64, pid_file=t.path("x.pid"), limits={"max_connections": 100},
                 timeouts={"shutdown_grace": "10s"},
                 routes=[{"name": "r1", "path_prefix": "/d", "upstream": "a", "on_remove": "drain", "drain_time": "5m"},
                         {"name": "r2", "path_prefix": "/c", "upstream": "a", "on_remove": "close"},
                         {"name": "r3", "upstream": "a", "on_remove": "keep"}])
     res = t.check_config(good, "good.conf")
-    eq((res.rc, res.err), (0, ""), "-t on a config with every new key")
+    # (a descriptor-limit warning may come on a host with a low hard limit)
+    eq((res.rc, [l for l in res.err.splitlines() if re.match(re.escape(res.path) + r":\d+: ", l)]), (0, []),
+       "-t on a config with every new key (stderr %r)" % res.err)
     eq(t.check_config(good.replace("workers = 64;", "workers = 1;"), "one.conf").rc, 0, "-t with workers = 1")
     bads = [("workers = 64;", "workers = 0;", "workers"), ("workers = 64;", "workers = 65;", "workers"),
             ("workers = 64;", 'workers = "two";', "workers"),
