@@ -12,6 +12,15 @@
  *   idle        -c N tunnels opened and held; RSS of --pids before/after; then
  *               every tunnel must echo 64 bytes
  *   http        -c C keep-alive connections, one GET in flight on each
+ *   reload      -c N tunnels, then driven by commands on stdin (one per line) while
+ *               the runner reloads the proxy: "go" starts traffic (one 64-byte
+ *               message per tunnel every -i MS, paced, echo verified), "pause"
+ *               stops it and waits for the echoes in flight, "check" makes every
+ *               tunnel echo once more and ends; EOF or "quit" ends too. Prints
+ *               "ready N", "going", "paused" on stdout as it gets there. A tunnel
+ *               that closes, stalls (no echo within 5 s) or echoes a wrong byte
+ *               counts as lost; losses are reported, not fatal. -d caps the
+ *               whole run (seconds).
  *
  * -T speaks TLS to the target (any workload; -S NAME sets the SNI name, the
  * certificate is not verified): every connection makes a full handshake (no
@@ -32,7 +41,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
-enum wl { W_HANDSHAKE, W_RTT, W_THROUGHPUT, W_IDLE, W_HTTP };
+enum wl { W_HANDSHAKE, W_RTT, W_THROUGHPUT, W_IDLE, W_HTTP, W_RELOAD };
 
 enum st {
 	S_FREE,
@@ -63,7 +72,8 @@ struct gc {
 	uint64_t woff, roff; /* throughput stream offsets */
 	size_t want;         /* http: bytes of the full response once the head is parsed */
 	int http_close;
-	SSL *ssl; /* -T */
+	uint64_t next; /* reload: when to send the next message */
+	SSL *ssl;      /* -T */
 };
 
 static struct {
@@ -79,7 +89,9 @@ static struct {
 	int setup_conc;
 	int tls;
 	const char *sni;
-} o = {.host = "127.0.0.1",
+	double interval_ms; /* reload: per-tunnel message interval */
+} o = {.interval_ms = 20,
+       .host = "127.0.0.1",
        .conns = 0,
        .duration = 3,
        .warmup = 0.5,
@@ -108,6 +120,12 @@ static int established, in_setup, setup_started, echoed;
 static unsigned char *pat; /* 2 * PAT_LEN */
 static unsigned char *iobuf;
 static SSL_CTX *tls_ctx;
+/* reload workload */
+#define MAX_REASONS 4
+static int nlost;
+static double lost_at[4096]; /* CLOCK_MONOTONIC seconds of each loss */
+static char lost_why[MAX_REASONS][224];
+static uint64_t max_rtt_ns;
 
 static void err(struct gc *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void gc_close(struct gc *c);
@@ -115,13 +133,19 @@ static void gc_close(struct gc *c);
 static void err(struct gc *c, const char *fmt, ...)
 {
 	errors++;
-	if (!first_err[0]) {
-		va_list ap;
-		char m[200];
-		va_start(ap, fmt);
-		vsnprintf(m, sizeof(m), fmt, ap);
-		va_end(ap);
+	va_list ap;
+	char m[200];
+	va_start(ap, fmt);
+	vsnprintf(m, sizeof(m), fmt, ap);
+	va_end(ap);
+	if (!first_err[0])
 		snprintf(first_err, sizeof(first_err), "conn %d: %s", c ? c->id : -1, m);
+	if (o.wl == W_RELOAD && c && c->st != S_FREE) {
+		if (nlost < (int)(sizeof(lost_at) / sizeof(lost_at[0])))
+			lost_at[nlost] = (double)now_ns() / 1e9;
+		if (nlost < MAX_REASONS)
+			snprintf(lost_why[nlost], sizeof(lost_why[0]), "conn %d: %s", c->id, m);
+		nlost++;
 	}
 	if (c)
 		gc_close(c);
@@ -465,6 +489,17 @@ static void on_rtt(struct gc *c)
 		c->rlen = 0;
 		return;
 	}
+	if (o.wl == W_RELOAD) {
+		uint64_t now = now_ns();
+		if (measuring && now - c->t0 > max_rtt_ns)
+			max_rtt_ns = now - c->t0;
+		sample(c->t0);
+		echoed++;
+		c->st = S_READY;
+		c->rlen = 0;
+		c->next = now + (uint64_t)(o.interval_ms * 1e6);
+		return;
+	}
 	sample(c->t0);
 	if (running && ops < o.max_ops)
 		rtt_send(c);
@@ -676,6 +711,125 @@ static void measure(double *secs, double *cpu)
 	measuring = 0;
 }
 
+/* ---- reload: commands on stdin ---- */
+
+static char ctl_tag; /* epoll data.ptr of stdin */
+static char ctl_buf[256];
+static size_t ctl_len;
+static int ctl_eof;
+
+/* one loop pass; returns a complete command line from stdin (in ctl_cmd) or "" */
+static void reload_loop_once(int timeout_ms, char *cmd, size_t cap)
+{
+	struct epoll_event evs[256];
+	cmd[0] = 0;
+	int n = epoll_wait(ep, evs, 256, timeout_ms);
+	for (int i = 0; i < n; i++) {
+		if (evs[i].data.ptr != &ctl_tag) {
+			on_event(evs[i].data.ptr, evs[i].events);
+			continue;
+		}
+		ssize_t r = read(0, ctl_buf + ctl_len, sizeof(ctl_buf) - 1 - ctl_len);
+		if (r <= 0) {
+			if (r == 0 || errno != EAGAIN) {
+				ctl_eof = 1;
+				epoll_ctl(ep, EPOLL_CTL_DEL, 0, NULL);
+			}
+			continue;
+		}
+		ctl_len += (size_t)r;
+	}
+	char *nl = memchr(ctl_buf, '\n', ctl_len);
+	if (!nl) {
+		if (ctl_len == sizeof(ctl_buf) - 1)
+			ctl_len = 0; /* overlong line: drop it */
+		return;
+	}
+	size_t l = (size_t)(nl - ctl_buf);
+	snprintf(cmd, cap, "%.*s", (int)l, ctl_buf);
+	memmove(ctl_buf, nl + 1, ctl_len - l - 1);
+	ctl_len -= l + 1;
+}
+
+static int count_state(enum st s)
+{
+	int k = 0;
+	for (int i = 0; i < o.conns; i++)
+		k += conns[i].st == s;
+	return k;
+}
+
+/* waits up to secs for every echo in flight; a tunnel still waiting is lost */
+static void reload_drain(double secs, const char *what)
+{
+	uint64_t dl = now_ns() + (uint64_t)(secs * 1e9);
+	char cmd[64];
+	while (count_state(S_RTT) && now_ns() < dl && !ctl_eof) {
+		reload_loop_once(5, cmd, sizeof(cmd));
+		if (cmd[0]) /* the runner waits for our answer: nothing should come */
+			fprintf(stderr, "bench_load: command '%s' ignored while draining\n", cmd);
+	}
+	for (int i = 0; i < o.conns; i++)
+		if (conns[i].st == S_RTT)
+			err(&conns[i], "%s: no echo within %.0f s (%zu of %d bytes)", what, secs,
+			    conns[i].rlen, MSG);
+}
+
+/* returns 1 once "check" ran */
+static int reload_main(void)
+{
+	uint64_t hard_end = now_ns() + (uint64_t)(o.duration * 1e9);
+	uint64_t ival = (uint64_t)(o.interval_ms * 1e6);
+	int sending = 0, checked = 0;
+	char cmd[64];
+	fcntl(0, F_SETFL, fcntl(0, F_GETFL) | O_NONBLOCK);
+	struct epoll_event e = {.events = EPOLLIN, .data.ptr = &ctl_tag};
+	if (epoll_ctl(ep, EPOLL_CTL_ADD, 0, &e) < 0) {
+		err(NULL, "stdin: epoll_ctl: %s", strerror(errno));
+		return 0;
+	}
+	printf("ready %d\n", established);
+	fflush(stdout);
+	while (!ctl_eof && !checked && now_ns() < hard_end) {
+		reload_loop_once(sending ? 2 : 20, cmd, sizeof(cmd));
+		uint64_t now = now_ns();
+		if (sending)
+			for (int i = 0; i < o.conns; i++)
+				if (conns[i].st == S_READY && conns[i].next <= now)
+					rtt_send(&conns[i]);
+		if (!cmd[0])
+			continue;
+		if (!strcmp(cmd, "go")) {
+			for (int i = 0; i < o.conns; i++) /* spread over one interval */
+				conns[i].next = now + (ival ? rng_next() % ival : 0);
+			sending = measuring = 1;
+			printf("going\n");
+		} else if (!strcmp(cmd, "pause")) {
+			sending = 0;
+			reload_drain(5, "echo stalled");
+			measuring = 0;
+			printf("paused %d\n", o.conns - count_state(S_READY));
+		} else if (!strcmp(cmd, "check")) {
+			sending = 0;
+			reload_drain(5, "echo stalled");
+			measuring = 0;
+			for (int i = 0; i < o.conns; i++)
+				if (conns[i].st == S_READY)
+					rtt_send(&conns[i]);
+			reload_drain(10, "final check");
+			checked = 1;
+		} else if (!strcmp(cmd, "quit")) {
+			break;
+		} else {
+			printf("unknown command %s\n", cmd);
+		}
+		fflush(stdout);
+	}
+	if (!checked)
+		err(NULL, "reload: ended before \"check\" (%s)", ctl_eof ? "stdin closed" : "time cap");
+	return checked;
+}
+
 static int cmp_u32(const void *a, const void *b)
 {
 	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
@@ -708,9 +862,9 @@ static void json_str(const char *k, const char *v)
 static void usage(const char *a0)
 {
 	fprintf(stderr,
-		"usage: %s -w handshake|rtt|throughput|idle|http -p PORT [-a ADDR] [-c N]\n"
+		"usage: %s -w handshake|rtt|throughput|idle|http|reload -p PORT [-a ADDR] [-c N]\n"
 		"       [-d SECS] [-u WARMUP] [-n MAXOPS] [-W WINDOW] [-s SETUP_TIMEOUT] [-P pid,pid]\n"
-		"       [-T [-S SNI]]\n",
+		"       [-T [-S SNI]] [-i INTERVAL_MS]\n",
 		a0);
 	exit(2);
 }
@@ -719,7 +873,7 @@ int main(int argc, char **argv)
 {
 	int opt;
 	const char *w = NULL;
-	while ((opt = getopt(argc, argv, "w:p:a:c:d:u:n:W:s:P:TS:")) != -1) {
+	while ((opt = getopt(argc, argv, "w:p:a:c:d:u:n:W:s:P:TS:i:")) != -1) {
 		switch (opt) {
 		case 'w': w = optarg; break;
 		case 'p': o.port = atoi(optarg); break;
@@ -732,6 +886,7 @@ int main(int argc, char **argv)
 		case 's': o.setup_timeout = atof(optarg); break;
 		case 'T': o.tls = 1; break;
 		case 'S': o.sni = optarg; break;
+		case 'i': o.interval_ms = atof(optarg); break;
 		case 'P':
 			for (char *s = strtok(optarg, ","); s && o.npids < 16; s = strtok(NULL, ","))
 				o.pids[o.npids++] = atoi(s);
@@ -751,11 +906,13 @@ int main(int argc, char **argv)
 		o.wl = W_IDLE;
 	else if (!strcmp(w, "http"))
 		o.wl = W_HTTP;
+	else if (!strcmp(w, "reload"))
+		o.wl = W_RELOAD;
 	else
 		usage(argv[0]);
 	if (o.conns <= 0)
 		o.conns = o.wl == W_HANDSHAKE ? 64 : o.wl == W_RTT ? 1 : o.wl == W_THROUGHPUT ? 10
-					  : o.wl == W_IDLE ? 5000 : 50;
+					  : o.wl == W_IDLE ? 5000 : o.wl == W_RELOAD ? 200 : 50;
 	if (o.window < CHUNK)
 		o.window = CHUNK;
 	if (o.window > 1024 * 1024)
@@ -820,6 +977,7 @@ int main(int argc, char **argv)
 	double secs = 0, cpu = 0;
 	long rss0 = 0, rss1 = 0;
 	int ntun = o.conns;
+	int ok = 0;
 
 	switch (o.wl) {
 	case W_HANDSHAKE:
@@ -900,11 +1058,39 @@ int main(int argc, char **argv)
 		ops = (uint64_t)echoed;
 		break;
 	}
+	case W_RELOAD: {
+		if (setup_tunnels() < 0)
+			break;
+		uint64_t t0 = now_ns();
+		ok = reload_main();
+		secs = (double)(now_ns() - t0) / 1e9;
+		ops = (uint64_t)echoed;
+		break;
 	}
+	}
+	if (o.wl != W_RELOAD)
+		ok = !errors;
 
 	qsort(samples, nsamples, sizeof(*samples), cmp_u32);
-	printf("{\"workload\": \"%s\", \"ok\": %s, \"errors\": %llu, ", w, errors ? "false" : "true",
+	printf("{\"workload\": \"%s\", \"ok\": %s, \"errors\": %llu, ", w, ok ? "true" : "false",
 	       (unsigned long long)errors);
+	if (o.wl == W_RELOAD) {
+		printf("\"lost\": %d, \"max_rtt_us\": %.1f, \"lost_at\": [", nlost,
+		       (double)max_rtt_ns / 1e3);
+		for (int i = 0; i < nlost && i < (int)(sizeof(lost_at) / sizeof(lost_at[0])); i++)
+			printf("%s%.3f", i ? ", " : "", lost_at[i]);
+		printf("], \"lost_why\": [");
+		for (int i = 0; i < nlost && i < MAX_REASONS; i++) {
+			printf("%s\"", i ? ", " : "");
+			for (const char *v = lost_why[i]; *v; v++)
+				if (*v == '"' || *v == '\\')
+					printf("\\%c", *v);
+				else if ((unsigned char)*v >= 0x20)
+					putchar(*v);
+			printf("\"");
+		}
+		printf("], ");
+	}
 	json_str("first_error", first_err);
 	printf("\"conns\": %d, \"secs\": %.4f, \"ops\": %llu, \"rate\": %.1f, ", ntun, secs,
 	       (unsigned long long)ops, secs > 0 ? (double)ops / secs : 0.0);
@@ -916,5 +1102,5 @@ int main(int argc, char **argv)
 	printf("\"rss_before_kb\": %ld, \"rss_after_kb\": %ld, \"rss_per_tunnel_b\": %.1f}\n", rss0,
 	       rss1, o.wl == W_IDLE && ntun ? (double)(rss1 - rss0) * 1024.0 / ntun : 0.0);
 	fflush(stdout);
-	return errors ? 1 : 0;
+	return ok ? 0 : 1;
 }
