@@ -1245,3 +1245,25 @@ def idle_pool_closed_on_reload(t):
                what="EOF on all %d idle connections to B (server replaced) after the reload" % B.connections)
     eq(get(px.port, "/b/c").body, b"C", "request after B was replaced by C")
     t.note("B had %d connections before the first reload, %d after" % (nb, B.connections))
+
+
+@case(timeout=30)
+def signal_cli_quit(t):
+    """-s quit sends SIGQUIT: a tunnel is closed at once and the proxy exits 0;
+    an unknown signal name is a usage error (exit 2) that signals nothing."""
+    A = NamedBackend(t, "A")
+    pid = t.path("switchyard.pid")
+    px, rl = start(t, lambda p: conf(p, {"a": [A]}, pid_file=pid))
+    wait_until(lambda: os.path.exists(pid), 3, what="the pid file")
+    tun = open_tunnel(t, px.port)
+    rc, out, err = _cli(t, "bogus", px.config_path)
+    eq(rc, 2, "exit status of -s bogus (stderr %r)" % err)
+    if "bogus" not in err:
+        raise AssertionError("-s bogus: the message does not name it: %r" % err)
+    tunnel_alive(tun, b"after -s bogus")
+    rc, out, err = _cli(t, "quit", px.config_path)
+    eq((rc, err), (0, ""), "exit status and stderr of switchyard -s quit")
+    st, took = wait_exit(px, 1.0)
+    eq(st, 0, "exit status after -s quit")
+    px.stop(sig=None, expect=0)
+    tun.expect_closed(1)
