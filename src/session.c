@@ -107,7 +107,8 @@ struct session {
 	bool backend_reused; /* taken from the keep-alive pool ... */
 	bool backend_spoke;  /* ... and has sent at least one byte since */
 	bool shutdown_requested;
-	bool has_request; /* req holds a parsed head (for the access log) */
+	bool stop_after_flush; /* the stop's grace is over: no drain after the flush */
+	bool has_request;      /* req holds a parsed head (for the access log) */
 	int status;
 	const char *reason; /* set when the proxy generated the response */
 	uint64_t bytes_in, bytes_out;
@@ -116,6 +117,7 @@ struct session {
 };
 
 static void session_read_request(struct session *s);
+static void linger_start(struct session *s);
 static void exchange_pump(struct session *s);
 static void connect_next(struct session *s);
 static bool connect_reuse(struct session *s);
@@ -305,6 +307,23 @@ static void exchange_abort(struct session *s, const char *reason)
 		s->reason = reason;
 	log_access(s);
 	session_close(s, reason);
+}
+
+/*
+ * The backend failed (or the stop came) in the middle of a response: the
+ * client still gets every byte already relayed, then the close tells it the
+ * response is cut short. Only a failed client is closed without a flush.
+ */
+static void exchange_abort_flush(struct session *s, const char *reason)
+{
+	log_msg(LOG_LEVEL_WARN, s->id, "%s", reason);
+	if (!s->reason)
+		s->reason = reason;
+	log_access(s);
+	s->reason = NULL;
+	backend_drop(s);
+	s->close_after = true;
+	linger_start(s);
 }
 
 /* ---- proxy-generated responses ---- */
@@ -708,9 +727,9 @@ static void pump_response_body(struct session *s)
 			       s->resp_chunk_out, s->backend_eof, &done);
 	s->bytes_out += evbuffer_get_length(out) - before;
 	if (n < 0) {
-		exchange_abort(s, s->backend_eof
-				      ? "backend closed in the middle of the response body"
-				      : "malformed response body");
+		exchange_abort_flush(s, s->backend_eof
+					    ? "backend closed in the middle of the response body"
+					    : "malformed response body");
 		return;
 	}
 	s->resp_body_done = done;
@@ -1020,7 +1039,7 @@ static void client_write_cb(struct bufferevent *bev, void *arg)
 	if (s->state == SESSION_LINGER) {
 		if (evbuffer_get_length(bufferevent_get_output(bev)) > 0)
 			return;
-		if (s->client_eof) {
+		if (s->client_eof || s->stop_after_flush) {
 			session_close(s, "response delivered");
 			return;
 		}
@@ -1152,7 +1171,7 @@ static void backend_event_cb(struct bufferevent *bev, short what, void *arg)
 	if (!s->resp_head_done)
 		session_error(s, 502, "backend connection error");
 	else
-		exchange_abort(s, "backend connection error during the response");
+		exchange_abort_flush(s, "backend connection error during the response");
 }
 
 static void timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -1308,7 +1327,17 @@ void session_stop(struct session *s, const char *reason, bool now)
 		break;
 	case SESSION_CONNECT:
 	case SESSION_EXCHANGE:
-		exchange_abort(s, reason);
+		if (now) {
+			exchange_abort(s, reason);
+			break;
+		}
+		s->stop_after_flush = true;
+		exchange_abort_flush(s, reason);
+		break;
+	case SESSION_LINGER: /* an answer is on its way: deliver it, then close */
+		s->stop_after_flush = true;
+		if (now || evbuffer_get_length(bufferevent_get_output(s->client)) == 0)
+			session_close(s, reason);
 		break;
 	default:
 		session_close(s, reason);

@@ -1094,6 +1094,39 @@ def backend_abort_mid_response_closes_client(t):
 
 
 @case()
+def backend_abort_at_once_delivers_what_came(t):
+    """Head, part of the body and the backend's close arrive together: the
+    client still gets every byte the backend sent, then the close (the bytes
+    already queued for the client are not thrown away). Regression: the
+    proxy closed at once and the client got nothing, not even the head."""
+    for name, head, part in (("content-length", b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n",
+                              b"z" * 3000),
+                             ("chunked", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                              b"bb8\r\n" + b"z" * 3000 + b"\r\n")):
+        def handler(rec, reply=head + part):
+            rec.recv_until(b"\r\n\r\n")
+            rec.send(reply)
+            rec.sock.close()
+
+        be = t.raw_backend(handler)
+        px = t.proxy(be)
+        base = px.fd_count()
+        c = px.connect()
+        c.request("GET", "/")
+        data = c.read_until_close(5)
+        got_head, _, body = data.partition(b"\r\n\r\n")
+        eq(got_head.split(b"\r\n")[0], b"HTTP/1.1 200 OK", "%s: status line" % name)
+        if name == "content-length":
+            eq(body, b"z" * 3000, "%s: the body bytes the backend sent" % name)
+        else:
+            eq(body, b"bb8\r\n" + b"z" * 3000 + b"\r\n", "%s: the chunk the backend sent, no last chunk" % name)
+        eq(_cut_access_line(px), (200, "backend closed in the middle of the response body"),
+           "%s: access log (status, reason)" % name)
+        c.close()
+        px.wait_fds(base)
+
+
+@case()
 def many_requests_one_connection_no_fd_growth(t):
     be, px = setup(t)
     c = px.connect()
