@@ -17,7 +17,8 @@
  *               message per tunnel every -i MS, paced, echo verified), "pause"
  *               stops it and waits for the echoes in flight, "check" makes every
  *               tunnel echo once more and ends; EOF or "quit" ends too. Prints
- *               "ready N", "going", "paused" on stdout as it gets there. A tunnel
+ *               "ready N", "going", "paused LOST ECHOES P99_US MAX_US" (this
+ *               phase) on stdout as it gets there, then the JSON result. A tunnel
  *               that closes, stalls (no echo within 5 s) or echoes a wrong byte
  *               counts as lost; losses are reported, not fatal. -d caps the
  *               whole run (seconds).
@@ -775,12 +776,31 @@ static void reload_drain(double secs, const char *what)
 			    conns[i].rlen, MSG);
 }
 
+static int cmp_u32(const void *a, const void *b);
+
+/* p99 and max (µs) of the echo latencies sampled since index from */
+static void phase_stats(size_t from, double *p99, double *max)
+{
+	size_t n = nsamples - from;
+	*p99 = *max = 0;
+	if (!n)
+		return;
+	uint32_t *v = xmalloc(n * sizeof(*v));
+	memcpy(v, samples + from, n * sizeof(*v));
+	qsort(v, n, sizeof(*v), cmp_u32);
+	size_t i = (size_t)(0.99 * (double)n);
+	*p99 = v[i < n ? i : n - 1] / 1000.0;
+	*max = v[n - 1] / 1000.0;
+	free(v);
+}
+
 /* returns 1 once "check" ran */
 static int reload_main(void)
 {
 	uint64_t hard_end = now_ns() + (uint64_t)(o.duration * 1e9);
 	uint64_t ival = (uint64_t)(o.interval_ms * 1e6);
 	int sending = 0, checked = 0;
+	size_t phase = 0; /* first sample of the current "go" */
 	char cmd[64];
 	fcntl(0, F_SETFL, fcntl(0, F_GETFL) | O_NONBLOCK);
 	struct epoll_event e = {.events = EPOLLIN, .data.ptr = &ctl_tag};
@@ -803,12 +823,17 @@ static int reload_main(void)
 			for (int i = 0; i < o.conns; i++) /* spread over one interval */
 				conns[i].next = now + (ival ? rng_next() % ival : 0);
 			sending = measuring = 1;
+			phase = nsamples;
 			printf("going\n");
 		} else if (!strcmp(cmd, "pause")) {
 			sending = 0;
 			reload_drain(5, "echo stalled");
 			measuring = 0;
-			printf("paused %d\n", o.conns - count_state(S_READY));
+			double p99, mx;
+			phase_stats(phase, &p99, &mx);
+			/* tunnels gone, echoes in this phase, their p99 and max latency (µs) */
+			printf("paused %d %zu %.0f %.0f\n", o.conns - count_state(S_READY),
+			       nsamples - phase, p99, mx);
 		} else if (!strcmp(cmd, "check")) {
 			sending = 0;
 			reload_drain(5, "echo stalled");

@@ -464,7 +464,7 @@ def run_reload(args, tgt, port):
         ask(None, "ready", 60)
         ask("go", "going")
         time.sleep(args.reload_warmup)           # traffic: lazy allocations happen here
-        ask("pause", "paused")
+        base = ask("pause", "paused").split()
         time.sleep(0.5)
         pids0, rss0, pss0 = snapshot()
         ask("go", "going")
@@ -478,7 +478,7 @@ def run_reload(args, tgt, port):
             time.sleep(args.reload_gap)          # traffic flows between reloads
             trail.append(mem_kb(tgt.pids())[0])  # diagnostics only (traffic running)
         time.sleep(1.0)
-        ask("pause", "paused")
+        during = ask("pause", "paused").split()
         time.sleep(1.0)                           # old workers without tunnels leave
         pids1, rss1, pss1 = snapshot()
         p.stdin.write("check\n")
@@ -506,6 +506,12 @@ def run_reload(args, tgt, port):
             "pss_per_reload_b": (pss1 - pss0) * 1024.0 / n_rel,
             "reload_ms": times, "reload_ms_median": statistics.median(times),
             "rss_trail_kb": trail,
+            # echo latency (µs) before the reloads and while they ran
+            "base_p99_us": float(base[3]), "base_max_us": float(base[4]),
+            "reload_p99_us": float(during[3]), "reload_max_us": float(during[4]),
+            # steady state: from after reload 1 to after the last (traffic running)
+            "rss_per_later_reload_b": ((trail[-1] - trail[0]) * 1024.0 / (n_rel - 1)
+                                       if n_rel > 1 else None),
             "reload_ms_max": max(times),
         })
     except (RuntimeError, OSError, subprocess.SubprocessError) as e:
@@ -864,33 +870,44 @@ def reload_block(args, res, targets, skipped, started, elapsed):
              "(smaps_rollup) over the server's master and every descendant, old workers "
              "included, taken with the traffic paused and the tunnels open: before = after "
              f"{args.reload_warmup} s of traffic, after = 1 s after the last reload plus 1 s "
-             "of pause. Growth per reload = (after − before) / reloads; PSS (shared pages "
-             "split between processes) alongside. A tunnel is lost if at any time it closed, "
+             "of pause. Growth per reload = (after − before) / reloads; \"reloads 2–N\" = "
+             "(RSS after the last reload − RSS after the first) / (N − 1), both sampled "
+             f"{args.reload_gap} s after the reload with the traffic running: what grows at "
+             "every reload, without the first reload's one-time cost such as new worker "
+             "processes. PSS (shared pages split between the processes that map them; "
+             "noisy: it also moves when other programs map the same libraries) alongside. "
+             "A tunnel is lost if at any time it closed, "
              "stalled (no echo within 5 s) or echoed a wrong byte, or if it fails one more "
              "echo after the reloads. Reload time: from the signal (or from starting "
-             "`nginx -s reload`) to done as above. Echo latency is over the whole run.")
+             "`nginx -s reload`) to done as above. Echo latency: from a message's write to "
+             f"its last echoed byte, in the {args.reload_warmup} s of traffic before the reloads and from the "
+             "first reload to 1 s after the last.")
     if any(t in skipped for t in RELOAD_TARGETS):
         L.append("- Skipped: " + "; ".join(f"{t} ({why})" for t, why in skipped.items()
                                           if t in RELOAD_TARGETS))
     L.append("")
     L.append("| server | tunnels lost | RSS before (KiB) | RSS after (KiB) | RSS growth per "
-             "reload (bytes) | PSS growth per reload (bytes) | processes before → after | "
-             "reload time median / max (ms) | echo p99 / max (ms) |")
-    L.append("|" + "---|" * 9)
+             "reload (bytes) | of which reloads 2–N, per reload (bytes) | PSS growth per "
+             "reload (bytes) | processes before → after | reload time median / max (ms) | "
+             "echo p99 / max before the reloads (ms) | echo p99 / max during them (ms) |")
+    L.append("|" + "---|" * 11)
     notes = []
     for t in targets:
         if t not in runs or not runs[t]:
             continue
         r = runs[t][0]
         if not r.get("ok"):
-            L.append(f"| {t} | **FAILED** | – | – | – | – | – | – | – |")
+            L.append(f"| {t} | **FAILED** |" + " – |" * 9)
             notes.append(f"{t}: {r.get('first_error', '')}")
             continue
         L.append(f"| {t} | {r['lost']} of {r['conns']} | {r['rss_before_kb']:,} | "
                  f"{r['rss_after_kb']:,} | {r['rss_per_reload_b']:,.0f} | "
+                 + (f"{r['rss_per_later_reload_b']:,.0f}"
+                    if r.get("rss_per_later_reload_b") is not None else "–") + " | "
                  f"{r['pss_per_reload_b']:,.0f} | {r['procs_before']} → {r['procs_after']} | "
                  f"{r['reload_ms_median']:.0f} / {r['reload_ms_max']:.0f} | "
-                 f"{(r.get('p99_us') or 0) / 1e3:.1f} / {(r.get('max_rtt_us') or 0) / 1e3:.1f} |")
+                 f"{r['base_p99_us'] / 1e3:.1f} / {r['base_max_us'] / 1e3:.1f} | "
+                 f"{r['reload_p99_us'] / 1e3:.1f} / {r['reload_max_us'] / 1e3:.1f} |")
         if r["lost"]:
             notes.append(f"{t}: {r['lost']} lost (after reload "
                          f"{', '.join(map(str, sorted(set(r['lost_after_reload']))))}); first: "
@@ -952,7 +969,7 @@ def main():
     ap.add_argument("--reloads", type=int, default=20, help="reload workload: reloads per run")
     ap.add_argument("--reload-gap", type=float, default=0.25,
                     help="reload workload: seconds of traffic after each reload is done")
-    ap.add_argument("--reload-warmup", type=float, default=1.0,
+    ap.add_argument("--reload-warmup", type=float, default=2.0,
                     help="reload workload: seconds of traffic before the first RSS sample")
     args = ap.parse_args()
 
