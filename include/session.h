@@ -11,6 +11,8 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "end.h"
+
 struct config_route;
 struct session;
 struct worker;
@@ -26,11 +28,12 @@ void session_accept(struct worker *w, int fd, const struct sockaddr *sa, socklen
 void session_shutdown(struct session *s);
 
 /*
- * End now, saying why (static text): a tunnel is closed and logged, a
- * terminated WebSocket gets close 1001 first (unless now), an exchange in
- * flight is cut and logged, anything else closed.
+ * End now, saying why: a tunnel is closed and logged, a terminated
+ * WebSocket gets close 1001 first (unless now), an exchange in flight is cut
+ * and logged (what was relayed is still delivered, unless now), anything
+ * else closed.
  */
-void session_stop(struct session *s, const char *reason, bool now);
+void session_stop(struct session *s, enum end_cause cause, bool now);
 
 /* Is the session a tunnel or a terminated WebSocket? */
 bool session_is_tunnel(const struct session *s);
@@ -41,8 +44,12 @@ const struct config *session_config(const struct session *s);
  * removed"); once only. Not a tunnel: nothing. */
 void session_drain(struct session *s, uint64_t delay_ms);
 
-/* Close now with a reason (tunnels and idle connections at stop). */
-void session_close(struct session *s, const char *reason);
+/*
+ * The one end of every session: a tunnel's access line, the debug line,
+ * then the teardown (the free is deferred to the session's own event, so
+ * the callback that called it may return safely). Once only.
+ */
+void session_end(struct session *s, enum end_cause cause, const char *detail);
 
 /* Intrusive list link, used by worker.c. */
 struct session *session_next(const struct session *s);

@@ -12,14 +12,15 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "end.h"
 
 struct event_base;
 struct bufferevent;
 struct splice_pool;
 struct tunnel;
 
-/* closed_by: "client", "backend" or "proxy"; reason: valid only during the call. */
-typedef void (*tunnel_done_cb)(void *arg, const char *closed_by, const char *reason);
+/* Why it ended (end.h); detail (an errno text or NULL) is valid only during the call. */
+typedef void (*tunnel_done_cb)(void *arg, enum end_cause cause, const char *detail);
 
 struct tunnel_params {
 	struct event_base *base;

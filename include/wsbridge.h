@@ -10,12 +10,14 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "end.h"
+
 struct event_base;
 struct bufferevent;
 struct wsbridge;
 
-/* closed_by: "client", "backend" or "proxy"; reason: text, valid during the call. */
-typedef void (*wsbridge_done_cb)(void *arg, const char *closed_by, const char *reason);
+/* Why it ended (end.h); detail (a close code, what broke, or NULL) is valid during the call. */
+typedef void (*wsbridge_done_cb)(void *arg, enum end_cause cause, const char *detail);
 
 struct wsbridge_params {
 	struct event_base *base;
@@ -36,8 +38,8 @@ struct wsbridge *wsbridge_start(const struct wsbridge_params *p, struct bufferev
 void wsbridge_free(struct wsbridge *b);
 
 /* Send close 1001 "going away" and finish once it is written (graceful stop,
- * drain); reason (static) is what done() reports. */
-void wsbridge_going_away(struct wsbridge *b, const char *reason);
+ * drain); cause is what done() reports. */
+void wsbridge_going_away(struct wsbridge *b, enum end_cause cause);
 
 /* Payload bytes delivered toward the backend (up) and toward the client (down). */
 void wsbridge_bytes(const struct wsbridge *b, uint64_t *up, uint64_t *down);

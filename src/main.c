@@ -53,8 +53,8 @@ static void print_version(void)
 	       event_get_version(), HTTP_PARSER_VERSION_MAJOR, HTTP_PARSER_VERSION_MINOR,
 	       HTTP_PARSER_VERSION_PATCH, LIBCONFIG_VER_MAJOR, LIBCONFIG_VER_MINOR,
 	       LIBCONFIG_VER_REVISION, OPENSSL_VERSION_TEXT);
-	printf("features: splice tunnels, websocket handshake checks, worker threads, "
-	       "reload without dropping tunnels\n");
+	printf("features: splice tunnels, websocket handshake checks, websocket termination, "
+	       "tls, worker threads, reload without dropping tunnels\n");
 }
 
 /* Load file; errors go to stderr at start, to the error log on reload. */

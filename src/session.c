@@ -9,7 +9,7 @@
  * response down at the same time, with watermarks on both sides. A valid 101
  * hands both sockets to the tunnel module. LINGER flushes a proxy-generated
  * error, half-closes and drains the client briefly so the error is not lost
- * to a reset. Every path ends in session_close(), which defers the free to
+ * to a reset. Every path ends in session_end(), which defers the free to
  * its own event so no callback ever runs on freed memory.
  */
 #include "session.h"
@@ -30,6 +30,7 @@
 
 #include "balance.h"
 #include "config.h"
+#include "end.h"
 #include "http.h"
 #include "http_hdr.h"
 #include "log.h"
@@ -63,7 +64,7 @@ enum session_timer {
 	TIMER_RESPONSE,
 	TIMER_LINGER,
 	TIMER_DRAIN, /* a tunnel of a route a reload removed: close it then */
-	TIMER_FREE,  /* deferred free after session_close() */
+	TIMER_FREE,  /* deferred free after session_end() */
 };
 
 struct session {
@@ -125,7 +126,7 @@ static void connect_fresh(struct session *s);
 static void backend_connected(struct session *s);
 static void terminate_dispatch(struct session *s);
 static void terminate_connected(struct session *s);
-static void session_tunnel_done_cb(void *arg, const char *closed_by, const char *reason);
+static void session_tunnel_done_cb(void *arg, enum end_cause cause, const char *detail);
 static void client_event_cb(struct bufferevent *bev, short what, void *arg);
 static void client_read_cb(struct bufferevent *bev, void *arg);
 static void client_write_cb(struct bufferevent *bev, void *arg);
@@ -222,7 +223,7 @@ static void log_access(struct session *s)
 	log_json_emit(&j);
 }
 
-static void log_tunnel(struct session *s, const char *closed_by, const char *reason)
+static void log_tunnel(struct session *s, enum end_cause cause, const char *reason)
 {
 	struct log_json j;
 	uint64_t up = 0, down = 0;
@@ -242,7 +243,7 @@ static void log_tunnel(struct session *s, const char *closed_by, const char *rea
 	log_json_num(&j, "bytes_up", up);
 	log_json_num(&j, "bytes_down", down);
 	log_json_num(&j, "duration_ms", elapsed_ms(&s->tunnel_started));
-	log_json_cstr(&j, "closed_by", closed_by);
+	log_json_cstr(&j, "closed_by", end_side_str(cause));
 	log_json_cstr(&j, "reason", reason);
 	log_json_emit(&j);
 }
@@ -283,11 +284,15 @@ static void session_free(struct session *s)
 	free(s);
 }
 
-void session_close(struct session *s, const char *reason)
+void session_end(struct session *s, enum end_cause cause, const char *detail)
 {
+	char text[160];
 	if (s->state == SESSION_CLOSED)
 		return;
-	log_msg(LOG_LEVEL_DEBUG, s->id, "close in %s: %s", session_state_str(s->state), reason);
+	end_text(cause, detail, text, sizeof(text));
+	if (s->state == SESSION_TUNNEL || s->state == SESSION_WEBSOCKET)
+		log_tunnel(s, cause, text);
+	log_msg(LOG_LEVEL_DEBUG, s->id, "close in %s: %s", session_state_str(s->state), text);
 	s->state = SESSION_CLOSED;
 	if (s->client)
 		bufferevent_disable(s->client, EV_READ | EV_WRITE);
@@ -299,14 +304,23 @@ void session_close(struct session *s, const char *reason)
 	event_active(s->timer, EV_TIMEOUT, 0);
 }
 
-/* Abort an exchange that already sent bytes to the client: nothing can fix it. */
-static void exchange_abort(struct session *s, const char *reason)
+/* The access line of an exchange that could not finish, with why. */
+static void exchange_log_cut(struct session *s, enum end_cause cause)
 {
-	log_msg(LOG_LEVEL_WARN, s->id, "%s", reason);
+	char text[160];
+	end_text(cause, NULL, text, sizeof(text));
+	log_msg(LOG_LEVEL_WARN, s->id, "%s", text);
 	if (!s->reason)
-		s->reason = reason;
+		s->reason = text;
 	log_access(s);
-	session_close(s, reason);
+	s->reason = NULL; /* pointed at text */
+}
+
+/* Abort an exchange that already sent bytes to the client: nothing can fix it. */
+static void exchange_abort(struct session *s, enum end_cause cause)
+{
+	exchange_log_cut(s, cause);
+	session_end(s, cause, NULL);
 }
 
 /*
@@ -314,13 +328,9 @@ static void exchange_abort(struct session *s, const char *reason)
  * client still gets every byte already relayed, then the close tells it the
  * response is cut short. Only a failed client is closed without a flush.
  */
-static void exchange_abort_flush(struct session *s, const char *reason)
+static void exchange_abort_flush(struct session *s, enum end_cause cause)
 {
-	log_msg(LOG_LEVEL_WARN, s->id, "%s", reason);
-	if (!s->reason)
-		s->reason = reason;
-	log_access(s);
-	s->reason = NULL;
+	exchange_log_cut(s, cause);
 	backend_drop(s);
 	s->close_after = true;
 	linger_start(s);
@@ -673,7 +683,7 @@ static void pump_request_body(struct session *s)
 		       bufferevent_get_output(s->backend), s->req_chunk_out, s->client_eof, &done);
 	if (n < 0) {
 		if (s->resp_head_done)
-			exchange_abort(s, "malformed request body");
+			exchange_abort(s, END_BAD_REQUEST_BODY);
 		else
 			session_error(s, 400, "malformed request body");
 		return;
@@ -727,9 +737,7 @@ static void pump_response_body(struct session *s)
 			       s->resp_chunk_out, s->backend_eof, &done);
 	s->bytes_out += evbuffer_get_length(out) - before;
 	if (n < 0) {
-		exchange_abort_flush(s, s->backend_eof
-					    ? "backend closed in the middle of the response body"
-					    : "malformed response body");
+		exchange_abort_flush(s, s->backend_eof ? END_BACKEND_CUT : END_BAD_RESPONSE_BODY);
 		return;
 	}
 	s->resp_body_done = done;
@@ -742,11 +750,9 @@ static void pump_response_body(struct session *s)
 
 /* ---- the response head ---- */
 
-static void session_tunnel_done_cb(void *arg, const char *closed_by, const char *reason)
+static void session_tunnel_done_cb(void *arg, enum end_cause cause, const char *detail)
 {
-	struct session *s = arg;
-	log_tunnel(s, closed_by, reason);
-	session_close(s, reason);
+	session_end(arg, cause, detail);
 }
 
 /* The sockets now belong to a tunnel or bridge: give the HTTP phase's memory back. */
@@ -784,7 +790,7 @@ static void session_start_tunnel(struct session *s)
 	s->tunnel = tunnel_start(&p, s->client, s->backend);
 	s->client = s->backend = NULL; /* owned (or closed) by the tunnel now */
 	if (s->tunnel == NULL) {
-		session_close(s, "cannot start tunnel");
+		session_end(s, END_INTERNAL, "cannot start tunnel");
 		return;
 	}
 	http_phase_end(s, SESSION_TUNNEL);
@@ -816,7 +822,7 @@ static void relay_switch(struct session *s)
 		/* the 101 raced a stop: deliver it, open no tunnel, close both ends */
 		log_access(s);
 		clock_gettime(CLOCK_MONOTONIC, &s->tunnel_started);
-		log_tunnel(s, "proxy", "shutdown");
+		log_tunnel(s, END_SHUTDOWN, "shutdown");
 		backend_drop(s);
 		linger_start(s);
 		return;
@@ -1007,7 +1013,7 @@ static void terminate_connected(struct session *s)
 	s->wsb = wsbridge_start(&p, s->client, s->backend);
 	s->client = s->backend = NULL; /* owned (or closed) by the bridge now */
 	if (s->wsb == NULL) {
-		session_close(s, "cannot start WebSocket bridge");
+		session_end(s, END_INTERNAL, "cannot start WebSocket bridge");
 		return;
 	}
 	http_phase_end(s, SESSION_WEBSOCKET);
@@ -1040,7 +1046,7 @@ static void client_write_cb(struct bufferevent *bev, void *arg)
 		if (evbuffer_get_length(bufferevent_get_output(bev)) > 0)
 			return;
 		if (s->client_eof || s->stop_after_flush) {
-			session_close(s, "response delivered");
+			session_end(s, END_RESPONSE_DONE, NULL);
 			return;
 		}
 		/* everything was said: half-close, then drain until the client closes */
@@ -1066,17 +1072,17 @@ static void client_event_cb(struct bufferevent *bev, short what, void *arg)
 		char why[256];
 		log_msg(LOG_LEVEL_INFO, s->id, "TLS handshake failed: %s",
 			tls_bev_error(bev, why, sizeof(why)));
-		session_close(s, "TLS handshake failed");
+		session_end(s, END_TLS_HANDSHAKE, NULL);
 		return;
 	}
 	/* an "EOF" while writing (TLS peer gone) means nothing more can be delivered */
 	if (what & (BEV_EVENT_TIMEOUT | BEV_EVENT_ERROR | BEV_EVENT_WRITING)) {
-		const char *why = (what & BEV_EVENT_TIMEOUT) ? "send timeout: client is not reading"
-							     : "client connection error";
+		enum end_cause why =
+		    (what & BEV_EVENT_TIMEOUT) ? END_SEND_TIMEOUT : END_CLIENT_CONN_ERROR;
 		if (in_exchange)
 			exchange_abort(s, why);
 		else
-			session_close(s, why);
+			session_end(s, why, NULL);
 		return;
 	}
 	/* EOF */
@@ -1084,7 +1090,7 @@ static void client_event_cb(struct bufferevent *bev, short what, void *arg)
 	if (s->state == SESSION_EXCHANGE && !s->req_body_done) {
 		pump_request_body(s);
 		if (s->state == SESSION_EXCHANGE && !s->req_body_done)
-			exchange_abort(s, "client closed during the request body");
+			exchange_abort(s, END_CLIENT_CUT);
 		return;
 	}
 	if (in_exchange ||
@@ -1097,7 +1103,7 @@ static void client_event_cb(struct bufferevent *bev, short what, void *arg)
 		bufferevent_enable(bev, EV_WRITE);
 		return;
 	}
-	session_close(s, "client closed");
+	session_end(s, END_CLIENT_CLOSED, NULL);
 }
 
 static void backend_read_cb(struct bufferevent *bev, void *arg)
@@ -1171,7 +1177,7 @@ static void backend_event_cb(struct bufferevent *bev, short what, void *arg)
 	if (!s->resp_head_done)
 		session_error(s, 502, "backend connection error");
 	else
-		exchange_abort_flush(s, "backend connection error during the response");
+		exchange_abort_flush(s, END_BACKEND_FAILED);
 }
 
 static void timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -1182,12 +1188,12 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 		session_free(s);
 		return;
 	case TIMER_KEEPALIVE:
-		session_close(s, "keep-alive timeout");
+		session_end(s, END_KEEPALIVE_TIMEOUT, NULL);
 		return;
 	case TIMER_HEADER:
 		if (s->tls_front && !s->tls_ready) {
 			log_msg(LOG_LEVEL_INFO, s->id, "TLS handshake not finished in time");
-			session_close(s, "TLS handshake timeout");
+			session_end(s, END_TLS_TIMEOUT, NULL);
 			return;
 		}
 		session_error(s, 408, "request head not received in time");
@@ -1202,10 +1208,10 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 		session_error(s, 504, "no response head from the backend in time");
 		return;
 	case TIMER_LINGER:
-		session_close(s, "linger done");
+		session_end(s, END_LINGER_DONE, NULL);
 		return;
 	case TIMER_DRAIN:
-		session_stop(s, "route removed", false);
+		session_stop(s, END_ROUTE_REMOVED, false);
 		return;
 	case TIMER_NONE:
 		return;
@@ -1310,37 +1316,35 @@ void session_shutdown(struct session *s)
 	s->close_after = true;
 	if (s->state == SESSION_READ_REQ &&
 	    evbuffer_get_length(bufferevent_get_input(s->client)) == 0)
-		session_close(s, "shutdown");
+		session_end(s, END_SHUTDOWN, NULL);
 }
 
-void session_stop(struct session *s, const char *reason, bool now)
+void session_stop(struct session *s, enum end_cause cause, bool now)
 {
 	switch (s->state) {
-	case SESSION_TUNNEL:
-		session_tunnel_done_cb(s, "proxy", reason);
-		break;
 	case SESSION_WEBSOCKET:
-		if (now)
-			session_tunnel_done_cb(s, "proxy", reason);
-		else
-			wsbridge_going_away(s->wsb, reason);
+		if (!now) {
+			wsbridge_going_away(s->wsb, cause); /* the bridge ends it after 1001 */
+			break;
+		}
+		session_end(s, cause, NULL);
 		break;
 	case SESSION_CONNECT:
 	case SESSION_EXCHANGE:
 		if (now) {
-			exchange_abort(s, reason);
+			exchange_abort(s, cause);
 			break;
 		}
 		s->stop_after_flush = true;
-		exchange_abort_flush(s, reason);
+		exchange_abort_flush(s, cause);
 		break;
 	case SESSION_LINGER: /* an answer is on its way: deliver it, then close */
 		s->stop_after_flush = true;
 		if (now || evbuffer_get_length(bufferevent_get_output(s->client)) == 0)
-			session_close(s, reason);
+			session_end(s, cause, NULL);
 		break;
-	default:
-		session_close(s, reason);
+	default: /* a tunnel is logged by session_end */
+		session_end(s, cause, NULL);
 		break;
 	}
 }
@@ -1365,7 +1369,7 @@ void session_drain(struct session *s, uint64_t delay_ms)
 	if (!session_is_tunnel(s) || s->timer_kind == TIMER_DRAIN)
 		return;
 	if (delay_ms == 0)
-		session_stop(s, "route removed", false);
+		session_stop(s, END_ROUTE_REMOVED, false);
 	else
 		timer_arm(s, TIMER_DRAIN, delay_ms);
 }

@@ -54,8 +54,7 @@ struct tunnel_end {
 
 struct tunnel_dir {
 	struct tunnel *t;
-	const char *src_name; /* "client" or "backend" */
-	const char *dst_name;
+	bool from_client; /* the up direction: the client is the source */
 	int src, dst;
 	/* splice pump */
 	struct tunnel_end *src_end, *dst_end;
@@ -79,7 +78,7 @@ struct tunnel {
 	struct tunnel_end ends[2];		      /* splice pump: client, backend */
 	struct event timer;
 	struct timespec started, last_active;
-	const char *first_eof; /* who half-closed first: names who closed */
+	struct tunnel_dir *first_eof; /* who half-closed first: names who closed */
 };
 
 static void now(struct timespec *ts)
@@ -94,7 +93,7 @@ static uint64_t ms_since(const struct timespec *ts)
 	return (uint64_t)((n.tv_sec - ts->tv_sec) * 1000 + (n.tv_nsec - ts->tv_nsec) / 1000000);
 }
 
-static void tunnel_finish(struct tunnel *t, const char *closed_by, const char *reason)
+static void tunnel_finish(struct tunnel *t, enum end_cause cause, const char *detail)
 {
 	if (t->finished)
 		return;
@@ -107,7 +106,7 @@ static void tunnel_finish(struct tunnel *t, const char *closed_by, const char *r
 		bufferevent_disable(t->client_bev, EV_READ | EV_WRITE);
 	if (t->backend_bev)
 		bufferevent_disable(t->backend_bev, EV_READ | EV_WRITE);
-	t->p.done(t->p.arg, closed_by, reason);
+	t->p.done(t->p.arg, cause, detail);
 }
 
 /* A direction has delivered its EOF: the tunnel ends when both have. */
@@ -116,18 +115,16 @@ static void dir_done(struct tunnel_dir *d)
 	struct tunnel *t = d->t;
 	d->done = true;
 	if (t->first_eof == NULL)
-		t->first_eof = d->src_name;
-	if (t->up.done && t->down.done) {
-		bool client_first = strcmp(t->first_eof, "client") == 0;
-		tunnel_finish(t, t->first_eof, client_first ? "client EOF" : "backend EOF");
-	}
+		t->first_eof = d;
+	if (t->up.done && t->down.done)
+		tunnel_finish(t, t->first_eof->from_client ? END_CLIENT_EOF : END_BACKEND_EOF,
+			      NULL);
 }
 
-static void dir_error(struct tunnel_dir *d, const char *who, int err)
+/* A socket failed: client_side says which one. */
+static void dir_error(struct tunnel_dir *d, bool client_side, int err)
 {
-	char reason[96]; /* the done callback logs it before we return */
-	snprintf(reason, sizeof(reason), "error: %s", strerror(err));
-	tunnel_finish(d->t, who, reason);
+	tunnel_finish(d->t, client_side ? END_CLIENT_ERROR : END_BACKEND_ERROR, strerror(err));
 }
 
 static void touch(struct tunnel *t)
@@ -234,7 +231,7 @@ static void dir_pump(struct tunnel_dir *d)
 	for (int round = 0; round < TUNNEL_ROUNDS && !d->t->finished; round++) {
 		int f = dir_flush(d);
 		if (f < 0) {
-			dir_error(d, d->dst_name, errno);
+			dir_error(d, !d->from_client, errno);
 			return;
 		}
 		if (f == 0) {
@@ -261,7 +258,7 @@ static void dir_pump(struct tunnel_dir *d)
 			dir_wait(d, false);
 			return;
 		} else if (n < 0) {
-			dir_error(d, d->src_name, errno);
+			dir_error(d, d->from_client, errno);
 			return;
 		} else {
 			drained = n < TUNNEL_CHUNK;
@@ -381,7 +378,7 @@ static void copy_event_cb(struct bufferevent *bev, short what, void *arg)
 		return;
 	}
 	/* reading or writing, the error is on this socket */
-	dir_error(d, bev == t->client_bev ? "client" : "backend", EVUTIL_SOCKET_ERROR());
+	dir_error(d, bev == t->client_bev, EVUTIL_SOCKET_ERROR());
 }
 
 static int tunnel_start_copy(struct tunnel *t, struct bufferevent *client,
@@ -431,22 +428,20 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 	if (t->finished)
 		return;
 	if (t->p.max_ms && ms_since(&t->started) >= t->p.max_ms) {
-		tunnel_finish(t, "proxy", "lifetime limit");
+		tunnel_finish(t, END_LIFETIME, NULL);
 		return;
 	}
 	if (t->p.idle_ms && ms_since(&t->last_active) >= t->p.idle_ms) {
-		tunnel_finish(t, "proxy", "idle timeout");
+		tunnel_finish(t, END_IDLE_TIMEOUT, NULL);
 		return;
 	}
 	timer_arm(t); /* there was traffic: sleep until the new deadline */
 }
 
-static void dir_setup(struct tunnel_dir *d, struct tunnel *t, const char *src_name,
-		      const char *dst_name, int src, int dst)
+static void dir_setup(struct tunnel_dir *d, struct tunnel *t, bool from_client, int src, int dst)
 {
 	d->t = t;
-	d->src_name = src_name;
-	d->dst_name = dst_name;
+	d->from_client = from_client;
 	d->src = src;
 	d->dst = dst;
 	d->pipe[0] = d->pipe[1] = -1;
@@ -461,8 +456,8 @@ struct tunnel *tunnel_start(const struct tunnel_params *p, struct bufferevent *c
 	t->p = *p;
 	t->splice = p->mode == CONFIG_TUNNEL_SPLICE && p->pipes != NULL;
 	int cfd = bufferevent_getfd(client), bfd = bufferevent_getfd(backend);
-	dir_setup(&t->up, t, "client", "backend", cfd, bfd);
-	dir_setup(&t->down, t, "backend", "client", bfd, cfd);
+	dir_setup(&t->up, t, true, cfd, bfd);
+	dir_setup(&t->down, t, false, bfd, cfd);
 	now(&t->started);
 	t->last_active = t->started;
 	evtimer_assign(&t->timer, p->base, timer_cb, t);

@@ -298,7 +298,7 @@ static void worker_quit(struct worker *w)
 	struct session *next;
 	for (struct session *s = w->sessions; s; s = next) {
 		next = session_next(s);
-		session_stop(s, "shutdown", true);
+		session_stop(s, END_SHUTDOWN, true);
 	}
 	worker_done(w); /* the closed sessions are freed before the loop ends */
 }
@@ -319,7 +319,7 @@ static void worker_stop_timer_cb(evutil_socket_t fd, short what, void *arg)
 	w->grace_over = true;
 	for (struct session *s = w->sessions; s; s = next) {
 		next = session_next(s);
-		session_stop(s, "shutdown", false);
+		session_stop(s, END_SHUTDOWN, false);
 	}
 	struct timeval tv = {WORKER_CLOSE_MS / 1000, (WORKER_CLOSE_MS % 1000) * 1000};
 	event_add(w->stop_timer, &tv);
@@ -408,7 +408,7 @@ static void worker_on_remove(struct worker *w, const struct config *next)
 		    !route_removed(r, session_config(s), next))
 			continue;
 		if (r->on_remove == CONFIG_ON_REMOVE_CLOSE || drain == NULL)
-			session_stop(s, "route removed", false);
+			session_stop(s, END_ROUTE_REMOVED, false);
 		else
 			drain[n++] = s;
 	}

@@ -36,8 +36,8 @@ struct wsbridge {
 	bool client_closed; /* the client's close frame arrived */
 	bool backend_shut;  /* the backend got its EOF (after all bytes owed to it) */
 	bool finished;
-	const char *closed_by;
-	char reason[96];
+	enum end_cause cause;
+	char detail[96];
 	/* base64 text carried between pieces of a message */
 	uint8_t b64[4];
 	size_t b64_len;
@@ -55,7 +55,7 @@ static void bridge_finish(struct wsbridge *b)
 	event_del(b->timer);
 	bufferevent_disable(b->client, EV_READ | EV_WRITE);
 	bufferevent_disable(b->backend, EV_READ | EV_WRITE);
-	b->p.done(b->p.arg, b->closed_by, b->reason);
+	b->p.done(b->p.arg, b->cause, b->detail[0] ? b->detail : NULL);
 }
 
 static void send_frame(struct wsbridge *b, enum ws_opcode op, const void *data, size_t len)
@@ -91,8 +91,8 @@ static void finish_when_flushed(struct wsbridge *b)
 }
 
 /* Start (or answer) the close handshake; finish once it is complete. */
-static void bridge_close(struct wsbridge *b, uint16_t code, const char *text, const char *closed_by,
-			 const char *why)
+static void bridge_close(struct wsbridge *b, uint16_t code, const char *text, enum end_cause cause,
+			 const char *detail)
 {
 	if (b->close_sent)
 		return;
@@ -100,8 +100,8 @@ static void bridge_close(struct wsbridge *b, uint16_t code, const char *text, co
 	size_t n = code == 1005 ? 0 : ws_close_payload(payload, code, text);
 	send_frame(b, WS_OP_CLOSE, payload, n);
 	b->close_sent = true;
-	b->closed_by = closed_by;
-	snprintf(b->reason, sizeof(b->reason), "%s", why);
+	b->cause = cause;
+	snprintf(b->detail, sizeof(b->detail), "%s", detail ? detail : "");
 	bufferevent_disable(b->backend, EV_READ);
 	shut_backend_when_flushed(b);
 	bufferevent_enable(b->client, EV_WRITE);
@@ -191,10 +191,11 @@ static void on_pong(void *arg, const uint8_t *data, size_t len)
 static void on_close(void *arg, uint16_t code, const uint8_t *reason, size_t len)
 {
 	struct wsbridge *b = arg;
-	char why[64];
+	char code_text[8];
 	b->client_closed = true;
-	snprintf(why, sizeof(why), "client close %u", code);
-	bridge_close(b, code, "", "client", why); /* echo the code (none stays none) */
+	snprintf(code_text, sizeof(code_text), "%u", code);
+	bridge_close(b, code, "", END_CLIENT_CLOSE,
+		     code_text); /* echo the code (none stays none) */
 	finish_when_flushed(b);
 }
 
@@ -210,7 +211,7 @@ static void protocol_error(struct wsbridge *b, uint16_t code, const char *what)
 	char why[96];
 	snprintf(why, sizeof(why), "%s (%u)", what, code);
 	b->client_closed = true; /* a broken peer gets no handshake wait */
-	bridge_close(b, code, what, "proxy", why);
+	bridge_close(b, code, what, END_PROTOCOL_ERROR, why);
 }
 
 static void client_read_cb(struct bufferevent *bev, void *arg)
@@ -333,10 +334,10 @@ static void backend_event_cb(struct bufferevent *bev, short what, void *arg)
 		return;
 	if (what & BEV_EVENT_EOF) {
 		forward_backend(b, true); /* what the backend said before EOF still goes out */
-		bridge_close(b, WS_CLOSE_NORMAL, "", "backend", "backend EOF");
+		bridge_close(b, WS_CLOSE_NORMAL, "", END_BACKEND_EOF, NULL);
 		return;
 	}
-	bridge_close(b, WS_CLOSE_INTERNAL, "backend error", "backend", "backend connection error");
+	bridge_close(b, WS_CLOSE_INTERNAL, "backend error", END_BACKEND_CONN_ERROR, NULL);
 }
 
 static void client_event_cb(struct bufferevent *bev, short what, void *arg)
@@ -344,12 +345,8 @@ static void client_event_cb(struct bufferevent *bev, short what, void *arg)
 	struct wsbridge *b = arg;
 	if (b->finished)
 		return;
-	if (!b->close_sent) {
-		b->closed_by = "client";
-		snprintf(b->reason, sizeof(b->reason), "%s",
-			 (what & BEV_EVENT_EOF) ? "client EOF without close frame"
-						: "client connection error");
-	}
+	if (!b->close_sent)
+		b->cause = (what & BEV_EVENT_EOF) ? END_CLIENT_NO_CLOSE : END_CLIENT_CONN_ERROR;
 	bridge_finish(b);
 }
 
@@ -363,7 +360,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	if (b->awaiting_pong) {
-		bridge_close(b, WS_CLOSE_INTERNAL, "ping timeout", "proxy", "ping timeout");
+		bridge_close(b, WS_CLOSE_INTERNAL, "ping timeout", END_PING_TIMEOUT, NULL);
 		return;
 	}
 	send_frame(b, WS_OP_PING, "switchyard", 10);
@@ -398,9 +395,9 @@ struct wsbridge *wsbridge_start(const struct wsbridge_params *p, struct bufferev
 	return b;
 }
 
-void wsbridge_going_away(struct wsbridge *b, const char *reason)
+void wsbridge_going_away(struct wsbridge *b, enum end_cause cause)
 {
-	bridge_close(b, WS_CLOSE_GOING_AWAY, "going away", "proxy", reason);
+	bridge_close(b, WS_CLOSE_GOING_AWAY, "going away", cause, NULL);
 }
 
 void wsbridge_free(struct wsbridge *b)

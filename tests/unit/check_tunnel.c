@@ -194,14 +194,14 @@ struct fix {
 
 static size_t fix_pool_cap = 4; /* idle pipes a fixture's pool keeps */
 
-static void done_cb(void *arg, const char *closed_by, const char *reason)
+static void done_cb(void *arg, enum end_cause cause, const char *detail)
 {
 	struct fix *f = arg;
 	f->done_calls++;
 	f->done_ms = now_ms();
-	/* reason may be a stack buffer of the caller: copy now */
-	snprintf(f->closed_by, sizeof(f->closed_by), "%s", closed_by);
-	snprintf(f->reason, sizeof(f->reason), "%s", reason);
+	/* as the access log says it; detail may be a stack buffer of the caller: copy now */
+	snprintf(f->closed_by, sizeof(f->closed_by), "%s", end_side_str(cause));
+	end_text(cause, detail, f->reason, sizeof(f->reason));
 }
 
 static struct bufferevent *wrap(struct fix *f, int fd, const char *handed_over)
