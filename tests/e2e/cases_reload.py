@@ -19,8 +19,8 @@ from harness import Client, blob, eq, register, case, wait_until
 from reload_lib import (NO_DAC, NamedBackend, check_gw, memory_sanitizer, check_t_output, conf,
                         connect_refused, echo, error_lines, get, hold_port, line_of, listeners, open_tunnel,
                         proxy_listeners, scaled, start, tunnel_alive, wait_exit, watch_close)
-from wslib import (MODES, SelectorEchoBackend, check_fds_back, fd_kinds, relayed_101, tunnel_lines,
-                   wait_tunnel_line, ws_key, ws_request)
+from wslib import (MODES, SelectorEchoBackend, check_fds_back, fd_kinds, open_tunnels, tunnel_lines,
+                   wait_tunnel_line, ws_key)
 
 KiB = 1 << 10
 
@@ -61,23 +61,9 @@ def tunnels_survive_100_reloads(t, mode):
 
     px, rl = start(t, lambda p: text(p, 0))
     base = fd_kinds(px.pid)
-    socks, keys = [], []
+    socks = []
     try:
-        for i in range(N):
-            s = socket.create_connection(("127.0.0.1", px.port), timeout=30)
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            socks.append(s)
-            k = ws_key(seed="%s-%d" % (mode, i))
-            keys.append(k)
-            s.sendall(ws_request(k)[0])
-        for i, s in enumerate(socks):
-            buf = b""
-            while b"\r\n\r\n" not in buf:
-                d = s.recv(4096)
-                if not d:
-                    raise AssertionError("tunnel %d: EOF before the 101 (got %r)" % (i, buf))
-                buf += d
-            eq(buf, relayed_101(keys[i]), "101 of tunnel %d" % i)
+        keys = open_tunnels(px.port, N, mode, socks)
 
         sent = [0] * N  # bytes each way per tunnel
 

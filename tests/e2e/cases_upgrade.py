@@ -16,7 +16,7 @@ import time
 from harness import blob, case, eq, expect_proxy_error, register, sha256, split_head, wait_listen, wait_until
 from wslib import (MODES, PLAIN_TAIL, VIA, SelectorEchoBackend, UpgradeBackend, check_forwarded_head,
                    check_fds_back, check_tunnel_line, client_recv_exact, echo_until_eof, fd_kinds,
-                   header_value, raise_nofile, read_101, relayed_101, resp_101, tunnel_lines,
+                   header_value, open_tunnels, raise_nofile, read_101, relayed_101, resp_101, tunnel_lines,
                    upgrade_tail, wait_tunnel_line, ws_accept, ws_key, ws_request)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -318,23 +318,9 @@ def tunnel_1000_concurrent(t, mode):
     t.backends.append(be)
     px = tproxy(t, be, mode, limits={"max_connections": N + 16})
     base = fd_kinds(px.pid)
-    socks, keys = [], []
+    socks = []
     try:
-        for i in range(N):
-            s = socket.create_connection(("127.0.0.1", px.port), timeout=30)
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            socks.append(s)
-            k = ws_key(seed="%s-%d" % (mode, i))
-            keys.append(k)
-            s.sendall(ws_request(k)[0])
-        for i, s in enumerate(socks):
-            buf = b""
-            while b"\r\n\r\n" not in buf:
-                d = s.recv(4096)
-                if not d:
-                    raise AssertionError("tunnel %d: EOF before the 101 (got %r)" % (i, buf))
-                buf += d
-            eq(buf, relayed_101(keys[i]), "101 of tunnel %d" % i)
+        keys = open_tunnels(px.port, N, mode, socks)
         msgs = [("tunnel %04d %s unique message\n" % (i, keys[i])).encode() for i in range(N)]
         for s, m in zip(socks, msgs):
             s.sendall(m)

@@ -380,6 +380,30 @@ def check_fds_back(px, base_kinds, max_pool_pipes, timeout=5):
     return k
 
 
+def open_tunnels(port, n, seed, socks):
+    """Open n WebSocket tunnels through the proxy on port, all requests sent
+    first, then each 101 read and checked byte-exact. The sockets are
+    appended to socks as they open (the caller closes them, also when this
+    raises); returns the keys."""
+    keys = []
+    for i in range(n):
+        s = socket.create_connection(("127.0.0.1", port), timeout=30)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        socks.append(s)
+        k = ws_key(seed="%s-%d" % (seed, i))
+        keys.append(k)
+        s.sendall(ws_request(k)[0])
+    for i, s in enumerate(socks[-n:]):
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            d = s.recv(4096)
+            if not d:
+                raise AssertionError("tunnel %d: EOF before the 101 (got %r)" % (i, buf))
+            buf += d
+        eq(buf, relayed_101(keys[i]), "101 of tunnel %d" % i)
+    return keys
+
+
 def raise_nofile():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
