@@ -352,8 +352,12 @@ def cookie_map(t, px, keys):
 
 @case(timeout=120)
 def hash_server_added_moves_few(t):
-    """4 servers, then a reload adding a 5th: of 200 keys at most 1.5/5 move,
-    all of them to the new server; a reload back to 4 restores every key."""
+    """4 servers, then a reload adding a 5th: of 200 keys at most 1.5/5 move;
+    nearly all of them to the new server: Maglev, unlike a ring, also moves a
+    few keys between the old servers (0 in ~80 % of runs, 1-2 keys in most
+    others; up to 3 % of all keys for some address sets), so at most 5 % of
+    the keys may do so here; a reload back to 4 puts every key back on its
+    first server."""
     backs = named(t, ["a", "b", "c", "d", "e"])
     px = t.proxy(config_text=conf(backs[:4], "hash", "cookie:io"))
     keys = ["k%03d-%s" % (i, sid(t, 12)) for i in range(200)]
@@ -364,19 +368,24 @@ def hash_server_added_moves_few(t):
     m2 = cookie_map(t, px, keys)
     per2 = {n: sum(1 for v in m2.values() if v == n) for n in "abcde"}
     moved = [k for k in keys if m2[k] != m1[k]]
+    to_e = [k for k in moved if m2[k] == "e"]
+    elsewhere = ["%s: %s->%s" % (k, m1[k], m2[k]) for k in moved if m2[k] != "e"]
     frac = len(moved) / len(keys)
-    t.note("keys per server with 4: %r; with 5: %r; moved %d of %d = %.3f (ideal 1/5 = 0.200, bound 1.5/5 = 0.300)"
-           % (per1, per2, len(moved), len(keys), frac))
-    print("MOVED_FRACTION %.3f" % frac)
+    t.note("keys per server with 4: %r; with 5: %r; moved %d of %d = %.3f (ideal 1/5 = 0.200, bound 1.5/5 = "
+           "0.300): %d to the new server e, %d between the old ones %r"
+           % (per1, per2, len(moved), len(keys), frac, len(to_e), len(elsewhere), elsewhere))
+    print("MOVED_FRACTION %.3f TO_NEW %d BETWEEN_OLD %d" % (frac, len(to_e), len(elsewhere)))
     if frac > 1.5 / 5:
         raise AssertionError("%d of %d keys (%.3f) moved when a 5th server was added; bound 1.5/5 = 0.3"
                              % (len(moved), len(keys), frac))
-    if not moved:
+    if not to_e:
         raise AssertionError("no key moved to the added server e (per server %r)" % per2)
-    eq(sorted({m2[k] for k in moved}), ["e"], "servers the moved keys went to")
+    if len(elsewhere) > len(keys) // 20:
+        raise AssertionError("%d of %d keys moved between the old servers when e was added (at most 5 %%): %r"
+                             % (len(elsewhere), len(keys), elsewhere))
     rl.ok(conf(backs[:4], "hash", "cookie:io", port=px.port))
     m3 = cookie_map(t, px, keys)
-    back = [k for k in keys if m3[k] != m1[k]]
+    back = ["%s: %s->%s" % (k, m1[k], m3[k]) for k in keys if m3[k] != m1[k]]
     eq(back, [], "keys not on their first server after the 5th server was removed again")
 
 
