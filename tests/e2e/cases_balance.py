@@ -17,8 +17,14 @@ from wslib import (SelectorEchoBackend, client_recv_exact, header_value, open_tu
 
 def conf(servers, balance=None, hash_key=None, proxy_protocol=None, port="{port}"):
     """Whole config: one listener, upstream "app" with the servers (backends
-    or "ip:port" texts), one catch-all route, one worker."""
-    srv = ", ".join('{ address = "%s"; }' % (s if isinstance(s, str) else s.address) for s in servers)
+    or "ip:port" texts, or (either, weight)), one catch-all route, one worker."""
+    def one(s):
+        w = None
+        if isinstance(s, tuple):
+            s, w = s
+        addr = s if isinstance(s, str) else s.address
+        return '{ address = "%s"; }' % addr if w is None else '{ address = "%s"; weight = %d; }' % (addr, w)
+    srv = ", ".join(one(s) for s in servers)
     up = 'name = "app"; '
     if balance is not None:
         up += 'balance = "%s"; ' % balance
@@ -174,6 +180,26 @@ def least_conn_uneven_tunnels_round_robin_control(t):
 
 
 @case(timeout=60)
+def least_conn_weighted_tunnels(t):
+    """Weights 2:1: tunnels held open split 2:1 (open / weight stays even)."""
+    backs = echo_backends(t, 2)
+    px = t.proxy(config_text=conf([(backs[0], 2), (backs[1], 1)], "least-conn"))
+    socks, owner = [], []
+    try:
+        for i in range(9):
+            owner.append(open_one(px, backs, socks, "w-%d" % i))
+            if i % 3 == 2:
+                eq([owner.count(0), owner.count(1)], [2 * (i + 1) // 3, (i + 1) // 3],
+                   "tunnels per server (weights 2:1) after %d tunnels (order %r)" % (i + 1, owner))
+        t.note("weighted least-conn: tunnels went to", owner)
+        eq([b.open for b in backs], [6, 3], "tunnels open per server")
+        check_echo(socks, b"w")
+    finally:
+        for s in socks:
+            s.close()
+
+
+@case(timeout=60)
 def least_conn_http(t):
     """Plain exchanges count until they end: a request held by its server
     sends every later request to the other one; once it ends (and all the
@@ -270,7 +296,8 @@ def hash_case(t, hash_key, send, keyless, nkeys=40):
 
 def cookie_send(k):
     i = int(k[-2:])
-    v = ["io=%s" % k, "theme=dark; io=%s" % k, "io=%s; lang=en" % k, "a=1; io=%s; b=2" % k][i % 4]
+    v = ["io=%s" % k, "theme=dark; io=%s" % k, "io=%s; lang=en" % k, "a=1; io=%s; b=2" % k,
+         "sess=io=FAKE; xio=FAKE2; io=%s" % k][i % 5]
     return "/socket.io/?EIO=4&transport=polling&t=%d" % i, [("Cookie", v)]
 
 
@@ -295,8 +322,9 @@ def hash_header_name_case_insensitive(t):
 
 def query_send(k):
     i = int(k[-2:])
-    q = ["sid=%s" % k, "EIO=4&transport=polling&sid=%s" % k, "sid=%s&t=%d" % (k, i)][i % 3]
-    return "/socket.io/?" + q, []
+    q = ["sid=%s" % k, "EIO=4&transport=polling&sid=%s" % k, "sid=%s&t=%d" % (k, i),
+         "q=sid=FAKE&xsid=FAKE2&sid=%s" % k][i % 4]
+    return ("/sid=FAKE3/" if i % 5 == 0 else "/socket.io/") + "?" + q, []
 
 
 @case(timeout=90)
@@ -519,12 +547,11 @@ def pp_len(data):
     return 0
 
 
-def pp_header(version, client_port, proxy_port):
+def pp_header(version, client_port, proxy_port, src="127.0.0.1"):
     if version == "v1":
-        return b"PROXY TCP4 127.0.0.1 127.0.0.1 %d %d\r\n" % (client_port, proxy_port)
-    lo = socket.inet_aton("127.0.0.1")
-    return (V2_SIG + bytes([0x21, 0x11]) + (12).to_bytes(2, "big") + lo + lo
-            + client_port.to_bytes(2, "big") + proxy_port.to_bytes(2, "big"))
+        return b"PROXY TCP4 %s 127.0.0.1 %d %d\r\n" % (src.encode(), client_port, proxy_port)
+    return (V2_SIG + bytes([0x21, 0x11]) + (12).to_bytes(2, "big") + socket.inet_aton(src)
+            + socket.inet_aton("127.0.0.1") + client_port.to_bytes(2, "big") + proxy_port.to_bytes(2, "big"))
 
 
 def pp_handle(rec):
@@ -576,6 +603,17 @@ def proxy_protocol_out(t, version):
     wait_until(lambda: be.records[0].eof, 5, what="the proxy closing the backend connection of /one")
     c.close()
     wait_until(lambda: be.records[1].eof, 5, what="the proxy closing the backend connection of /two")
+    # a client from another loopback address: its address and port
+    o = client_from(t, "127.0.0.7", px.port)
+    r = o.get("/three")
+    eq((r.status, r.body), (200, b"ok"), "response to /three from 127.0.0.7")
+    eq(len(be.records), 3, "backend connections after the request from 127.0.0.7")
+    hdr = pp_header(version, o.local_port, px.port, src="127.0.0.7")
+    data = bytes(be.records[2].data)
+    eq(data[:len(hdr)], hdr, "first bytes of the backend connection for the client at 127.0.0.7")
+    eq(data[len(hdr):len(hdr) + 21], b"GET /three HTTP/1.1\r\n", "request line after the header (/three)")
+    o.close()
+    wait_until(lambda: be.records[2].eof, 5, what="the proxy closing the backend connection of /three")
     # a tunnel: the header precedes the upgrade request
     w = px.connect()
     key = ws_key()
@@ -584,16 +622,38 @@ def proxy_protocol_out(t, version):
     msg = b"tunnel bytes after a PROXY header"
     w.send(msg)
     eq(client_recv_exact(w, len(msg)), msg, "echo on the tunnel")
-    eq(len(be.records), 3, "backend connections after the upgrade")
-    data = bytes(be.records[2].data)
+    eq(len(be.records), 4, "backend connections after the upgrade")
+    data = bytes(be.records[3].data)
     hdr = pp_header(version, w.local_port, px.port)
     eq(data[:len(hdr)], hdr, "first bytes of the tunnel's backend connection")
     want = b"GET /ws HTTP/1.1\r\n"
     eq(data[len(hdr):len(hdr) + len(want)], want, "upgrade request line after the PROXY header")
     eq(data[-len(msg):], msg, "tunnel bytes at the backend")
     w.close()
-    wait_until(lambda: be.records[2].eof, 5, what="the tunnel's backend connection closed")
+    wait_until(lambda: be.records[3].eof, 5, what="the tunnel's backend connection closed")
 
 
 register("proxy_protocol_v1_out", lambda t: proxy_protocol_out(t, "v1"))
 register("proxy_protocol_v2_out", lambda t: proxy_protocol_out(t, "v2"))
+
+
+def proxy_protocol_after_failed_connect(t, version):
+    """The first server refuses; the retry's connection to the second starts with the header."""
+    be = t.raw_backend(pp_handle)
+    px = t.proxy(config_text=conf(["127.0.0.1:%d" % t.dead_port(), be], proxy_protocol=version))
+    for i in range(2):
+        c = px.connect()
+        r = c.get("/r%d" % i)
+        eq((r.status, r.body), (200, b"ok"), "response %d (one of the two picks is the refusing server)" % i)
+        wait_until(lambda: len(be.records) > i, 5, what="backend connection %d" % i)
+        hdr = pp_header(version, c.local_port, px.port)
+        data = bytes(be.records[i].data)
+        eq(data[:len(hdr)], hdr, "first bytes of backend connection %d" % i)
+        want = b"GET /r%d HTTP/1.1\r\n" % i
+        eq(data[len(hdr):len(hdr) + len(want)], want, "request line after the header (%d)" % i)
+        c.close()
+    eq(len(be.records), 2, "backend connections")
+
+
+register("proxy_protocol_v1_after_failed_connect", lambda t: proxy_protocol_after_failed_connect(t, "v1"))
+register("proxy_protocol_v2_after_failed_connect", lambda t: proxy_protocol_after_failed_connect(t, "v2"))
