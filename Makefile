@@ -97,18 +97,24 @@ print-deps:
 # seeds copied into build/fuzz/corpus/<driver>, which keeps what a run finds
 # (rm -rf it to start over); crash inputs land in build/fuzz/.
 FUZZ_SECONDS ?= 30
-FUZZERS    := fuzz_http fuzz_ws
+FUZZERS    := fuzz_http fuzz_ws fuzz_proxyproto
 FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
               -Iinclude -D_GNU_SOURCE
 # fuzz_http: room above the default limits (header_bytes 16384) to cross them
 FUZZ_MAXLEN_fuzz_http := 20480
 FUZZ_MAXLEN_fuzz_ws   := 4096
+# fuzz_proxyproto: past PROXYPROTO_V2_MAX (2048) to cross it
+FUZZ_MAXLEN_fuzz_proxyproto := 4096
 
 build/fuzz/fuzz_http: tests/fuzz/fuzz_http.c src/http.c src/http_hdr.c include/http.h include/http_hdr.h
 	@mkdir -p build/fuzz
 	clang $(FUZZ_FLAGS) -o $@ $(filter %.c,$^) $(shell pkg-config --cflags --libs libevent) -lhttp_parser
 
 build/fuzz/fuzz_ws: tests/fuzz/fuzz_ws.c src/ws.c include/ws.h
+	@mkdir -p build/fuzz
+	clang $(FUZZ_FLAGS) -o $@ $(filter %.c,$^)
+
+build/fuzz/fuzz_proxyproto: tests/fuzz/fuzz_proxyproto.c src/proxyproto.c include/proxyproto.h
 	@mkdir -p build/fuzz
 	clang $(FUZZ_FLAGS) -o $@ $(filter %.c,$^)
 
