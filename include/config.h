@@ -69,6 +69,7 @@ struct config_tls_client {
 struct config_listen {
 	struct config_addr addr;
 	struct config_tls_server *tls; /* NULL = plain TCP */
+	bool proxy_protocol;	       /* a PROXY header (v1 or v2) comes first, required */
 	int line;
 };
 
@@ -80,8 +81,28 @@ struct config_server {
 #define CONFIG_KEEPALIVE_DEFAULT 32 /* idle connections kept per server */
 #define CONFIG_KEEPALIVE_MAX 4096
 
+/* upstreams[].balance */
+enum config_balance {
+	CONFIG_BALANCE_ROUND_ROBIN = 0, /* smooth weighted round robin (default) */
+	CONFIG_BALANCE_LEAST_CONN,	/* fewest open sessions and tunnels per weight */
+	CONFIG_BALANCE_RANDOM,		/* power of two choices over least-conn loads */
+	CONFIG_BALANCE_HASH,		/* consistent hashing of hash_key */
+};
+
+/* upstreams[].hash_key */
+enum config_hash_key {
+	CONFIG_HASH_CLIENT = 0, /* the client address (default) */
+	CONFIG_HASH_HEADER,	/* a request header field */
+	CONFIG_HASH_COOKIE,	/* a cookie */
+	CONFIG_HASH_QUERY,	/* a query parameter */
+};
+
 struct config_upstream {
 	char *name;
+	enum config_balance balance;
+	enum config_hash_key hash_key;
+	char *hash_name;	 /* the header, cookie or parameter name; NULL for client */
+	unsigned proxy_protocol; /* 0 = none, 1 or 2: the PROXY header sent to servers */
 	struct config_tls_client tls;
 	size_t keepalive; /* idle keep-alive connections per server; 0 = close after each */
 	struct config_server *servers;

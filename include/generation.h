@@ -1,6 +1,7 @@
 /*
  * generation: one loaded config with everything derived from it that is
- * read-only afterwards (TLS contexts for listeners and upstreams). Shared by
+ * read-only afterwards (TLS contexts for listeners and upstreams, the hash
+ * tables of balance = "hash" upstreams). Shared by
  * every worker, reference-counted: a session holds its generation from
  * accept to its end, so a reload never pulls a config away from a request
  * in flight or a tunnel. The last reference frees it.
@@ -15,6 +16,7 @@
 
 struct tls_server;
 struct tls_client;
+struct balance_ring;
 
 struct generation {
 	atomic_uint refs;
@@ -22,6 +24,7 @@ struct generation {
 	struct config *cfg;
 	struct tls_server **listen_tls;	  /* [cfg->n_listens]; NULL = plain */
 	struct tls_client **upstream_tls; /* [cfg->n_upstreams]; NULL = plain */
+	struct balance_ring **rings;	  /* [cfg->n_upstreams]; balance = hash only */
 };
 
 /* Build a generation around cfg (taking it, also on failure). One reference

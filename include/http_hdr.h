@@ -36,6 +36,16 @@ bool http_hdr_is_hop_by_hop(const struct http_msg *msg, const struct http_header
 int http_hdr_write_request(const struct http_msg *req, const struct http_hdr_opts *o,
 			   struct evbuffer *out);
 
+/*
+ * The value of cookie name in req's Cookie fields (RFC 6265 §4.2.1:
+ * "a=1; b=2"), or of query parameter name in a request-target ("/p?a=1&b"),
+ * as raw bytes (no decoding). true with val and len set (may be empty), false
+ * when absent. For balance = "hash".
+ */
+bool http_hdr_cookie(const struct http_msg *req, const char *name, const char **val, size_t *len);
+bool http_hdr_query_param(const char *target, size_t target_len, const char *name, const char **val,
+			  size_t *len);
+
 /* Append "HTTP/1.1 status reason" and the rewritten fields of resp. 0 / -1. */
 int http_hdr_write_response(const struct http_msg *resp, const struct http_hdr_opts *o,
 			    struct evbuffer *out);

@@ -11,6 +11,8 @@
 
 #include "config.h"
 
+#include <stdbool.h>
+
 struct event_base;
 struct bufferevent;
 
@@ -42,11 +44,54 @@ struct upstream_idle {
 void upstream_idle_park(struct upstream_idle *idle, struct bufferevent *bev);
 /* Take the most recently parked connection, callbacks cleared; NULL if none. */
 struct bufferevent *upstream_idle_take(struct upstream_idle *idle);
-/* Move every parked connection of from to to (a reload keeping the server);
- * beyond to->max they are closed. */
-void upstream_idle_move(struct upstream_idle *to, struct upstream_idle *from);
 /* Close every parked connection. */
 void upstream_idle_drain(struct upstream_idle *idle);
+
+/*
+ * A server as one worker runs it. Shared by every generation that has the
+ * same server (upstream name and address), so its load and its idle
+ * connections carry over a reload. Kept in a registry per worker.
+ */
+struct upstream_server {
+	unsigned refs;	/* the upstream_rts that have it */
+	char *upstream; /* upstream name: with addr, its identity */
+	struct config_addr addr;
+	size_t active; /* sessions using it now, tunnels included */
+	struct upstream_idle idle;
+	struct upstream_server *next; /* registry */
+};
+
+/* An upstream of one generation as one worker runs it. */
+struct balance_pool;
+struct balance_ring;
+struct upstream_rt {
+	const struct config_upstream *cfg;
+	struct balance_pool *pool;	  /* smooth WRR state */
+	const struct balance_ring *ring;  /* balance = hash: the generation's; else NULL */
+	struct upstream_server **servers; /* [cfg->n_servers], same order */
+};
+
+/*
+ * Set up u for cfg, taking its servers from *registry (adding those it
+ * lacks); idle_ms is timeouts.keepalive; ring: the generation's hash table
+ * for balance = "hash" (borrowed). 0 / -1 (then upstream_rt_fini).
+ */
+int upstream_rt_init(struct upstream_rt *u, const struct config_upstream *cfg, uint64_t idle_ms,
+		     const struct balance_ring *ring, struct upstream_server **registry);
+/* Release u's servers; one nobody has any more is closed and freed. */
+void upstream_rt_fini(struct upstream_rt *u, struct upstream_server **registry);
+
+/*
+ * The server for a request: skipping those in tried (bit i = server i),
+ * by cfg->balance; key is the hash of the request's hash_key (NULL: none,
+ * then round robin), rnd fresh randomness for "random". -1 when every
+ * server was tried.
+ */
+long upstream_pick(struct upstream_rt *u, uint64_t tried, const uint64_t *key, uint64_t rnd);
+
+/* A session starts or stops using a server (connect to end, tunnels included). */
+void upstream_acquire(struct upstream_server *srv);
+void upstream_release(struct upstream_server *srv);
 
 /* The stream backend of a terminate route as a sockaddr. 0 / -1. */
 int upstream_bridge_addr(const struct config_route *route, struct sockaddr_storage *ss,

@@ -22,19 +22,20 @@
 
 struct event_base;
 struct event;
-struct balance_pool;
 struct generation;
 struct listener;
+struct proxyhdr;
 struct session;
 struct splice_pool;
-struct upstream_idle;
+struct upstream_rt;
+struct upstream_server;
 
 struct worker_gen {
 	unsigned refs; /* the worker while current, plus one per session */
 	bool retired;  /* a reload replaced it: connections are no longer parked */
+	struct worker *w;
 	struct generation *gen;
-	struct balance_pool **pools; /* [upstream] */
-	struct upstream_idle **idle; /* [upstream][server] */
+	struct upstream_rt *ups; /* [gen->cfg->n_upstreams] */
 };
 
 struct worker_listener {
@@ -61,6 +62,8 @@ struct worker {
 	size_t n_listeners;
 	struct session *sessions; /* intrusive list */
 	size_t n_sessions;
+	struct proxyhdr *proxyhdrs; /* connections still sending their PROXY header */
+	size_t n_pending;
 	uint64_t next_session_id;
 	size_t max_connections; /* this worker's share */
 	bool paused;		/* accepting stopped at max_connections or on EMFILE */
@@ -69,6 +72,8 @@ struct worker {
 	struct event *stop_timer;
 	struct event *resume_timer;
 	struct splice_pool *pipes;
+	struct upstream_server *servers; /* registry: the servers its generations have */
+	uint64_t rng;			 /* xorshift state for balance = "random" */
 	/* messages from other threads */
 	pthread_mutex_t lock;
 	struct worker_msg *inbox;
@@ -107,6 +112,9 @@ void worker_post_stop(struct worker *w, bool now);
 
 /* The worker ran out of descriptors: stop accepting until a session ends. */
 void worker_out_of_fds(struct worker *w);
+
+/* Fresh randomness for balancing (not for anything secret). */
+uint64_t worker_random(struct worker *w);
 
 /* Session accounting and generation holds: called by session.c only. */
 void worker_session_added(struct worker *w, struct session *s);

@@ -55,10 +55,11 @@ static const char *const KIND_NAMES[] = {
 static const char *const ROOT_KEYS[] = {
     "listen",	 "timeouts", "limits", "upstreams", "routes",	"access_log", "error_log",
     "log_level", "via",	     "tunnel", "workers",   "pid_file", NULL};
-static const char *const LISTEN_KEYS[] = {"address", "tls", NULL};
+static const char *const LISTEN_KEYS[] = {"address", "tls", "proxy_protocol", NULL};
 static const char *const LISTEN_TLS_KEYS[] = {"certificates", "protocols", NULL};
 static const char *const TLS_CERT_KEYS[] = {"cert", "key", NULL};
-static const char *const UPSTREAM_KEYS[] = {"name", "servers", "tls", "keepalive", NULL};
+static const char *const UPSTREAM_KEYS[] = {
+    "name", "servers", "tls", "keepalive", "balance", "hash_key", "proxy_protocol", NULL};
 static const char *const UPSTREAM_TLS_KEYS[] = {"verify", "ca", "sni", NULL};
 static const char *const SERVER_KEYS[] = {"address", "weight", NULL};
 static const char *const ROUTE_KEYS[] = {"name",	"host",		 "path_prefix",
@@ -728,6 +729,9 @@ static void load_listen(struct loader *ld, const config_setting_t *root)
 		l->line = setting_line(e);
 		load_address(ld, e, "'listen'", &l->addr);
 		load_listen_tls(ld, e, l);
+		config_setting_t *pp;
+		if (lookup(ld, e, "proxy_protocol", KIND_BOOL, &pp) > 0)
+			l->proxy_protocol = config_setting_get_bool(pp) != 0;
 		for (size_t j = 0; j < cfg->n_listens; j++)
 			if (config_addr_equal(&cfg->listens[j].addr, &l->addr))
 				load_err(ld, e, "duplicate address \"%s\" in 'listen'",
@@ -882,6 +886,87 @@ static void load_upstream_keepalive(struct loader *ld, const config_setting_t *e
 		up->keepalive = (size_t)v;
 }
 
+/* Match VALUE against NAMES (NULL-terminated); the index is the enum value. */
+static void load_enum(struct loader *ld, const config_setting_t *parent, const char *key,
+		      const char *const *names, const char *expected, int *dst)
+{
+	char q[CONFIG_QUOTE_MAX + 16], path[128];
+	config_setting_t *s;
+
+	if (lookup(ld, parent, key, KIND_STRING, &s) <= 0)
+		return;
+	const char *v = config_setting_get_string(s);
+	for (int i = 0; names[i] != NULL; i++) {
+		if (strcmp(names[i], v) == 0) {
+			*dst = i;
+			return;
+		}
+	}
+	load_err(ld, s, "bad value '%s' = %s: expected %s", setting_path(path, sizeof(path), s),
+		 quote(q, sizeof(q), v), expected);
+}
+
+/* hash_key: "client", or "header:NAME" / "cookie:NAME" / "query:NAME". */
+static void load_upstream_hash_key(struct loader *ld, const config_setting_t *e,
+				   struct config_upstream *up)
+{
+	static const struct {
+		const char *prefix;
+		enum config_hash_key kind;
+	} kinds[] = {{"header:", CONFIG_HASH_HEADER},
+		     {"cookie:", CONFIG_HASH_COOKIE},
+		     {"query:", CONFIG_HASH_QUERY}};
+	char q[CONFIG_QUOTE_MAX + 16];
+	config_setting_t *s;
+
+	if (lookup(ld, e, "hash_key", KIND_STRING, &s) <= 0)
+		return;
+	const char *v = config_setting_get_string(s);
+	if (up->balance != CONFIG_BALANCE_HASH) {
+		load_err(ld, s, "'hash_key' is only valid with balance = \"hash\"");
+		return;
+	}
+	if (strcmp(v, "client") == 0)
+		return;
+	for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+		size_t n = strlen(kinds[i].prefix);
+		if (strncmp(v, kinds[i].prefix, n) != 0 || !is_token(v + n))
+			continue;
+		up->hash_key = kinds[i].kind;
+		if ((up->hash_name = strdup(v + n)) == NULL)
+			load_oom(ld, s);
+		return;
+	}
+	load_err(ld, s,
+		 "bad value 'hash_key' = %s: expected \"client\", \"header:NAME\", "
+		 "\"cookie:NAME\" or \"query:NAME\"",
+		 quote(q, sizeof(q), v));
+}
+
+/* balance, hash_key and proxy_protocol: how servers are picked and spoken to. */
+static void load_upstream_policy(struct loader *ld, const config_setting_t *e,
+				 struct config_upstream *up)
+{
+	static const char *const balances[] = {[CONFIG_BALANCE_ROUND_ROBIN] = "round-robin",
+					       [CONFIG_BALANCE_LEAST_CONN] = "least-conn",
+					       [CONFIG_BALANCE_RANDOM] = "random",
+					       [CONFIG_BALANCE_HASH] = "hash",
+					       NULL};
+	static const char *const versions[] = {"none", "v1", "v2", NULL};
+	int b = CONFIG_BALANCE_ROUND_ROBIN, v = 0;
+
+	load_enum(ld, e, "balance", balances, "round-robin, least-conn, random or hash", &b);
+	up->balance = (enum config_balance)b;
+	load_upstream_hash_key(ld, e, up);
+	load_enum(ld, e, "proxy_protocol", versions, "v1 or v2", &v);
+	up->proxy_protocol = (unsigned)v;
+	/* the header precedes the TLS handshake, which libevent's TLS bufferevent
+	 * cannot put anything before */
+	if (v && up->tls.enabled)
+		load_err(ld, config_setting_get_member(e, "proxy_protocol"),
+			 "'proxy_protocol' with 'tls' is not supported");
+}
+
 static void load_upstream(struct loader *ld, const config_setting_t *e, struct config_upstream *up)
 {
 	config_setting_t *name;
@@ -898,6 +983,7 @@ static void load_upstream(struct loader *ld, const config_setting_t *e, struct c
 	load_servers(ld, e, up);
 	load_upstream_tls(ld, e, up);
 	load_upstream_keepalive(ld, e, up);
+	load_upstream_policy(ld, e, up);
 }
 
 static void load_upstreams(struct loader *ld, const config_setting_t *root)
@@ -1015,26 +1101,6 @@ static void load_route_upstream(struct loader *ld, const config_setting_t *e,
 		load_err(ld, s, "undefined upstream '%s'", name);
 	else
 		r->upstream = (size_t)idx;
-}
-
-/* Match VALUE against NAMES (NULL-terminated); the index is the enum value. */
-static void load_enum(struct loader *ld, const config_setting_t *parent, const char *key,
-		      const char *const *names, const char *expected, int *dst)
-{
-	char q[CONFIG_QUOTE_MAX + 16], path[128];
-	config_setting_t *s;
-
-	if (lookup(ld, parent, key, KIND_STRING, &s) <= 0)
-		return;
-	const char *v = config_setting_get_string(s);
-	for (int i = 0; names[i] != NULL; i++) {
-		if (strcmp(names[i], v) == 0) {
-			*dst = i;
-			return;
-		}
-	}
-	load_err(ld, s, "bad value '%s' = %s: expected %s", setting_path(path, sizeof(path), s),
-		 quote(q, sizeof(q), v), expected);
 }
 
 static void load_route_upgrade(struct loader *ld, const config_setting_t *e, struct config_route *r)
@@ -1499,6 +1565,7 @@ void config_free(struct config *cfg)
 		free(cfg->upstreams[i].servers);
 		free(cfg->upstreams[i].tls.ca);
 		free(cfg->upstreams[i].tls.sni);
+		free(cfg->upstreams[i].hash_name);
 	}
 	for (size_t i = 0; i < cfg->n_listens; i++)
 		free_listen_tls(cfg->listens[i].tls);

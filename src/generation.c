@@ -1,12 +1,14 @@
 /*
  * generation: a config and its TLS contexts, shared read-only between
- * workers (see generation.h). OpenSSL contexts may be used from several
- * threads at once; nothing else here is written after generation_new().
+ * workers (see generation.h). OpenSSL contexts and the hash tables may be
+ * used from several threads at once; nothing here is written after
+ * generation_new().
  */
 #include "generation.h"
 
 #include <stdlib.h>
 
+#include "balance.h"
 #include "log.h"
 #include "tls.h"
 
@@ -38,8 +40,33 @@ static int generation_tls(struct generation *g)
 	return 0;
 }
 
+/* One Maglev table per hash upstream, shared by every worker (read-only). */
+static int generation_rings(struct generation *g)
+{
+	const struct config *cfg = g->cfg;
+	for (size_t i = 0; i < cfg->n_upstreams; i++) {
+		const struct config_upstream *u = &cfg->upstreams[i];
+		unsigned weights[CONFIG_MAX_SERVERS];
+		const char *ids[CONFIG_MAX_SERVERS];
+		if (u->balance != CONFIG_BALANCE_HASH)
+			continue;
+		for (size_t j = 0; j < u->n_servers; j++) {
+			weights[j] = u->servers[j].weight;
+			ids[j] = u->servers[j].addr.text;
+		}
+		if ((g->rings[i] = balance_ring_new(ids, weights, u->n_servers)) == NULL) {
+			log_msg(LOG_LEVEL_ERROR, 0, "upstream '%s': out of memory", u->name);
+			return -1;
+		}
+	}
+	return 0;
+}
+
 static void generation_free(struct generation *g)
 {
+	for (size_t i = 0; g->rings && i < g->cfg->n_upstreams; i++)
+		balance_ring_free(g->rings[i]);
+	free(g->rings);
 	for (size_t i = 0; g->listen_tls && i < g->cfg->n_listens; i++)
 		tls_server_free(g->listen_tls[i]);
 	for (size_t i = 0; g->upstream_tls && i < g->cfg->n_upstreams; i++)
@@ -62,7 +89,9 @@ struct generation *generation_new(struct config *cfg, uint64_t id)
 	g->cfg = cfg;
 	g->listen_tls = calloc(cfg->n_listens + 1, sizeof(*g->listen_tls));
 	g->upstream_tls = calloc(cfg->n_upstreams + 1, sizeof(*g->upstream_tls));
-	if (g->listen_tls == NULL || g->upstream_tls == NULL || generation_tls(g) < 0) {
+	g->rings = calloc(cfg->n_upstreams + 1, sizeof(*g->rings));
+	if (g->listen_tls == NULL || g->upstream_tls == NULL || g->rings == NULL ||
+	    generation_tls(g) < 0 || generation_rings(g) < 0) {
 		generation_free(g);
 		return NULL;
 	}

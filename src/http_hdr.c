@@ -165,3 +165,52 @@ int http_hdr_write_response(const struct http_msg *resp, const struct http_hdr_o
 		return -1;
 	return add_common(resp, o, out);
 }
+
+/*
+ * In "k1=v1<sep>k2=v2...", the value of key name (pairs split on sep,
+ * optional spaces around them; a pair without '=' has an empty value).
+ */
+static bool pair_value(const char *p, const char *end, char sep, const char *name, const char **val,
+		       size_t *len)
+{
+	size_t name_len = strlen(name);
+	while (p < end) {
+		const char *next = memchr(p, sep, (size_t)(end - p));
+		const char *stop = next ? next : end;
+		while (p < stop && *p == ' ')
+			p++;
+		const char *eq = memchr(p, '=', (size_t)(stop - p));
+		const char *key_end = eq ? eq : stop;
+		if ((size_t)(key_end - p) == name_len && memcmp(p, name, name_len) == 0) {
+			const char *v = eq ? eq + 1 : stop, *v_end = stop;
+			while (v_end > v && v_end[-1] == ' ')
+				v_end--;
+			*val = v;
+			*len = (size_t)(v_end - v);
+			return true;
+		}
+		p = next ? next + 1 : end;
+	}
+	return false;
+}
+
+bool http_hdr_cookie(const struct http_msg *req, const char *name, const char **val, size_t *len)
+{
+	for (size_t i = 0; i < req->n_headers; i++) {
+		const struct http_header *h = &req->headers[i];
+		if (http_name_is(h, "Cookie") &&
+		    pair_value(h->value, h->value + h->value_len, ';', name, val, len))
+			return true;
+	}
+	return false;
+}
+
+bool http_hdr_query_param(const char *target, size_t target_len, const char *name, const char **val,
+			  size_t *len)
+{
+	const char *q = memchr(target, '?', target_len);
+	if (q == NULL)
+		return false;
+	const char *end = target + target_len, *hash = memchr(q, '#', (size_t)(end - q));
+	return pair_value(q + 1, hash ? hash : end, '&', name, val, len);
+}

@@ -34,6 +34,7 @@
 #include "http.h"
 #include "http_hdr.h"
 #include "log.h"
+#include "proxyproto.h"
 #include "generation.h"
 #include "route.h"
 #include "tls.h"
@@ -96,8 +97,9 @@ struct session {
 	const struct config_route *route;
 	size_t upstream;
 	long server;
-	uint64_t tried;		/* bit per server index: connect failed for this request */
-	char connect_error[96]; /* why the last connect failed, for the 502 */
+	struct upstream_server *held; /* counted as a user of this server (least-conn) */
+	uint64_t tried;		      /* bit per server index: connect failed for this request */
+	char connect_error[96];	      /* why the last connect failed, for the 502 */
 	bool req_body_done, resp_head_done, resp_body_done;
 	bool req_chunk_out, resp_chunk_out;
 	bool close_after; /* close the client after this response */
@@ -258,12 +260,15 @@ static void resp_free(struct session *s)
 	s->resp = NULL;
 }
 
+static void server_let_go(struct session *s);
+
 static void backend_drop(struct session *s)
 {
 	if (s->backend) {
 		bufferevent_free(s->backend); /* BEV_OPT_CLOSE_ON_FREE closes the socket */
 		s->backend = NULL;
 	}
+	server_let_go(s);
 }
 
 static void session_free(struct session *s)
@@ -502,12 +507,68 @@ static void connect_failed(struct session *s, const char *why)
 	connect_next(s);
 }
 
+static struct upstream_server *server_of(const struct session *s)
+{
+	return s->wg->ups[s->upstream].servers[s->server];
+}
+
+/* The session counts on s->server from its connect to the end of the
+ * exchange, or of the tunnel (least-conn balancing reads the counts). */
+static void server_hold(struct session *s)
+{
+	if (s->held == NULL)
+		upstream_acquire(s->held = server_of(s));
+}
+
+static void server_let_go(struct session *s)
+{
+	if (s->held)
+		upstream_release(s->held);
+	s->held = NULL;
+}
+
+static const char *client_ip(const struct session *s, char *buf, size_t cap);
+
+/* The hash of the request's hash_key; false when it has none. */
+static bool hash_key_of(const struct session *s, uint64_t *key)
+{
+	const struct config_upstream *u = &s->cfg->upstreams[s->upstream];
+	const struct http_header *h;
+	const char *v = NULL;
+	size_t len = 0;
+	char ip[INET6_ADDRSTRLEN + 2];
+
+	if (u->balance != CONFIG_BALANCE_HASH)
+		return false;
+	switch (u->hash_key) {
+	case CONFIG_HASH_CLIENT:
+		v = client_ip(s, ip, sizeof(ip));
+		len = strlen(v);
+		break;
+	case CONFIG_HASH_HEADER:
+		if ((h = http_msg_find(&s->req, u->hash_name)) != NULL) {
+			v = h->value;
+			len = h->value_len;
+		}
+		break;
+	case CONFIG_HASH_COOKIE:
+		http_hdr_cookie(&s->req, u->hash_name, &v, &len);
+		break;
+	case CONFIG_HASH_QUERY:
+		http_hdr_query_param(s->req.target, s->req.target_len, u->hash_name, &v, &len);
+		break;
+	}
+	if (v == NULL)
+		return false;
+	*key = balance_hash(v, len);
+	return true;
+}
+
 static void connect_next(struct session *s)
 {
-	bool skip[CONFIG_MAX_SERVERS];
-	for (int i = 0; i < CONFIG_MAX_SERVERS; i++)
-		skip[i] = (s->tried >> i) & 1;
-	long pick = balance_pick(s->wg->pools[s->upstream], skip);
+	uint64_t key;
+	long pick = upstream_pick(&s->wg->ups[s->upstream], s->tried,
+				  hash_key_of(s, &key) ? &key : NULL, worker_random(s->w));
 	if (pick < 0) {
 		char reason[160];
 		snprintf(reason, sizeof(reason), "no upstream server could be reached (last: %s)",
@@ -517,6 +578,7 @@ static void connect_next(struct session *s)
 		return;
 	}
 	s->server = pick;
+	server_hold(s);
 	if (connect_reuse(s))
 		return;
 	connect_fresh(s);
@@ -529,9 +591,10 @@ static void connect_next(struct session *s)
  */
 static bool connect_reuse(struct session *s)
 {
-	if (s->up.decision == UPGRADE_FORWARD || s->req.body != HTTP_BODY_NONE)
+	if (s->up.decision == UPGRADE_FORWARD || s->req.body != HTTP_BODY_NONE ||
+	    s->cfg->upstreams[s->upstream].proxy_protocol)
 		return false;
-	s->backend = upstream_idle_take(&s->wg->idle[s->upstream][s->server]);
+	s->backend = upstream_idle_take(&server_of(s)->idle);
 	if (s->backend == NULL)
 		return false;
 	s->backend_reused = true;
@@ -541,8 +604,34 @@ static bool connect_reuse(struct session *s)
 	return true;
 }
 
+/*
+ * The PROXY protocol header goes first on the new backend connection: the
+ * client's address and port (the one a PROXY header in named, if any), and
+ * ours it connected to. Written before the connect completes; libevent
+ * sends it once it does.
+ */
+static int proxy_header(struct session *s, unsigned version)
+{
+	struct config_addr client; /* as logged: a PROXY header in names it too */
+	struct sockaddr_storage dst;
+	socklen_t dst_len = sizeof(dst);
+	uint8_t buf[PROXYPROTO_V1_WRITE_MAX + 1]; /* the larger of the two */
+	const struct sockaddr *src = (const struct sockaddr *)&client.ss;
+	size_t n = 0;
+
+	if (config_parse_address(s->client_addr, &client) < 0 ||
+	    getsockname(bufferevent_getfd(s->client), (struct sockaddr *)&dst, &dst_len) < 0)
+		return -1;
+	if (version == 1)
+		n = proxyproto_write_v1((char *)buf, sizeof(buf), src, (struct sockaddr *)&dst);
+	else
+		n = proxyproto_write_v2(buf, sizeof(buf), src, (struct sockaddr *)&dst);
+	return n > 0 ? evbuffer_add(bufferevent_get_output(s->backend), buf, n) : -1;
+}
+
 static void connect_fresh(struct session *s)
 {
+	server_hold(s);
 	const struct config_upstream *u = &s->cfg->upstreams[s->upstream];
 	const struct config_addr *addr = &u->servers[s->server].addr;
 	s->backend_reused = false;
@@ -556,6 +645,10 @@ static void connect_fresh(struct session *s)
 	}
 	if (s->backend == NULL) {
 		connect_failed(s, strerror(errno));
+		return;
+	}
+	if (u->proxy_protocol && proxy_header(s, u->proxy_protocol) < 0) {
+		session_error(s, 500, "cannot write the PROXY protocol header");
 		return;
 	}
 	bufferevent_setcb(s->backend, backend_read_cb, backend_write_cb, backend_event_cb, s);
@@ -700,7 +793,8 @@ static void pump_request_body(struct session *s)
 static bool backend_reusable(const struct session *s)
 {
 	const struct config_upstream *u = &s->cfg->upstreams[s->upstream];
-	return s->backend && u->keepalive > 0 && !s->wg->retired &&
+	/* a connection that began with a PROXY header speaks for one client only */
+	return s->backend && u->keepalive > 0 && !u->proxy_protocol && !s->wg->retired &&
 	       s->up.decision != UPGRADE_FORWARD && s->req_body_done && s->resp->keep_alive &&
 	       s->resp->body != HTTP_BODY_CLOSE && !s->backend_eof &&
 	       evbuffer_get_length(bufferevent_get_input(s->backend)) == 0 &&
@@ -711,7 +805,7 @@ static void exchange_finish(struct session *s)
 {
 	log_access(s);
 	if (backend_reusable(s)) {
-		upstream_idle_park(&s->wg->idle[s->upstream][s->server], s->backend);
+		upstream_idle_park(&server_of(s)->idle, s->backend);
 		s->backend = NULL;
 	}
 	backend_drop(s);

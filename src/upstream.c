@@ -14,6 +14,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
+#include "balance.h"
 #include "tls.h"
 
 /* The host part of "host:port" or "[v6]:port", for SNI and verification. */
@@ -157,27 +158,119 @@ struct bufferevent *upstream_idle_take(struct upstream_idle *idle)
 	return bev;
 }
 
-void upstream_idle_move(struct upstream_idle *to, struct upstream_idle *from)
-{
-	while (from->head) {
-		struct upstream_conn *c = from->head;
-		if (to->n >= to->max) {
-			idle_drop(c);
-			continue;
-		}
-		idle_unlink(c);
-		c->idle = to;
-		c->prev = NULL;
-		c->next = to->head;
-		if (to->head)
-			to->head->prev = c;
-		to->head = c;
-		to->n++;
-	}
-}
-
 void upstream_idle_drain(struct upstream_idle *idle)
 {
 	while (idle->head)
 		idle_drop(idle->head);
+}
+
+/* ---- servers and picking ---- */
+
+static struct upstream_server *server_find(struct upstream_server *reg, const char *upstream,
+					   const struct config_addr *addr)
+{
+	for (; reg; reg = reg->next)
+		if (strcmp(reg->upstream, upstream) == 0 && config_addr_equal(&reg->addr, addr))
+			return reg;
+	return NULL;
+}
+
+static struct upstream_server *server_get(struct upstream_server **reg,
+					  const struct config_upstream *cfg,
+					  const struct config_server *srv, uint64_t idle_ms)
+{
+	struct upstream_server *s = server_find(*reg, cfg->name, &srv->addr);
+	if (s == NULL) {
+		if ((s = calloc(1, sizeof(*s))) == NULL ||
+		    (s->upstream = strdup(cfg->name)) == NULL) {
+			free(s);
+			return NULL;
+		}
+		s->addr = srv->addr;
+		s->next = *reg;
+		*reg = s;
+	}
+	/* the newest generation's pool settings apply from now on */
+	s->idle.max = cfg->keepalive;
+	s->idle.idle_ms = idle_ms;
+	s->refs++;
+	return s;
+}
+
+static void server_put(struct upstream_server **reg, struct upstream_server *s)
+{
+	if (s == NULL || --s->refs > 0)
+		return;
+	upstream_idle_drain(&s->idle);
+	for (struct upstream_server **p = reg; *p; p = &(*p)->next)
+		if (*p == s) {
+			*p = s->next;
+			break;
+		}
+	free(s->upstream);
+	free(s);
+}
+
+int upstream_rt_init(struct upstream_rt *u, const struct config_upstream *cfg, uint64_t idle_ms,
+		     const struct balance_ring *ring, struct upstream_server **registry)
+{
+	unsigned weights[CONFIG_MAX_SERVERS];
+
+	memset(u, 0, sizeof(*u));
+	u->cfg = cfg;
+	u->ring = ring;
+	u->servers = calloc(cfg->n_servers + 1, sizeof(*u->servers));
+	if (u->servers == NULL)
+		return -1;
+	for (size_t j = 0; j < cfg->n_servers; j++) {
+		weights[j] = cfg->servers[j].weight;
+		if ((u->servers[j] = server_get(registry, cfg, &cfg->servers[j], idle_ms)) == NULL)
+			return -1;
+	}
+	u->pool = balance_pool_new(weights, cfg->n_servers);
+	return u->pool ? 0 : -1;
+}
+
+void upstream_rt_fini(struct upstream_rt *u, struct upstream_server **registry)
+{
+	for (size_t j = 0; u->servers && j < u->cfg->n_servers; j++)
+		server_put(registry, u->servers[j]);
+	free(u->servers);
+	balance_pool_free(u->pool);
+	memset(u, 0, sizeof(*u));
+}
+
+long upstream_pick(struct upstream_rt *u, uint64_t tried, const uint64_t *key, uint64_t rnd)
+{
+	bool skip[CONFIG_MAX_SERVERS];
+	size_t load[CONFIG_MAX_SERVERS];
+	size_t n = u->cfg->n_servers;
+
+	for (size_t i = 0; i < n; i++) {
+		skip[i] = (tried >> i) & 1;
+		load[i] = u->servers[i]->active;
+	}
+	switch (u->cfg->balance) {
+	case CONFIG_BALANCE_LEAST_CONN:
+		return balance_pick_least(u->pool, load, skip);
+	case CONFIG_BALANCE_RANDOM:
+		return balance_pick_random2(u->pool, load, skip, rnd);
+	case CONFIG_BALANCE_HASH:
+		if (key && u->ring)
+			return balance_ring_pick(u->ring, *key, skip);
+		break; /* no key in this request: round robin */
+	case CONFIG_BALANCE_ROUND_ROBIN:
+		break;
+	}
+	return balance_pick(u->pool, skip);
+}
+
+void upstream_acquire(struct upstream_server *srv)
+{
+	srv->active++;
+}
+
+void upstream_release(struct upstream_server *srv)
+{
+	srv->active--;
 }

@@ -12,14 +12,15 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
 
-#include "balance.h"
 #include "generation.h"
 #include "listener.h"
 #include "log.h"
+#include "proxyhdr.h"
 #include "session.h"
 #include "splice.h"
 #include "upstream.h"
@@ -42,57 +43,41 @@ struct worker_msg {
 
 static void worker_gen_free(struct worker_gen *wg)
 {
-	const struct config *cfg = wg->gen->cfg;
-	for (size_t i = 0; wg->pools && i < cfg->n_upstreams; i++)
-		balance_pool_free(wg->pools[i]);
-	for (size_t i = 0; wg->idle && i < cfg->n_upstreams; i++) {
-		for (size_t j = 0; wg->idle[i] && j < cfg->upstreams[i].n_servers; j++)
-			upstream_idle_drain(&wg->idle[i][j]);
-		free(wg->idle[i]);
-	}
-	free(wg->pools);
-	free(wg->idle);
+	for (size_t i = 0; wg->ups && i < wg->gen->cfg->n_upstreams; i++)
+		upstream_rt_fini(&wg->ups[i], &wg->w->servers);
+	free(wg->ups);
 	generation_unref(wg->gen);
 	free(wg);
 }
 
-static int worker_gen_upstream(struct worker_gen *wg, size_t i)
-{
-	const struct config *cfg = wg->gen->cfg;
-	const struct config_upstream *u = &cfg->upstreams[i];
-	unsigned weights[CONFIG_MAX_SERVERS];
-
-	for (size_t j = 0; j < u->n_servers; j++)
-		weights[j] = u->servers[j].weight;
-	wg->pools[i] = balance_pool_new(weights, u->n_servers);
-	wg->idle[i] = calloc(u->n_servers, sizeof(*wg->idle[i]));
-	if (wg->pools[i] == NULL || wg->idle[i] == NULL)
-		return -1;
-	for (size_t j = 0; j < u->n_servers; j++)
-		wg->idle[i][j] =
-		    (struct upstream_idle){.max = u->keepalive, .idle_ms = cfg->timeouts.keepalive};
-	return 0;
-}
-
-static struct worker_gen *worker_gen_new(struct generation *gen)
+static struct worker_gen *worker_gen_new(struct worker *w, struct generation *gen)
 {
 	struct worker_gen *wg = calloc(1, sizeof(*wg));
 	if (wg == NULL)
 		return NULL;
 	wg->refs = 1;
+	wg->w = w;
 	wg->gen = generation_ref(gen);
-	size_t n = gen->cfg->n_upstreams;
-	wg->pools = calloc(n + 1, sizeof(*wg->pools));
-	wg->idle = calloc(n + 1, sizeof(*wg->idle));
-	if (wg->pools == NULL || wg->idle == NULL)
+	const struct config *cfg = gen->cfg;
+	if ((wg->ups = calloc(cfg->n_upstreams + 1, sizeof(*wg->ups))) == NULL)
 		goto fail;
-	for (size_t i = 0; i < n; i++)
-		if (worker_gen_upstream(wg, i) < 0)
+	for (size_t i = 0; i < cfg->n_upstreams; i++)
+		if (upstream_rt_init(&wg->ups[i], &cfg->upstreams[i], cfg->timeouts.keepalive,
+				     gen->rings[i], &w->servers) < 0)
 			goto fail;
 	return wg;
 fail:
 	worker_gen_free(wg);
 	return NULL;
+}
+
+uint64_t worker_random(struct worker *w)
+{
+	/* xorshift64*: cheap, and good enough to pick two servers */
+	w->rng ^= w->rng >> 12;
+	w->rng ^= w->rng << 25;
+	w->rng ^= w->rng >> 27;
+	return w->rng * UINT64_C(2685821657736338717);
 }
 
 struct worker_gen *worker_gen_hold(struct worker_gen *wg)
@@ -107,40 +92,19 @@ void worker_gen_release(struct worker_gen *wg)
 		worker_gen_free(wg);
 }
 
-static const struct config_server *find_server(const struct config *cfg, const char *upstream,
-					       const struct config_addr *addr, size_t *ui,
-					       size_t *si)
-{
-	for (size_t i = 0; i < cfg->n_upstreams; i++) {
-		if (strcmp(cfg->upstreams[i].name, upstream) != 0)
-			continue;
-		for (size_t j = 0; j < cfg->upstreams[i].n_servers; j++)
-			if (config_addr_equal(&cfg->upstreams[i].servers[j].addr, addr)) {
-				*ui = i;
-				*si = j;
-				return &cfg->upstreams[i].servers[j];
-			}
-	}
-	return NULL;
-}
-
 /*
- * A reload keeps the idle connections to servers that stay (same upstream
- * name and address) and closes the rest: the old generation parks no more.
+ * A reload replaced old: it parks no more connections, and the idle ones
+ * of servers that only it has (the new config dropped them) are closed now
+ * rather than when its last tunnel ends. Servers that stay are the same
+ * objects in both, so their idle connections and load carry over.
  */
-static void worker_gen_retire(struct worker_gen *old, struct worker_gen *next)
+static void worker_gen_retire(struct worker_gen *old)
 {
-	const struct config *oc = old->gen->cfg, *nc = next->gen->cfg;
 	old->retired = true;
-	for (size_t i = 0; i < oc->n_upstreams; i++)
-		for (size_t j = 0; j < oc->upstreams[i].n_servers; j++) {
-			size_t ni, nj;
-			if (find_server(nc, oc->upstreams[i].name,
-					&oc->upstreams[i].servers[j].addr, &ni, &nj))
-				upstream_idle_move(&next->idle[ni][nj], &old->idle[i][j]);
-			else
-				upstream_idle_drain(&old->idle[i][j]);
-		}
+	for (size_t i = 0; i < old->gen->cfg->n_upstreams; i++)
+		for (size_t j = 0; j < old->ups[i].cfg->n_servers; j++)
+			if (old->ups[i].servers[j]->refs == 1)
+				upstream_idle_drain(&old->ups[i].servers[j]->idle);
 }
 
 /* ---- accepting ---- */
@@ -156,18 +120,69 @@ static void worker_pause(struct worker *w)
 
 static void worker_resume(struct worker *w)
 {
-	if (!w->paused || w->stopping || w->n_sessions >= w->max_connections)
+	if (!w->paused || w->stopping || w->n_sessions + w->n_pending >= w->max_connections)
 		return;
 	w->paused = false;
 	for (size_t i = 0; i < w->n_listeners; i++)
 		listener_resume(w->listeners[i]->l);
 }
 
+/* The index of addr in the current generation's listens, or -1 (a reload removed it). */
+static long current_listen(const struct worker *w, const struct config_addr *addr)
+{
+	const struct config *cfg = w->current->gen->cfg;
+	for (size_t i = 0; i < cfg->n_listens; i++)
+		if (config_addr_equal(&cfg->listens[i].addr, addr))
+			return (long)i;
+	return -1;
+}
+
+struct worker_pending {
+	struct worker *w;
+	struct config_addr addr; /* the listener it came in on */
+};
+
+/* A PROXY header was read (or not): the connection becomes a session now. */
+static void worker_proxyhdr_cb(void *arg, int fd, const struct sockaddr *sa, socklen_t len,
+			       const char *why)
+{
+	struct worker_pending *pw = arg;
+	struct worker *w = pw->w;
+	long i = sa ? current_listen(w, &pw->addr) : -1;
+	w->n_pending--;
+	if (sa == NULL)
+		log_msg(LOG_LEVEL_INFO, 0, "PROXY protocol on %s: %s", pw->addr.text, why);
+	else if (i < 0)
+		close(fd); /* a reload removed its listener meanwhile */
+	else
+		session_accept(w, fd, sa, len, w->current->gen->listen_tls[i]);
+	free(pw);
+	worker_resume(w);
+}
+
 static void worker_accept_cb(void *arg, int fd, const struct sockaddr *sa, socklen_t len)
 {
 	struct worker_listener *wl = arg;
 	struct worker *w = wl->w;
-	session_accept(w, fd, sa, len, w->current->gen->listen_tls[wl->listen]);
+	const struct config *cfg = w->current->gen->cfg;
+	if (!cfg->listens[wl->listen].proxy_protocol) {
+		session_accept(w, fd, sa, len, w->current->gen->listen_tls[wl->listen]);
+		return;
+	}
+	struct worker_pending *pw = calloc(1, sizeof(*pw));
+	if (pw == NULL) {
+		close(fd);
+		return;
+	}
+	*pw = (struct worker_pending){.w = w, .addr = wl->addr};
+	if (proxyhdr_start(w->base, fd, sa, len, cfg->timeouts.header, worker_proxyhdr_cb, pw,
+			   &w->proxyhdrs) == NULL) {
+		free(pw);
+		return;
+	}
+	/* it holds a descriptor like a session: it counts against the limit */
+	if (++w->n_pending + w->n_sessions >= w->max_connections)
+		worker_pause(w);
 }
 
 void worker_out_of_fds(struct worker *w)
@@ -190,7 +205,7 @@ static void worker_resume_cb(evutil_socket_t fd, short what, void *arg)
 void worker_session_added(struct worker *w, struct session *s)
 {
 	session_link(&w->sessions, s);
-	if (++w->n_sessions >= w->max_connections)
+	if (++w->n_sessions + w->n_pending >= w->max_connections)
 		worker_pause(w);
 }
 
@@ -210,7 +225,7 @@ void worker_session_removed(struct worker *w, struct session *s)
 	session_unlink(&w->sessions, s);
 	w->n_sessions--;
 	worker_resume(w);
-	if (w->stopping && w->n_sessions == 0)
+	if (w->stopping && w->n_sessions == 0 && w->n_pending == 0)
 		worker_done(w);
 }
 
@@ -342,6 +357,7 @@ static void worker_stop(struct worker *w, bool now)
 	for (size_t i = 0; i < w->n_listeners; i++)
 		worker_listener_free(w->listeners[i]);
 	w->n_listeners = 0;
+	proxyhdr_free_all(&w->proxyhdrs); /* not sessions yet: nothing to finish */
 	if (now || w->n_sessions == 0) {
 		worker_quit(w);
 		return;
@@ -429,13 +445,13 @@ static void worker_set_limits(struct worker *w, const struct worker_limits *lim)
 
 static void worker_reload(struct worker *w, struct worker_msg *m)
 {
-	struct worker_gen *wg = worker_gen_new(m->gen);
+	struct worker_gen *wg = worker_gen_new(w, m->gen);
 	if (wg == NULL) {
 		log_msg(LOG_LEVEL_ERROR, 0, "worker %u: out of memory: keeping generation %llu",
 			w->index, (unsigned long long)w->current->gen->id);
 		return; /* the caller closes the fds */
 	}
-	worker_gen_retire(w->current, wg);
+	worker_gen_retire(w->current);
 	worker_gen_release(w->current);
 	w->current = wg;
 	worker_set_listeners(w, wg->gen->cfg, m->fds);
@@ -565,13 +581,14 @@ struct worker *worker_new(unsigned index, unsigned count, struct event_base *bas
 	w->count = count;
 	w->base = base;
 	w->next_session_id = index; /* ids index+1, index+1+count, ...: unique in the process */
+	w->rng = ((uint64_t)time(NULL) << 16) ^ ((uint64_t)getpid() << 8) ^ (index + 1);
 	pthread_mutex_init(&w->lock, NULL);
 	w->resume_timer = evtimer_new(base, worker_resume_cb, w);
 	w->stop_timer = evtimer_new(base, worker_stop_timer_cb, w);
 	w->inbox_ev = event_new(base, -1, 0, worker_inbox_cb, w);
 	size_t idle_pipes = lim->max_pipes < WORKER_PIPE_POOL ? lim->max_pipes : WORKER_PIPE_POOL;
 	w->pipes = splice_pool_new(idle_pipes, lim->max_pipes);
-	w->current = worker_gen_new(gen);
+	w->current = worker_gen_new(w, gen);
 	atomic_init(&w->running, gen->id);
 	if (w->resume_timer == NULL || w->stop_timer == NULL || w->inbox_ev == NULL ||
 	    w->pipes == NULL || w->current == NULL) {
@@ -599,6 +616,7 @@ void worker_free(struct worker *w)
 	for (size_t i = 0; i < w->n_listeners; i++)
 		worker_listener_free(w->listeners[i]);
 	free(w->listeners);
+	proxyhdr_free_all(&w->proxyhdrs);
 	struct worker_msg *m = w->inbox;
 	while (m) {
 		struct worker_msg *next = m->next;

@@ -353,6 +353,42 @@ START_TEST(test_terminate_only)
 }
 END_TEST
 
+START_TEST(test_upstream_policy)
+{
+	struct config_errors errs;
+	struct config *cfg = load_text(
+	    "listen = ( { address = \"127.0.0.1:8080\"; proxy_protocol = true; },\n"
+	    "  { address = \"127.0.0.1:8081\"; } );\n"
+	    "upstreams = ( { name = \"a\"; balance = \"hash\"; hash_key = \"cookie:io\"; "
+	    "proxy_protocol = \"v2\"; servers = ( { address = \"127.0.0.1:9000\"; } ); },\n"
+	    "  { name = \"b\"; balance = \"least-conn\"; proxy_protocol = \"v1\"; "
+	    "servers = ( { address = \"127.0.0.1:9001\"; } ); },\n"
+	    "  { name = \"c\"; balance = \"hash\"; "
+	    "servers = ( { address = \"127.0.0.1:9002\"; } ); },\n"
+	    "  { name = \"d\"; balance = \"random\"; "
+	    "servers = ( { address = \"127.0.0.1:9003\"; } ); } );\n"
+	    "routes = ( { upstream = \"a\"; } );\n",
+	    &errs);
+
+	assert_errors(&errs, NULL, 0);
+	ck_assert_ptr_nonnull(cfg);
+	ck_assert_int_eq(cfg->upstreams[0].balance, CONFIG_BALANCE_HASH);
+	ck_assert_int_eq(cfg->upstreams[0].hash_key, CONFIG_HASH_COOKIE);
+	ck_assert_str_eq(cfg->upstreams[0].hash_name, "io");
+	ck_assert_uint_eq(cfg->upstreams[0].proxy_protocol, 2);
+	ck_assert_int_eq(cfg->upstreams[1].balance, CONFIG_BALANCE_LEAST_CONN);
+	ck_assert_uint_eq(cfg->upstreams[1].proxy_protocol, 1);
+	ck_assert_int_eq(cfg->upstreams[2].hash_key, CONFIG_HASH_CLIENT); /* the default */
+	ck_assert_ptr_null(cfg->upstreams[2].hash_name);
+	ck_assert_int_eq(cfg->upstreams[3].balance, CONFIG_BALANCE_RANDOM);
+	ck_assert(cfg->listens[0].proxy_protocol);
+	ck_assert(!cfg->listens[1].proxy_protocol);
+	ck_assert_uint_eq(cfg->upstreams[3].proxy_protocol, 0);
+	config_free(cfg);
+	config_errors_fini(&errs);
+}
+END_TEST
+
 /* sun_path holds 108 bytes with the NUL: a 107-byte path fits, 108 does not. */
 START_TEST(test_bridge_unix_length)
 {
@@ -428,9 +464,9 @@ static const struct err_case ERR_CASES[] = {
     {BASE "tunnel = { mode = \"copy\"; speed = 1; };\n", {":4: unknown key 'tunnel.speed'"}},
     {"listen = ( { address = \"127.0.0.1:8080\"; backlog = 5; } );\n" UPS ROUTES,
      {":1: unknown key 'backlog'"}},
-    {LISTEN "upstreams = ( { name = \"app\"; balance = \"rr\";\n"
+    {LISTEN "upstreams = ( { name = \"app\"; balancing = \"rr\";\n"
 	    "  servers = ( { address = \"127.0.0.1:9000\"; } ); } );\n" ROUTES,
-     {":2: unknown key 'balance'"}},
+     {":2: unknown key 'balancing'"}},
     {LISTEN "upstreams = ( { name = \"app\";\n"
 	    "  servers = ( { address = \"127.0.0.1:9000\"; wieght = 2; } ); } );\n" ROUTES,
      {":3: unknown key 'wieght'"}},
@@ -513,6 +549,29 @@ static const struct err_case ERR_CASES[] = {
     {BASE "limits = { max_connections = -5; };\n",
      {":4: bad value 'limits.max_connections' = -5: must be >= 1"}},
     {BASE "limits = { nofile = 63; };\n", {":4: bad value 'limits.nofile' = 63: must be >= 64"}},
+    /* balancing and the PROXY protocol towards servers */
+    {LISTEN "upstreams = ( { name = \"app\"; balance = \"fastest\"; "
+	    "servers = ( { address = \"127.0.0.1:9000\"; } ); } );\n" ROUTES,
+     {":2: bad value 'balance' = \"fastest\": expected round-robin, least-conn, random or hash"}},
+    {LISTEN "upstreams = ( { name = \"app\"; hash_key = \"client\"; "
+	    "servers = ( { address = \"127.0.0.1:9000\"; } ); } );\n" ROUTES,
+     {":2: 'hash_key' is only valid with balance = \"hash\""}},
+    {LISTEN "upstreams = ( { name = \"app\"; balance = \"hash\"; hash_key = \"cookie:\"; "
+	    "servers = ( { address = \"127.0.0.1:9000\"; } ); } );\n" ROUTES,
+     {":2: bad value 'hash_key' = \"cookie:\": expected \"client\", \"header:NAME\", "
+      "\"cookie:NAME\" or \"query:NAME\""}},
+    {LISTEN "upstreams = ( { name = \"app\"; balance = \"hash\"; hash_key = \"path\"; "
+	    "servers = ( { address = \"127.0.0.1:9000\"; } ); } );\n" ROUTES,
+     {":2: bad value 'hash_key' = \"path\": expected \"client\", \"header:NAME\", "
+      "\"cookie:NAME\" or \"query:NAME\""}},
+    {LISTEN "upstreams = ( { name = \"app\"; proxy_protocol = \"v3\"; "
+	    "servers = ( { address = \"127.0.0.1:9000\"; } ); } );\n" ROUTES,
+     {":2: bad value 'proxy_protocol' = \"v3\": expected v1 or v2"}},
+    {LISTEN "upstreams = ( { name = \"app\"; proxy_protocol = \"v1\"; tls = { verify = false; }; "
+	    "servers = ( { address = \"127.0.0.1:9000\"; } ); } );\n" ROUTES,
+     {":2: 'proxy_protocol' with 'tls' is not supported"}},
+    {"listen = ( { address = \"127.0.0.1:8080\"; proxy_protocol = \"v1\"; } );\n" UPS ROUTES,
+     {":1: 'proxy_protocol' must be true or false"}},
     {BASE "limits = { nofile = \"4k\"; };\n", {":4: 'limits.nofile' must be an integer"}},
 
     /* upstreams */
@@ -947,6 +1006,7 @@ static Suite *config_suite(void)
 	tcase_add_test(tc, test_example_file);
 	tcase_add_test(tc, test_terminate);
 	tcase_add_test(tc, test_terminate_only);
+	tcase_add_test(tc, test_upstream_policy);
 	tcase_add_test(tc, test_bridge_unix_length);
 	tcase_add_test(tc, test_terminate_many_errors);
 	tcase_add_loop_test(tc, test_error_case, 0, (int)N_ELEMS(ERR_CASES));

@@ -385,6 +385,66 @@ START_TEST(test_http10_without_host_gets_host)
 }
 END_TEST
 
+/* ---- hash keys: cookies and query parameters ---- */
+
+struct pair_case {
+	const char *head_or_target; /* a Cookie head, or a request-target */
+	const char *name;
+	const char *want; /* NULL = absent */
+};
+
+static const struct pair_case cookie_cases[] = {
+    {"Cookie: io=abc; b=2", "io", "abc"},
+    {"Cookie: a=1;io=x y ;b", "io", "x y"},
+    {"Cookie: a=1; b", "b", ""},
+    {"Cookie: ioo=1; xio=2", "io", NULL},
+    {"Cookie: a=1\r\nCookie: io=second", "io", "second"},
+    {"X-Other: io=1", "io", NULL},
+    {"Cookie: io=", "io", ""},
+};
+
+START_TEST(test_cookie)
+{
+	const struct pair_case *c = &cookie_cases[_i];
+	char raw[256];
+	struct http_msg msg;
+	const char *v = NULL;
+	size_t len = 0;
+	snprintf(raw, sizeof(raw), "GET / HTTP/1.1\r\nHost: h\r\n%s\r\n\r\n", c->head_or_target);
+	parse(REQ, raw, HTTP_METHOD_GET, &msg);
+	bool found = http_hdr_cookie(&msg, c->name, &v, &len);
+	ck_assert_msg(found == (c->want != NULL), "%s: found %d", c->head_or_target, found);
+	if (c->want)
+		ck_assert_msg(len == strlen(c->want) && memcmp(v, c->want, len) == 0, "%s: %.*s",
+			      c->head_or_target, (int)len, v);
+	http_msg_fini(&msg);
+}
+END_TEST
+
+static const struct pair_case query_cases[] = {
+    {"/socket.io/?EIO=4&transport=polling&sid=S1", "sid", "S1"},
+    {"/p?a=1&b=2", "a", "1"},
+    {"/p?a=1&b", "b", ""},
+    {"/p?a=1#sid=2", "sid", NULL},
+    {"/p?ab=1&a=2", "a", "2"},
+    {"/p", "a", NULL},
+    {"/p?sid=a%20b", "sid", "a%20b"},
+};
+
+START_TEST(test_query_param)
+{
+	const struct pair_case *c = &query_cases[_i];
+	const char *v = NULL;
+	size_t len = 0;
+	bool found =
+	    http_hdr_query_param(c->head_or_target, strlen(c->head_or_target), c->name, &v, &len);
+	ck_assert_msg(found == (c->want != NULL), "%s: found %d", c->head_or_target, found);
+	if (c->want)
+		ck_assert_msg(len == strlen(c->want) && memcmp(v, c->want, len) == 0, "%s: %.*s",
+			      c->head_or_target, (int)len, v);
+}
+END_TEST
+
 static Suite *http_hdr_suite(void)
 {
 	Suite *s = suite_create("http_hdr");
@@ -396,6 +456,8 @@ static Suite *http_hdr_suite(void)
 	tc = tcase_create("regressions");
 	tcase_add_loop_test(tc, test_nominated_framing_fields_kept, 0, N(kept));
 	tcase_add_test(tc, test_http10_without_host_gets_host);
+	tcase_add_loop_test(tc, test_cookie, 0, N(cookie_cases));
+	tcase_add_loop_test(tc, test_query_param, 0, N(query_cases));
 	suite_add_tcase(s, tc);
 	return s;
 }
