@@ -80,6 +80,7 @@ struct config_server {
 
 #define CONFIG_KEEPALIVE_DEFAULT 32 /* idle connections kept per server */
 #define CONFIG_KEEPALIVE_MAX 4096
+#define CONFIG_RETRIES_DEFAULT 2
 
 /* upstreams[].balance */
 enum config_balance {
@@ -105,6 +106,7 @@ struct config_upstream {
 	unsigned proxy_protocol; /* 0 = none, 1 or 2: the PROXY header sent to servers */
 	struct config_tls_client tls;
 	size_t keepalive; /* idle keep-alive connections per server; 0 = close after each */
+	unsigned retries; /* other servers tried after a failure; default 2 */
 	struct config_server *servers;
 	size_t n_servers;
 };

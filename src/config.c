@@ -58,8 +58,9 @@ static const char *const ROOT_KEYS[] = {
 static const char *const LISTEN_KEYS[] = {"address", "tls", "proxy_protocol", NULL};
 static const char *const LISTEN_TLS_KEYS[] = {"certificates", "protocols", NULL};
 static const char *const TLS_CERT_KEYS[] = {"cert", "key", NULL};
-static const char *const UPSTREAM_KEYS[] = {
-    "name", "servers", "tls", "keepalive", "balance", "hash_key", "proxy_protocol", NULL};
+static const char *const UPSTREAM_KEYS[] = {"name",	      "servers", "tls",
+					    "keepalive",      "balance", "hash_key",
+					    "proxy_protocol", "retries", NULL};
 static const char *const UPSTREAM_TLS_KEYS[] = {"verify", "ca", "sni", NULL};
 static const char *const SERVER_KEYS[] = {"address", "weight", NULL};
 static const char *const ROUTE_KEYS[] = {"name",	"host",		 "path_prefix",
@@ -871,6 +872,21 @@ static ptrdiff_t upstream_find(const struct config *cfg, size_t n, const char *n
 	return -1;
 }
 
+static void load_upstream_retries(struct loader *ld, const config_setting_t *e,
+				  struct config_upstream *up)
+{
+	config_setting_t *s;
+	up->retries = CONFIG_RETRIES_DEFAULT;
+	if (lookup(ld, e, "retries", KIND_INT, &s) <= 0)
+		return;
+	long long v = config_setting_get_int64(s);
+	if (v < 0 || v >= CONFIG_MAX_SERVERS)
+		load_err(ld, s, "bad value 'retries' = %lld: must be 0..%d", v,
+			 CONFIG_MAX_SERVERS - 1);
+	else
+		up->retries = (unsigned)v;
+}
+
 static void load_upstream_keepalive(struct loader *ld, const config_setting_t *e,
 				    struct config_upstream *up)
 {
@@ -983,6 +999,7 @@ static void load_upstream(struct loader *ld, const config_setting_t *e, struct c
 	load_servers(ld, e, up);
 	load_upstream_tls(ld, e, up);
 	load_upstream_keepalive(ld, e, up);
+	load_upstream_retries(ld, e, up);
 	load_upstream_policy(ld, e, up);
 }
 

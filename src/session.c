@@ -98,7 +98,8 @@ struct session {
 	size_t upstream;
 	long server;
 	struct upstream_server *held; /* counted as a user of this server (least-conn) */
-	uint64_t tried;		      /* bit per server index: connect failed for this request */
+	uint64_t tried;		      /* bit per server index: failed for this request */
+	unsigned attempts;	      /* servers tried for this request (retries + 1 at most) */
 	char connect_error[96];	      /* why the last connect failed, for the 502 */
 	bool req_body_done, resp_head_done, resp_body_done;
 	bool req_chunk_out, resp_chunk_out;
@@ -382,6 +383,7 @@ static void exchange_reset(struct session *s)
 	s->route = NULL;
 	s->server = -1;
 	s->tried = 0;
+	s->attempts = 0;
 	s->req_body_done = s->resp_head_done = s->resp_body_done = false;
 	s->req_chunk_out = s->resp_chunk_out = false;
 	s->backend_eof = false;
@@ -567,8 +569,10 @@ static bool hash_key_of(const struct session *s, uint64_t *key)
 static void connect_next(struct session *s)
 {
 	uint64_t key;
-	long pick = upstream_pick(&s->wg->ups[s->upstream], s->tried,
-				  hash_key_of(s, &key) ? &key : NULL, worker_random(s->w));
+	long pick = -1;
+	if (s->attempts++ <= s->cfg->upstreams[s->upstream].retries)
+		pick = upstream_pick(&s->wg->ups[s->upstream], s->tried,
+				     hash_key_of(s, &key) ? &key : NULL, worker_random(s->w));
 	if (pick < 0) {
 		char reason[160];
 		snprintf(reason, sizeof(reason), "no upstream server could be reached (last: %s)",
@@ -1225,6 +1229,41 @@ static bool retry_fresh(struct session *s)
 	return true;
 }
 
+/* Methods whose request can be sent again (RFC 9110 §9.2.2). */
+static bool method_idempotent(const struct http_msg *req)
+{
+	static const char *const names[] = {"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"};
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (req->method_len == strlen(names[i]) &&
+		    memcmp(req->method_str, names[i], req->method_len) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * The server closed or reset the connection before a byte of its answer:
+ * an idempotent request without a body lost nothing, so it goes to another
+ * server (never the same one twice), within upstreams[].retries.
+ */
+static bool retry_other(struct session *s, const char *what)
+{
+	const struct config_upstream *u = &s->cfg->upstreams[s->upstream];
+	uint64_t tried = s->tried | UINT64_C(1) << s->server;
+	if (s->resp_head_done || s->backend_spoke || s->req.body != HTTP_BODY_NONE ||
+	    !method_idempotent(&s->req) || s->attempts > u->retries ||
+	    (size_t)__builtin_popcountll(tried) >= u->n_servers)
+		return false; /* then the 502 says what this server did */
+	log_msg(LOG_LEVEL_WARN, s->id, "%s %s before answering; trying another server",
+		server_text(s), what);
+	snprintf(s->connect_error, sizeof(s->connect_error), "%s %s", server_text(s), what);
+	backend_drop(s);
+	s->backend_eof = false;
+	s->tried = tried;
+	s->state = SESSION_CONNECT;
+	connect_next(s);
+	return true;
+}
+
 static void backend_write_cb(struct bufferevent *bev, void *arg)
 {
 	struct session *s = arg;
@@ -1236,7 +1275,7 @@ static void backend_write_cb(struct bufferevent *bev, void *arg)
 
 static void backend_eof(struct session *s)
 {
-	if (retry_fresh(s))
+	if (retry_fresh(s) || retry_other(s, "closed"))
 		return;
 	s->backend_eof = true;
 	if (!s->resp_head_done)
@@ -1266,7 +1305,7 @@ static void backend_event_cb(struct bufferevent *bev, short what, void *arg)
 		backend_eof(s);
 		return;
 	}
-	if (retry_fresh(s))
+	if (retry_fresh(s) || retry_other(s, "failed"))
 		return;
 	if (!s->resp_head_done)
 		session_error(s, 502, "backend connection error");

@@ -384,6 +384,7 @@ START_TEST(test_upstream_policy)
 	ck_assert(cfg->listens[0].proxy_protocol);
 	ck_assert(!cfg->listens[1].proxy_protocol);
 	ck_assert_uint_eq(cfg->upstreams[3].proxy_protocol, 0);
+	ck_assert_uint_eq(cfg->upstreams[3].retries, 2); /* the default */
 	config_free(cfg);
 	config_errors_fini(&errs);
 }
@@ -570,6 +571,9 @@ static const struct err_case ERR_CASES[] = {
     {LISTEN "upstreams = ( { name = \"app\"; proxy_protocol = \"v1\"; tls = { verify = false; }; "
 	    "servers = ( { address = \"127.0.0.1:9000\"; } ); } );\n" ROUTES,
      {":2: 'proxy_protocol' with 'tls' is not supported"}},
+    {LISTEN "upstreams = ( { name = \"app\"; retries = 64; "
+	    "servers = ( { address = \"127.0.0.1:9000\"; } ); } );\n" ROUTES,
+     {":2: bad value 'retries' = 64: must be 0..63"}},
     {"listen = ( { address = \"127.0.0.1:8080\"; proxy_protocol = \"v1\"; } );\n" UPS ROUTES,
      {":1: 'proxy_protocol' must be true or false"}},
     {BASE "limits = { nofile = \"4k\"; };\n", {":4: 'limits.nofile' must be an integer"}},
