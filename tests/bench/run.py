@@ -243,7 +243,9 @@ class Target:
                    if c else "")
             return self.render("switchyard.conf", "switchyard.conf", PORT=port, BPORT=bport,
                                SSL=ssl, HEADER_TIMEOUT=hdr or "10s",
-                               WORKERS=f"workers = {RELOAD_WORKERS};" if self.reload else "",
+                               # one event loop, as the peers' single worker, except
+                               # in the reload row where all three run two
+                               WORKERS=f"workers = {RELOAD_WORKERS if self.reload else 1};",
                                LOG_LEVEL="info" if self.reload else "warn")
         if self.name == "nginx":
             sslconf = (f"ssl_certificate {c['cert']}; ssl_certificate_key {c['key']}; "
