@@ -92,18 +92,28 @@ void worker_gen_release(struct worker_gen *wg)
 		worker_gen_free(wg);
 }
 
+static bool worker_gen_has(const struct worker_gen *wg, const struct upstream_server *srv)
+{
+	for (size_t i = 0; i < wg->gen->cfg->n_upstreams; i++)
+		for (size_t j = 0; j < wg->ups[i].cfg->n_servers; j++)
+			if (wg->ups[i].servers[j] == srv)
+				return true;
+	return false;
+}
+
 /*
- * A reload replaced old: it parks no more connections, and the idle ones
- * of servers that only it has (the new config dropped them) are closed now
- * rather than when its last tunnel ends. Servers that stay are the same
- * objects in both, so their idle connections and load carry over.
+ * A reload replaced old with next: old parks no more connections, and the
+ * idle ones of servers that next does not have are closed now rather than
+ * when old's (or an older generation's) last tunnel ends. Servers that stay
+ * are the same objects in both, so their idle connections and load carry
+ * over.
  */
-static void worker_gen_retire(struct worker_gen *old)
+static void worker_gen_retire(struct worker_gen *old, const struct worker_gen *next)
 {
 	old->retired = true;
 	for (size_t i = 0; i < old->gen->cfg->n_upstreams; i++)
 		for (size_t j = 0; j < old->ups[i].cfg->n_servers; j++)
-			if (old->ups[i].servers[j]->refs == 1)
+			if (!worker_gen_has(next, old->ups[i].servers[j]))
 				upstream_idle_drain(&old->ups[i].servers[j]->idle);
 }
 
@@ -437,7 +447,7 @@ static void worker_on_remove(struct worker *w, const struct config *next)
 static void worker_set_limits(struct worker *w, const struct worker_limits *lim)
 {
 	w->max_connections = lim->max_connections > 0 ? lim->max_connections : 1;
-	if (w->n_sessions >= w->max_connections)
+	if (w->n_sessions + w->n_pending >= w->max_connections)
 		worker_pause(w);
 	else
 		worker_resume(w);
@@ -451,7 +461,7 @@ static void worker_reload(struct worker *w, struct worker_msg *m)
 			w->index, (unsigned long long)w->current->gen->id);
 		return; /* the caller closes the fds */
 	}
-	worker_gen_retire(w->current);
+	worker_gen_retire(w->current, wg);
 	worker_gen_release(w->current);
 	w->current = wg;
 	worker_set_listeners(w, wg->gen->cfg, m->fds);

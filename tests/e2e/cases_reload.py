@@ -1234,6 +1234,34 @@ def idle_pool_closed_on_reload(t):
 
 
 @case(timeout=30)
+def idle_pool_closed_when_an_older_generation_lives(t):
+    """A server in generations 1 and 2 (1 kept alive by a tunnel) that
+    generation 3 drops: its idle connections, parked through generation 2,
+    are closed at the third reload, not when generation 1's tunnel ends.
+    Regression: only servers no other generation had were drained."""
+    A, B = NamedBackend(t, "A"), NamedBackend(t, "B")
+
+    def text(port, gen):
+        if gen < 3:
+            return conf(port, {"a": [A], "b": [B]}, routes=[ws_route("ra", "/a", "a"), ws_route("rb", "/b", "b")])
+        return conf(port, {"b": [B]}, routes=[ws_route("rb", "/b", "b")])  # upstream a dropped
+
+    px, rl = start(t, lambda p: text(p, 1))
+    tun = open_tunnel(t, px.port, "/a/ws")  # holds generation 1 (and its server A)
+    rl.ok(text(px.port, 2))
+    n0 = A.connections
+    for i in range(4):
+        eq(get(px.port, "/a/%d" % i).body, b"A", "request %d to A in generation 2" % i)
+    time.sleep(0.3)
+    pooled = A.conns[n0:]
+    eq([c.eof for c in pooled], [False] * len(pooled), "EOF on connections pooled through generation 2")
+    rl.ok(text(px.port, 3))
+    wait_until(lambda: all(c.eof for c in pooled), 1,
+               what="EOF on the %d idle connections to A after the reload that drops it" % len(pooled))
+    tunnel_alive(tun, b"generation 1 tunnel still up")
+
+
+@case(timeout=30)
 def signal_cli_quit(t):
     """-s quit sends SIGQUIT: a tunnel is closed at once and the proxy exits 0;
     an unknown signal name is a usage error (exit 2) that signals nothing."""
