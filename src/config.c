@@ -815,20 +815,31 @@ static void load_limits(struct loader *ld, const config_setting_t *root)
 	}
 }
 
+/* An optional integer key within min..max: true with *out set when present and valid. */
+static bool load_int_range(struct loader *ld, const config_setting_t *e, const char *key,
+			   long long min, long long max, long long *out)
+{
+	config_setting_t *s;
+	if (lookup(ld, e, key, KIND_INT, &s) <= 0)
+		return false;
+	long long v = config_setting_get_int64(s);
+	if (v < min || v > max) {
+		load_err(ld, s, "bad value '%s' = %lld: must be %lld..%lld", key, v, min, max);
+		return false;
+	}
+	*out = v;
+	return true;
+}
+
 static void load_server(struct loader *ld, const config_setting_t *e, const char *where,
 			struct config_server *srv)
 {
-	config_setting_t *w;
+	long long v;
 
 	check_keys(ld, e, SERVER_KEYS);
 	srv->weight = 1;
 	load_address(ld, e, where, &srv->addr);
-	if (lookup(ld, e, "weight", KIND_INT, &w) <= 0)
-		return;
-	long long v = config_setting_get_int64(w);
-	if (v < 1 || v > CONFIG_WEIGHT_MAX)
-		load_err(ld, w, "bad value 'weight' = %lld: must be 1..%d", v, CONFIG_WEIGHT_MAX);
-	else
+	if (load_int_range(ld, e, "weight", 1, CONFIG_WEIGHT_MAX, &v))
 		srv->weight = (unsigned)v;
 }
 
@@ -875,30 +886,18 @@ static ptrdiff_t upstream_find(const struct config *cfg, size_t n, const char *n
 static void load_upstream_retries(struct loader *ld, const config_setting_t *e,
 				  struct config_upstream *up)
 {
-	config_setting_t *s;
+	long long v;
 	up->retries = CONFIG_RETRIES_DEFAULT;
-	if (lookup(ld, e, "retries", KIND_INT, &s) <= 0)
-		return;
-	long long v = config_setting_get_int64(s);
-	if (v < 0 || v >= CONFIG_MAX_SERVERS)
-		load_err(ld, s, "bad value 'retries' = %lld: must be 0..%d", v,
-			 CONFIG_MAX_SERVERS - 1);
-	else
+	if (load_int_range(ld, e, "retries", 0, CONFIG_MAX_SERVERS - 1, &v))
 		up->retries = (unsigned)v;
 }
 
 static void load_upstream_keepalive(struct loader *ld, const config_setting_t *e,
 				    struct config_upstream *up)
 {
-	config_setting_t *s;
+	long long v;
 	up->keepalive = CONFIG_KEEPALIVE_DEFAULT;
-	if (lookup(ld, e, "keepalive", KIND_INT, &s) <= 0)
-		return;
-	long long v = config_setting_get_int64(s);
-	if (v < 0 || v > CONFIG_KEEPALIVE_MAX)
-		load_err(ld, s, "bad value 'keepalive' = %lld: must be 0..%d", v,
-			 CONFIG_KEEPALIVE_MAX);
-	else
+	if (load_int_range(ld, e, "keepalive", 0, CONFIG_KEEPALIVE_MAX, &v))
 		up->keepalive = (size_t)v;
 }
 
@@ -1542,18 +1541,13 @@ static void load_logging(struct loader *ld, const config_setting_t *root)
 /* workers: 1..CONFIG_MAX_WORKERS; absent = 0, one per CPU (resolved at start). */
 static void load_process(struct loader *ld, const config_setting_t *root)
 {
-	config_setting_t *s;
+	long long v;
 
 	if (dup_string(ld, root, "pid_file", &ld->cfg->pid_file) > 0 &&
 	    ld->cfg->pid_file[0] == '\0')
 		load_err(ld, config_setting_get_member(root, "pid_file"),
 			 "bad value 'pid_file' = \"\": expected a path");
-	if (lookup(ld, root, "workers", KIND_INT, &s) <= 0)
-		return;
-	long long v = config_setting_get_int64(s);
-	if (v < 1 || v > CONFIG_MAX_WORKERS)
-		load_err(ld, s, "bad value 'workers' = %lld: must be 1..%d", v, CONFIG_MAX_WORKERS);
-	else
+	if (load_int_range(ld, root, "workers", 1, CONFIG_MAX_WORKERS, &v))
 		ld->cfg->workers = (unsigned)v;
 }
 
