@@ -7,7 +7,6 @@ close, SIGTERM with shutdown_grace, SIGQUIT, SIGUSR1 log reopen, `-s reload`
 max_connections), idle upstream connections to removed servers. Tunnel cases
 run as <name>.splice and <name>.copy. Helpers in reload_lib.py."""
 
-import functools
 import os
 import re
 import signal
@@ -15,25 +14,14 @@ import socket
 import subprocess
 import time
 
-from harness import Client, blob, eq, register, case, wait_until
+from harness import Client, blob, eq, case, wait_until
 from reload_lib import (NO_DAC, NamedBackend, check_gw, memory_sanitizer, check_t_output, conf,
                         connect_refused, echo, error_lines, get, hold_port, line_of, listeners, open_tunnel,
                         proxy_listeners, scaled, start, tunnel_alive, wait_exit, watch_close)
-from wslib import (MODES, SelectorEchoBackend, check_fds_back, fd_kinds, open_tunnels, tunnel_lines,
+from wslib import (tcase, SelectorEchoBackend, check_fds_back, fd_kinds, open_tunnels, tunnel_lines,
                    wait_tunnel_line, ws_key)
 
 KiB = 1 << 10
-
-
-def tcase(name=None, timeout=30):
-    """Register fn(t, mode) as <name>.splice and <name>.copy."""
-
-    def deco(fn):
-        for m in MODES:
-            register("%s.%s" % (name or fn.__name__, m), functools.partial(fn, mode=m), timeout)
-        return fn
-
-    return deco
 
 
 def ws_route(name="ws", prefix="/ws", upstream="app", **kw):

@@ -3,7 +3,6 @@ validating the 101, and the byte tunnel. Every tunnel case runs twice,
 as <name>.splice and <name>.copy (tunnel = { mode = ...; })."""
 
 import asyncio
-import functools
 import json
 import os
 import re
@@ -14,7 +13,7 @@ import threading
 import time
 
 from harness import blob, case, eq, expect_proxy_error, register, sha256, split_head, wait_listen, wait_until
-from wslib import (MODES, PLAIN_TAIL, VIA, SelectorEchoBackend, UpgradeBackend, check_forwarded_head,
+from wslib import (MODES, tcase, PLAIN_TAIL, VIA, SelectorEchoBackend, UpgradeBackend, check_forwarded_head,
                    check_fds_back, check_tunnel_line, client_recv_exact, echo_until_eof, fd_kinds,
                    header_value, open_tunnels, raise_nofile, read_101, relayed_101, resp_101, tunnel_lines,
                    upgrade_tail, wait_tunnel_line, ws_accept, ws_key, ws_request)
@@ -22,17 +21,6 @@ from wslib import (MODES, PLAIN_TAIL, VIA, SelectorEchoBackend, UpgradeBackend, 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MiB = 1 << 20
 KiB = 1 << 10
-
-
-def tcase(name=None, timeout=30):
-    """Register fn(t, mode) as <name>.splice and <name>.copy."""
-
-    def deco(fn):
-        for m in MODES:
-            register("%s.%s" % (name or fn.__name__, m), functools.partial(fn, mode=m), timeout)
-        return fn
-
-    return deco
 
 
 def tproxy(t, be, mode, extra="", **kw):

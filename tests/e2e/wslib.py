@@ -6,6 +6,7 @@ requests, exact-head checks, tunnel log checks and socket/pipe fd counting.
 """
 
 import base64
+import functools
 import hashlib
 import os
 import re
@@ -15,10 +16,22 @@ import socket
 import threading
 import time
 
-from harness import BackendErrors, eq, fd_kinds, split_head, wait_until
+from harness import BackendErrors, eq, fd_kinds, register, split_head, wait_until
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MODES = ("splice", "copy")
+
+
+def tcase(name=None, timeout=30):
+    """Register fn(t, mode) as <name>.splice and <name>.copy: tunnel cases
+    run in both pumps."""
+
+    def deco(fn):
+        for m in MODES:
+            register("%s.%s" % (name or fn.__name__, m), functools.partial(fn, mode=m), timeout)
+        return fn
+
+    return deco
 VIA = b"Via: 1.1 switchyard"
 SWITCHING = b"Switching Protocols"
 
