@@ -28,6 +28,7 @@
 
 #include "http.h"
 #include "http_hdr.h"
+#include "fuzz_check.h"
 
 /*
  * The product defaults, as in src/config.c LIMIT_TABLE (header_bytes,
@@ -44,15 +45,6 @@ static const struct http_limits LIM = {
 
 static const enum http_verb METHODS[4] = {HTTP_METHOD_GET, HTTP_METHOD_HEAD, HTTP_METHOD_CONNECT,
 					  HTTP_METHOD_OTHER};
-
-/* A broken promise: say which, then crash so libFuzzer keeps the input. */
-#define CHECK(cond)                                                                                \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);   \
-			abort();                                                                   \
-		}                                                                                  \
-	} while (0)
 
 struct sink {
 	const char *lo, *hi; /* the piece being fed */

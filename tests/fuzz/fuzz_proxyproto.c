@@ -21,15 +21,7 @@
 #include <string.h>
 
 #include "proxyproto.h"
-
-/* A broken promise: say which, then crash so libFuzzer keeps the input. */
-#define CHECK(cond)                                                                                \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);   \
-			abort();                                                                   \
-		}                                                                                  \
-	} while (0)
+#include "fuzz_check.h"
 
 static const uint8_t V2_SIG[12] = {0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D,
 				   0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A};

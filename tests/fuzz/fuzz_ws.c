@@ -15,19 +15,11 @@
 #include <string.h>
 
 #include "ws.h"
+#include "fuzz_check.h"
 
 /* [0] is the product default, CONFIG_MAX_MESSAGE_DEFAULT in src/config.c (1 MiB);
  * 0 is unlimited; the rest are small enough for short inputs to cross. */
 static const uint64_t MAX_MESSAGE[8] = {1024 * 1024, 0, 5, 125, 255, 256, 1000, 65536};
-
-/* A broken promise: say which, then crash so libFuzzer keeps the input. */
-#define CHECK(cond)                                                                                \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);   \
-			abort();                                                                   \
-		}                                                                                  \
-	} while (0)
 
 struct state {
 	const uint8_t *lo, *hi; /* the piece being fed */
