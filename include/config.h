@@ -98,6 +98,34 @@ enum config_hash_key {
 	CONFIG_HASH_QUERY,	/* a query parameter */
 };
 
+/* upstreams[].health.type: the active check, or none (passive marking only) */
+enum config_health_type {
+	CONFIG_HEALTH_TCP = 0,	 /* default: the connect (and TLS handshake) succeeds */
+	CONFIG_HEALTH_HTTP,	 /* GET path answers expect */
+	CONFIG_HEALTH_WEBSOCKET, /* a real handshake on path answers a valid 101 */
+	CONFIG_HEALTH_NONE,	 /* no active check: retry_down_after brings servers back */
+};
+
+/* upstreams[].health; all durations in milliseconds */
+struct config_health {
+	bool enabled; /* the upstream has a health block */
+	enum config_health_type type;
+	uint64_t interval, timeout; /* 2 s, 1 s */
+	unsigned rise, fall;	    /* 2, 3 consecutive results */
+	char *path;		    /* "/" */
+	char *host;		    /* Host of the check; NULL = the server address */
+	int expect;		    /* http: the status that passes, 200 */
+	bool passive;		    /* connect failures and resets count (default true) */
+	bool passive_5xx;	    /* ... and 5xx answers (default false) */
+	uint64_t retry_down_after;  /* type none: a down server is tried again after this */
+};
+
+/* upstreams[].on_down: what a server going down does to its open tunnels */
+enum config_on_down {
+	CONFIG_ON_DOWN_KEEP = 0, /* default: they go on */
+	CONFIG_ON_DOWN_CLOSE,	 /* closed at once */
+};
+
 struct config_upstream {
 	char *name;
 	enum config_balance balance;
@@ -107,6 +135,8 @@ struct config_upstream {
 	struct config_tls_client tls;
 	size_t keepalive; /* idle keep-alive connections per server; 0 = close after each */
 	unsigned retries; /* other servers tried after a failure; default 2 */
+	struct config_health health;
+	enum config_on_down on_down;
 	struct config_server *servers;
 	size_t n_servers;
 };

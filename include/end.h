@@ -29,6 +29,7 @@ enum end_cause {
 	/* any session */
 	END_SHUTDOWN,	       /* SIGTERM's grace is over, or SIGQUIT */
 	END_ROUTE_REMOVED,     /* a reload removed the route (on_remove) */
+	END_SERVER_DOWN,       /* the tunnel's server went down (on_down = "close") */
 	END_CLIENT_CLOSED,     /* the client closed an idle connection */
 	END_KEEPALIVE_TIMEOUT, /* timeouts.keepalive between requests */
 	END_TLS_HANDSHAKE,     /* the client's TLS handshake failed */

@@ -17,6 +17,7 @@
 struct tls_server;
 struct tls_client;
 struct balance_ring;
+struct health;
 
 struct generation {
 	atomic_uint refs;
@@ -25,11 +26,13 @@ struct generation {
 	struct tls_server **listen_tls;	  /* [cfg->n_listens]; NULL = plain */
 	struct tls_client **upstream_tls; /* [cfg->n_upstreams]; NULL = plain */
 	struct balance_ring **rings;	  /* [cfg->n_upstreams]; balance = hash only */
+	struct health *health;		  /* the process's server states (borrowed) */
 };
 
-/* Build a generation around cfg (taking it, also on failure). One reference
- * for the caller; NULL on failure, each reason logged. */
-struct generation *generation_new(struct config *cfg, uint64_t id);
+/* Build a generation around cfg (taking it, also on failure), for a process
+ * whose server states are health. One reference for the caller; NULL on
+ * failure, each reason logged. */
+struct generation *generation_new(struct config *cfg, uint64_t id, struct health *health);
 
 struct generation *generation_ref(struct generation *g);
 /* Drop a reference (NULL is fine); frees at the last one. Any thread. */

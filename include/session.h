@@ -44,6 +44,10 @@ const struct config *session_config(const struct session *s);
  * removed"); once only. Not a tunnel: nothing. */
 void session_drain(struct session *s, uint64_t delay_ms);
 
+/* hs went down: a tunnel to it ends if its upstream says on_down = "close". */
+struct health_server;
+void session_server_down(struct session *s, const struct health_server *hs);
+
 /*
  * The one end of every session: a tunnel's access line, the debug line,
  * then the teardown (the free is deferred to the session's own event, so

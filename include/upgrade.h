@@ -14,6 +14,7 @@
 
 #define UPGRADE_MAX_TOKENS 8
 #define UPGRADE_WS_ACCEPT_LEN 28 /* base64 of a SHA-1 digest */
+#define UPGRADE_WS_KEY_LEN 24	 /* base64 of 16 bytes, with "==" padding */
 #define UPGRADE_WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 enum upgrade_decision {
@@ -64,6 +65,9 @@ const char *upgrade_check_101(const struct upgrade_req *u, const struct http_msg
 
 /* Sec-WebSocket-Accept for a key: out receives 28 chars + NUL. 0 / -1. */
 int upgrade_ws_accept(const char *key, size_t key_len, char out[UPGRADE_WS_ACCEPT_LEN + 1]);
+
+/* A fresh Sec-WebSocket-Key (16 random bytes, base64) + NUL. 0 / -1. */
+int upgrade_ws_new_key(char out[UPGRADE_WS_KEY_LEN + 1]);
 
 /* Does key base64-decode to exactly 16 bytes (strict padding, no spaces)? */
 bool upgrade_ws_key_valid(const char *key, size_t key_len);

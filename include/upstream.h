@@ -56,7 +56,8 @@ struct upstream_server {
 	unsigned refs;	/* the upstream_rts that have it */
 	char *upstream; /* upstream name: with addr, its identity */
 	struct config_addr addr;
-	size_t active; /* sessions using it now, tunnels included */
+	size_t active;		      /* sessions using it now, tunnels included */
+	struct health_server *health; /* up or down: shared by the workers */
 	struct upstream_idle idle;
 	struct upstream_server *next; /* registry */
 };
@@ -64,6 +65,8 @@ struct upstream_server {
 /* An upstream of one generation as one worker runs it. */
 struct balance_pool;
 struct balance_ring;
+struct health;
+struct health_server;
 struct upstream_rt {
 	const struct config_upstream *cfg;
 	struct balance_pool *pool;	  /* smooth WRR state */
@@ -73,19 +76,24 @@ struct upstream_rt {
 
 /*
  * Set up u for cfg, taking its servers from *registry (adding those it
- * lacks); idle_ms is timeouts.keepalive; ring: the generation's hash table
- * for balance = "hash" (borrowed). 0 / -1 (then upstream_rt_fini).
+ * lacks, with their state in health); idle_ms is timeouts.keepalive; ring:
+ * the generation's hash table for balance = "hash" (borrowed). 0 / -1 (then
+ * upstream_rt_fini).
  */
 int upstream_rt_init(struct upstream_rt *u, const struct config_upstream *cfg, uint64_t idle_ms,
-		     const struct balance_ring *ring, struct upstream_server **registry);
+		     const struct balance_ring *ring, struct health *health,
+		     struct upstream_server **registry);
 /* Release u's servers; one nobody has any more is closed and freed. */
 void upstream_rt_fini(struct upstream_rt *u, struct upstream_server **registry);
 
+#define UPSTREAM_ALL_DOWN (-2)
+
 /*
- * The server for a request: skipping those in tried (bit i = server i),
- * by cfg->balance; key is the hash of the request's hash_key (NULL: none,
- * then round robin), rnd fresh randomness for "random". -1 when every
- * server was tried.
+ * The server for a request: skipping those in tried (bit i = server i) and
+ * those that are down, by cfg->balance; key is the hash of the request's
+ * hash_key (NULL: none, then round robin), rnd fresh randomness for
+ * "random". -1 when every server that is up was tried, UPSTREAM_ALL_DOWN
+ * when none is up.
  */
 long upstream_pick(struct upstream_rt *u, uint64_t tried, const uint64_t *key, uint64_t rnd);
 

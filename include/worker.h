@@ -107,6 +107,9 @@ void worker_join(struct worker *w);
  */
 void worker_post_reload(struct worker *w, struct generation *gen, int *fds,
 			const struct worker_limits *lim);
+/* hs went down: end the tunnels to it where the upstream says on_down = "close". Any thread. */
+struct health_server;
+void worker_post_server_down(struct worker *w, struct health_server *hs);
 /* Graceful stop (SIGTERM) or immediate (SIGQUIT). Any thread. */
 void worker_post_stop(struct worker *w, bool now);
 

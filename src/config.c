@@ -58,9 +58,12 @@ static const char *const ROOT_KEYS[] = {
 static const char *const LISTEN_KEYS[] = {"address", "tls", "proxy_protocol", NULL};
 static const char *const LISTEN_TLS_KEYS[] = {"certificates", "protocols", NULL};
 static const char *const TLS_CERT_KEYS[] = {"cert", "key", NULL};
-static const char *const UPSTREAM_KEYS[] = {"name",	      "servers", "tls",
-					    "keepalive",      "balance", "hash_key",
-					    "proxy_protocol", "retries", NULL};
+static const char *const UPSTREAM_KEYS[] = {
+    "name",	      "servers", "tls",	   "keepalive", "balance", "hash_key",
+    "proxy_protocol", "retries", "health", "on_down",	NULL};
+static const char *const HEALTH_KEYS[] = {
+    "type",    "interval",    "timeout",	  "rise", "fall", "path", "host", "expect",
+    "passive", "passive_5xx", "retry_down_after", NULL};
 static const char *const UPSTREAM_TLS_KEYS[] = {"verify", "ca", "sni", NULL};
 static const char *const SERVER_KEYS[] = {"address", "weight", NULL};
 static const char *const ROUTE_KEYS[] = {"name",	"host",		 "path_prefix",
@@ -831,6 +834,19 @@ static bool load_int_range(struct loader *ld, const config_setting_t *e, const c
 	return true;
 }
 
+static void load_duration(struct loader *ld, const config_setting_t *e, const char *key,
+			  uint64_t *ms)
+{
+	char q[CONFIG_QUOTE_MAX + 16];
+	config_setting_t *s;
+
+	if (lookup(ld, e, key, KIND_STRING, &s) <= 0)
+		return;
+	const char *text = config_setting_get_string(s);
+	if (config_parse_duration(text, ms) < 0)
+		load_err(ld, s, "bad duration '%s' = %s", key, quote(q, sizeof(q), text));
+}
+
 static void load_server(struct loader *ld, const config_setting_t *e, const char *where,
 			struct config_server *srv)
 {
@@ -982,6 +998,126 @@ static void load_upstream_policy(struct loader *ld, const config_setting_t *e,
 			 "'proxy_protocol' with 'tls' is not supported");
 }
 
+/* A path or Host value for a check request: printable, no spaces. */
+static bool check_text_ok(const char *p)
+{
+	if (*p == '\0')
+		return false;
+	for (; *p; p++)
+		if ((unsigned char)*p <= ' ' || *p == 0x7f)
+			return false;
+	return true;
+}
+
+/* Keys that only some check types use are refused elsewhere: they would do nothing. */
+static void check_health_keys(struct loader *ld, const config_setting_t *g,
+			      const struct config_health *h)
+{
+	bool request = h->type == CONFIG_HEALTH_HTTP || h->type == CONFIG_HEALTH_WEBSOCKET;
+	const struct {
+		const char *key;
+		bool applies;
+		const char *where;
+	} rules[] = {
+	    {"path", request, "http and websocket checks"},
+	    {"host", request, "http and websocket checks"},
+	    {"expect", h->type == CONFIG_HEALTH_HTTP,
+	     "http checks (a websocket check expects 101)"},
+	    {"retry_down_after", h->type == CONFIG_HEALTH_NONE,
+	     "type = \"none\" (otherwise the check brings servers back)"},
+	};
+	for (size_t i = 0; i < sizeof(rules) / sizeof(rules[0]); i++) {
+		config_setting_t *s = config_setting_get_member(g, rules[i].key);
+		if (s != NULL && !rules[i].applies)
+			load_err(ld, s, "'%s' is only valid with %s", rules[i].key, rules[i].where);
+	}
+}
+
+static void load_health_request(struct loader *ld, const config_setting_t *g,
+				struct config_health *h)
+{
+	char q[CONFIG_QUOTE_MAX + 16];
+	long long v;
+
+	if (dup_string(ld, g, "path", &h->path) > 0 &&
+	    (h->path[0] != '/' || !check_text_ok(h->path)))
+		load_err(ld, config_setting_get_member(g, "path"),
+			 "bad value 'path' = %s: must start with '/' and have no spaces",
+			 quote(q, sizeof(q), h->path));
+	if (dup_string(ld, g, "host", &h->host) > 0 && !check_text_ok(h->host))
+		load_err(ld, config_setting_get_member(g, "host"),
+			 "bad value 'host' = %s: must not be empty or have spaces",
+			 quote(q, sizeof(q), h->host));
+	if (load_int_range(ld, g, "expect", 200, 599, &v))
+		h->expect = (int)v;
+}
+
+static void load_health_bool(struct loader *ld, const config_setting_t *g, const char *key,
+			     bool *dst)
+{
+	config_setting_t *s;
+	if (lookup(ld, g, key, KIND_BOOL, &s) > 0)
+		*dst = config_setting_get_bool(s) != 0;
+}
+
+/* upstreams[].health: the active check and passive marking. */
+static void load_upstream_health(struct loader *ld, const config_setting_t *e,
+				 struct config_upstream *up)
+{
+	static const char *const types[] = {[CONFIG_HEALTH_TCP] = "tcp",
+					    [CONFIG_HEALTH_HTTP] = "http",
+					    [CONFIG_HEALTH_WEBSOCKET] = "websocket",
+					    [CONFIG_HEALTH_NONE] = "none",
+					    NULL};
+	struct config_health *h = &up->health;
+	config_setting_t *g;
+	long long v;
+	int type = CONFIG_HEALTH_TCP;
+
+	if (lookup(ld, e, "health", KIND_GROUP, &g) <= 0)
+		return;
+	check_keys(ld, g, HEALTH_KEYS);
+	*h = (struct config_health){.enabled = true,
+				    .interval = 2000,
+				    .timeout = 1000,
+				    .rise = 2,
+				    .fall = 3,
+				    .expect = 200,
+				    .passive = true,
+				    .retry_down_after = 10000};
+	load_enum(ld, g, "type", types, "tcp, http, websocket or none", &type);
+	h->type = (enum config_health_type)type;
+	load_duration(ld, g, "interval", &h->interval);
+	load_duration(ld, g, "timeout", &h->timeout);
+	load_duration(ld, g, "retry_down_after", &h->retry_down_after);
+	if (h->interval == 0 || h->timeout == 0 || h->retry_down_after == 0)
+		load_err(ld, g, "health 'interval', 'timeout' and 'retry_down_after' must be > 0");
+	if (load_int_range(ld, g, "rise", 1, 100, &v))
+		h->rise = (unsigned)v;
+	if (load_int_range(ld, g, "fall", 1, 100, &v))
+		h->fall = (unsigned)v;
+	load_health_request(ld, g, h);
+	load_health_bool(ld, g, "passive", &h->passive);
+	load_health_bool(ld, g, "passive_5xx", &h->passive_5xx);
+	check_health_keys(ld, g, h);
+	if (h->path == NULL && (h->path = strdup("/")) == NULL)
+		load_oom(ld, g);
+}
+
+static void load_upstream_on_down(struct loader *ld, const config_setting_t *e,
+				  struct config_upstream *up)
+{
+	static const char *const names[] = {
+	    [CONFIG_ON_DOWN_KEEP] = "keep", [CONFIG_ON_DOWN_CLOSE] = "close", NULL};
+	int v = CONFIG_ON_DOWN_KEEP;
+
+	load_enum(ld, e, "on_down", names, "keep or close", &v);
+	up->on_down = (enum config_on_down)v;
+	if (config_setting_get_member(e, "on_down") != NULL && !up->health.enabled)
+		load_err(ld, config_setting_get_member(e, "on_down"),
+			 "'on_down' needs a 'health' block (servers are never down without one)");
+}
+
 static void load_upstream(struct loader *ld, const config_setting_t *e, struct config_upstream *up)
 {
 	config_setting_t *name;
@@ -1000,6 +1136,8 @@ static void load_upstream(struct loader *ld, const config_setting_t *e, struct c
 	load_upstream_keepalive(ld, e, up);
 	load_upstream_retries(ld, e, up);
 	load_upstream_policy(ld, e, up);
+	load_upstream_health(ld, e, up);
+	load_upstream_on_down(ld, e, up);
 }
 
 static void load_upstreams(struct loader *ld, const config_setting_t *root)
@@ -1389,19 +1527,6 @@ static void load_route_max_message(struct loader *ld, const config_setting_t *e,
 		r->max_message = v;
 }
 
-static void load_route_duration(struct loader *ld, const config_setting_t *e, const char *key,
-				uint64_t *ms)
-{
-	char q[CONFIG_QUOTE_MAX + 16];
-	config_setting_t *s;
-
-	if (lookup(ld, e, key, KIND_STRING, &s) <= 0)
-		return;
-	const char *text = config_setting_get_string(s);
-	if (config_parse_duration(text, ms) < 0)
-		load_err(ld, s, "bad duration '%s' = %s", key, quote(q, sizeof(q), text));
-}
-
 /* What a reload that removes the route (or its upstream) does to its tunnels. */
 static void load_route_on_remove(struct loader *ld, const config_setting_t *e,
 				 struct config_route *r)
@@ -1415,7 +1540,7 @@ static void load_route_on_remove(struct loader *ld, const config_setting_t *e,
 	load_enum(ld, e, "on_remove", names, "keep, drain or close", &v);
 	r->on_remove = (enum config_on_remove)v;
 	r->drain_time = CONFIG_DRAIN_TIME_DEFAULT;
-	load_route_duration(ld, e, "drain_time", &r->drain_time);
+	load_duration(ld, e, "drain_time", &r->drain_time);
 }
 
 static void load_route_terminate(struct loader *ld, const config_setting_t *e,
@@ -1438,7 +1563,7 @@ static void load_route_terminate(struct loader *ld, const config_setting_t *e,
 	if (lookup(ld, e, "require_subprotocol", KIND_BOOL, &s) > 0)
 		r->require_subprotocol = config_setting_get_bool(s) != 0;
 	load_route_max_message(ld, e, r);
-	load_route_duration(ld, e, "ping_interval", &r->ping_interval);
+	load_duration(ld, e, "ping_interval", &r->ping_interval);
 	load_route_origins(ld, e, r);
 }
 
@@ -1577,6 +1702,8 @@ void config_free(struct config *cfg)
 		free(cfg->upstreams[i].tls.ca);
 		free(cfg->upstreams[i].tls.sni);
 		free(cfg->upstreams[i].hash_name);
+		free(cfg->upstreams[i].health.path);
+		free(cfg->upstreams[i].health.host);
 	}
 	for (size_t i = 0; i < cfg->n_listens; i++)
 		free_listen_tls(cfg->listens[i].tls);

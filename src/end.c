@@ -29,6 +29,7 @@ static const struct end_row END_TABLE[END_CAUSES] = {
     [END_PING_TIMEOUT] = {"ping_timeout", "ping timeout", END_BY_PROXY},
     [END_SHUTDOWN] = {"shutdown", "shutdown", END_BY_PROXY},
     [END_ROUTE_REMOVED] = {"route_removed", "route removed", END_BY_PROXY},
+    [END_SERVER_DOWN] = {"server_down", "server down", END_BY_PROXY},
     [END_CLIENT_CLOSED] = {"client_closed", "client closed", END_BY_CLIENT},
     [END_KEEPALIVE_TIMEOUT] = {"keepalive_timeout", "keep-alive timeout", END_BY_PROXY},
     [END_TLS_HANDSHAKE] = {"tls_handshake_failed", "TLS handshake failed", END_BY_CLIENT},

@@ -77,7 +77,7 @@ static void generation_free(struct generation *g)
 	free(g);
 }
 
-struct generation *generation_new(struct config *cfg, uint64_t id)
+struct generation *generation_new(struct config *cfg, uint64_t id, struct health *health)
 {
 	struct generation *g = calloc(1, sizeof(*g));
 	if (g == NULL) {
@@ -87,6 +87,7 @@ struct generation *generation_new(struct config *cfg, uint64_t id)
 	atomic_init(&g->refs, 1);
 	g->id = id;
 	g->cfg = cfg;
+	g->health = health;
 	g->listen_tls = calloc(cfg->n_listens + 1, sizeof(*g->listen_tls));
 	g->upstream_tls = calloc(cfg->n_upstreams + 1, sizeof(*g->upstream_tls));
 	g->rings = calloc(cfg->n_upstreams + 1, sizeof(*g->rings));

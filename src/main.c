@@ -26,6 +26,7 @@
 #include "config.h"
 #include "fdlimit.h"
 #include "generation.h"
+#include "health.h"
 #include "listener.h"
 #include "log.h"
 #include "pidfile.h"
@@ -84,6 +85,7 @@ static struct config *load_config(const char *file, bool to_log)
 struct app {
 	const char *file;
 	struct generation *gen; /* the current one; workers hold their own references */
+	struct health *health;	/* server states; its checks run on bases[0] */
 	struct worker **workers;
 	struct event_base **bases;
 	unsigned n;
@@ -164,7 +166,7 @@ static int *bind_all(const struct config *cfg, const struct config *old, unsigne
 static void app_reload(struct app *app)
 {
 	struct config *cfg = load_config(app->file, true);
-	struct generation *gen = cfg ? generation_new(cfg, app->gen->id + 1) : NULL;
+	struct generation *gen = cfg ? generation_new(cfg, app->gen->id + 1, app->health) : NULL;
 	int *fds = gen ? bind_all(gen->cfg, app->gen->cfg, app->n) : NULL;
 	if (fds == NULL) {
 		generation_unref(gen);
@@ -184,6 +186,16 @@ static void app_reload(struct app *app)
 	free(fds);
 	generation_unref(app->gen);
 	app->gen = gen;
+	health_follow(app->health, gen);
+}
+
+/* A server went down (on any thread): its tunnels may have to end. */
+static void app_server_changed(struct health_server *hs, bool down, void *arg)
+{
+	struct app *app = arg;
+	for (unsigned w = 0; down && w < app->n; w++)
+		if (app->workers[w])
+			worker_post_server_down(app->workers[w], hs);
 }
 
 /* A worker switched to a new generation (on its thread). */
@@ -278,6 +290,7 @@ static int app_signals(struct app *app)
 static int app_start_workers(struct app *app, const struct fdlimit_plan *plan)
 {
 	const struct config *cfg = app->gen->cfg;
+	health_follow(app->health, app->gen);
 	struct worker_limits share = worker_share(plan, app->n);
 	int *fds = bind_all(cfg, NULL, app->n);
 	if (fds == NULL)
@@ -299,24 +312,33 @@ static int app_start_workers(struct app *app, const struct fdlimit_plan *plan)
 	return 0;
 }
 
-static int app_init(struct app *app, const struct fdlimit_plan *plan)
+/* Loops, server states, the first generation (taking cfg) and the workers. */
+static int app_init(struct app *app, struct config *cfg, const struct fdlimit_plan *plan)
 {
 	app->workers = calloc(app->n, sizeof(*app->workers));
 	app->bases = calloc(app->n, sizeof(*app->bases));
 	if (app->workers == NULL || app->bases == NULL)
-		return -1;
+		goto fail;
 	/* locking only when another thread can touch a base */
 	if (app->n > 1 && evthread_use_pthreads() < 0)
-		return -1;
+		goto fail;
 	for (unsigned w = 0; w < app->n; w++)
 		if ((app->bases[w] = base_new(app->n == 1)) == NULL)
-			return -1;
+			goto fail;
 	app->all_done = event_new(app->bases[0], -1, 0, app_all_done_cb, app);
 	app->all_switched = event_new(app->bases[0], -1, 0, app_all_switched_cb, app);
 	/* handlers first: a SIGTERM right after the port opens must stop us cleanly */
 	if (app->all_done == NULL || app->all_switched == NULL || app_signals(app) < 0)
-		return -1;
+		goto fail;
+	app->health = health_new(app->bases[0], app_server_changed, app);
+	if (app->health == NULL)
+		goto fail;
+	if ((app->gen = generation_new(cfg, 1, app->health)) == NULL)
+		return -1; /* cfg went with it */
 	return app_start_workers(app, plan);
+fail:
+	config_free(cfg);
+	return -1;
 }
 
 static void app_fini(struct app *app)
@@ -325,6 +347,8 @@ static void app_fini(struct app *app)
 		worker_join(app->workers[w]);
 	for (unsigned w = 0; app->workers && w < app->n; w++)
 		worker_free(app->workers[w]);
+	generation_unref(app->gen);
+	health_free(app->health); /* its events are on bases[0] */
 	for (size_t i = 0; i < sizeof(app->signals) / sizeof(app->signals[0]); i++)
 		if (app->signals[i])
 			event_free(app->signals[i]);
@@ -337,18 +361,18 @@ static void app_fini(struct app *app)
 			event_base_free(app->bases[w]);
 	free(app->workers);
 	free(app->bases);
-	generation_unref(app->gen);
 }
 
-static int run(struct app *app, const struct fdlimit_plan *plan)
+/* Serve cfg (taken) until stopped. The exit status. */
+static int run(struct app *app, struct config *cfg, const struct fdlimit_plan *plan)
 {
-	const struct config *cfg = app->gen->cfg; /* until the first reload */
 	char *pid_file = cfg->pid_file ? strdup(cfg->pid_file) : NULL;
-	bool pid_written = false;
+	bool pid_written = false, pid_oom = cfg->pid_file && pid_file == NULL;
 	int rc = 1;
 	app->n = worker_count(cfg);
-	if (app_init(app, plan) < 0 || (cfg->pid_file && pid_file == NULL))
+	if (app_init(app, cfg, plan) < 0 || pid_oom)
 		goto out;
+	cfg = app->gen->cfg; /* until the first reload */
 	if (pid_file && pidfile_write(pid_file) < 0)
 		goto out;
 	pid_written = pid_file != NULL;
@@ -455,8 +479,8 @@ int main(int argc, char **argv)
 		log_msg(LOG_LEVEL_INFO, 0, "%s", note);
 	if (warning[0])
 		log_msg(LOG_LEVEL_WARN, 0, "%s", warning);
-	struct app app = {.file = file, .gen = generation_new(cfg, 1)};
-	int rc = app.gen ? run(&app, &plan) : 1;
+	struct app app = {.file = file};
+	int rc = run(&app, cfg, &plan);
 	log_close();
 	return rc;
 }

@@ -36,6 +36,7 @@
 #include "log.h"
 #include "proxyproto.h"
 #include "generation.h"
+#include "health.h"
 #include "route.h"
 #include "tls.h"
 #include "tunnel.h"
@@ -499,9 +500,33 @@ static void session_read_request(struct session *s)
 
 /* ---- connecting ---- */
 
+static struct upstream_server *server_of(const struct session *s);
+
+/* Passive health: the server failed this request (connect, reset, close). */
+static void server_failed(struct session *s, const char *why)
+{
+	if (s->server >= 0 && s->upstream != CONFIG_NO_UPSTREAM)
+		health_server_failed(server_of(s)->health, &s->cfg->upstreams[s->upstream].health,
+				     why);
+}
+
+/* Passive health: the server answered; a 5xx counts as a failure if so configured. */
+static void server_answered(struct session *s, int status)
+{
+	char why[32];
+	if (status < 500) {
+		health_server_ok(server_of(s)->health);
+		return;
+	}
+	snprintf(why, sizeof(why), "answered %d", status);
+	if (s->cfg->upstreams[s->upstream].health.passive_5xx)
+		server_failed(s, why);
+}
+
 static void connect_failed(struct session *s, const char *why)
 {
 	log_msg(LOG_LEVEL_WARN, s->id, "connect to %s failed: %s", server_text(s), why);
+	server_failed(s, why);
 	snprintf(s->connect_error, sizeof(s->connect_error), "%s", why);
 	backend_drop(s);
 	if (s->server >= 0)
@@ -573,6 +598,14 @@ static void connect_next(struct session *s)
 	if (s->attempts++ <= s->cfg->upstreams[s->upstream].retries)
 		pick = upstream_pick(&s->wg->ups[s->upstream], s->tried,
 				     hash_key_of(s, &key) ? &key : NULL, worker_random(s->w));
+	if (pick == UPSTREAM_ALL_DOWN) {
+		char reason[160];
+		snprintf(reason, sizeof(reason), "no server of upstream '%s' is up",
+			 s->cfg->upstreams[s->upstream].name);
+		s->server = -1;
+		session_error(s, 503, reason);
+		return;
+	}
 	if (pick < 0) {
 		char reason[160];
 		snprintf(reason, sizeof(reason), "no upstream server could be reached (last: %s)",
@@ -984,6 +1017,8 @@ static void read_response_head(struct session *s)
 			return;
 		}
 		evbuffer_drain(in, head_len);
+		if (s->resp->status == 101 || s->resp->status >= 200)
+			server_answered(s, s->resp->status);
 		if (s->resp->status == 101) {
 			relay_switch(s);
 			return;
@@ -1273,9 +1308,22 @@ static void backend_write_cb(struct bufferevent *bev, void *arg)
 	pump_request_body(s);
 }
 
+/* The backend closed or failed: a retry, or a failure it is marked with. */
+static bool backend_gone(struct session *s, const char *what)
+{
+	char why[64];
+	if (retry_fresh(s))
+		return true;
+	if (!s->resp_head_done && !s->backend_spoke) {
+		snprintf(why, sizeof(why), "%s before answering", what);
+		server_failed(s, why);
+	}
+	return retry_other(s, what);
+}
+
 static void backend_eof(struct session *s)
 {
-	if (retry_fresh(s) || retry_other(s, "closed"))
+	if (backend_gone(s, "closed"))
 		return;
 	s->backend_eof = true;
 	if (!s->resp_head_done)
@@ -1305,7 +1353,7 @@ static void backend_event_cb(struct bufferevent *bev, short what, void *arg)
 		backend_eof(s);
 		return;
 	}
-	if (retry_fresh(s) || retry_other(s, "failed"))
+	if (backend_gone(s, "failed"))
 		return;
 	if (!s->resp_head_done)
 		session_error(s, 502, "backend connection error");
@@ -1480,6 +1528,14 @@ void session_stop(struct session *s, enum end_cause cause, bool now)
 		session_end(s, cause, NULL);
 		break;
 	}
+}
+
+void session_server_down(struct session *s, const struct health_server *hs)
+{
+	if (s->held == NULL || s->held->health != hs || !session_is_tunnel(s) ||
+	    s->cfg->upstreams[s->upstream].on_down != CONFIG_ON_DOWN_CLOSE)
+		return;
+	session_stop(s, END_SERVER_DOWN, false);
 }
 
 bool session_is_tunnel(const struct session *s)

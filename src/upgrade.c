@@ -12,8 +12,7 @@
 #include <string.h>
 
 #include <openssl/evp.h>
-
-#define UPGRADE_WS_KEY_LEN 24 /* base64 of 16 bytes, with "==" padding */
+#include <openssl/rand.h>
 
 /* ASCII-only so the result does not depend on the process locale. */
 static int ascii_lower(int c)
@@ -339,6 +338,16 @@ int upgrade_ws_accept(const char *key, size_t key_len, char out[UPGRADE_WS_ACCEP
 	if (EVP_EncodeBlock((unsigned char *)out, md, (int)md_len) != UPGRADE_WS_ACCEPT_LEN)
 		return -1;
 	return 0;
+}
+
+int upgrade_ws_new_key(char out[UPGRADE_WS_KEY_LEN + 1])
+{
+	unsigned char nonce[16];
+	if (RAND_bytes(nonce, sizeof(nonce)) != 1)
+		return -1;
+	return EVP_EncodeBlock((unsigned char *)out, nonce, sizeof(nonce)) == UPGRADE_WS_KEY_LEN
+		   ? 0
+		   : -1;
 }
 
 static bool is_base64_char(int c)

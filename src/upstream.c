@@ -15,6 +15,7 @@
 #include <event2/event.h>
 
 #include "balance.h"
+#include "health.h"
 #include "tls.h"
 
 /* The host part of "host:port" or "[v6]:port", for SNI and verification. */
@@ -177,12 +178,16 @@ static struct upstream_server *server_find(struct upstream_server *reg, const ch
 
 static struct upstream_server *server_get(struct upstream_server **reg,
 					  const struct config_upstream *cfg,
-					  const struct config_server *srv, uint64_t idle_ms)
+					  const struct config_server *srv, uint64_t idle_ms,
+					  struct health *health)
 {
 	struct upstream_server *s = server_find(*reg, cfg->name, &srv->addr);
 	if (s == NULL) {
 		if ((s = calloc(1, sizeof(*s))) == NULL ||
-		    (s->upstream = strdup(cfg->name)) == NULL) {
+		    (s->upstream = strdup(cfg->name)) == NULL ||
+		    (s->health = health_server_get(health, cfg->name, &srv->addr)) == NULL) {
+			if (s)
+				free(s->upstream);
 			free(s);
 			return NULL;
 		}
@@ -202,6 +207,7 @@ static void server_put(struct upstream_server **reg, struct upstream_server *s)
 	if (s == NULL || --s->refs > 0)
 		return;
 	upstream_idle_drain(&s->idle);
+	health_server_put(s->health);
 	for (struct upstream_server **p = reg; *p; p = &(*p)->next)
 		if (*p == s) {
 			*p = s->next;
@@ -212,7 +218,8 @@ static void server_put(struct upstream_server **reg, struct upstream_server *s)
 }
 
 int upstream_rt_init(struct upstream_rt *u, const struct config_upstream *cfg, uint64_t idle_ms,
-		     const struct balance_ring *ring, struct upstream_server **registry)
+		     const struct balance_ring *ring, struct health *health,
+		     struct upstream_server **registry)
 {
 	unsigned weights[CONFIG_MAX_SERVERS];
 
@@ -224,7 +231,8 @@ int upstream_rt_init(struct upstream_rt *u, const struct config_upstream *cfg, u
 		return -1;
 	for (size_t j = 0; j < cfg->n_servers; j++) {
 		weights[j] = cfg->servers[j].weight;
-		if ((u->servers[j] = server_get(registry, cfg, &cfg->servers[j], idle_ms)) == NULL)
+		if ((u->servers[j] =
+			 server_get(registry, cfg, &cfg->servers[j], idle_ms, health)) == NULL)
 			return -1;
 	}
 	u->pool = balance_pool_new(weights, cfg->n_servers);
@@ -244,12 +252,19 @@ long upstream_pick(struct upstream_rt *u, uint64_t tried, const uint64_t *key, u
 {
 	bool skip[CONFIG_MAX_SERVERS];
 	size_t load[CONFIG_MAX_SERVERS];
-	size_t n = u->cfg->n_servers;
+	size_t n = u->cfg->n_servers, up = 0, untried = 0;
 
 	for (size_t i = 0; i < n; i++) {
-		skip[i] = (tried >> i) & 1;
+		bool usable = health_server_usable(u->servers[i]->health, &u->cfg->health);
+		up += usable;
+		skip[i] = !usable || ((tried >> i) & 1);
+		untried += !skip[i];
 		load[i] = u->servers[i]->active;
 	}
+	if (up == 0)
+		return UPSTREAM_ALL_DOWN;
+	if (untried == 0)
+		return -1;
 	switch (u->cfg->balance) {
 	case CONFIG_BALANCE_LEAST_CONN:
 		return balance_pick_least(u->pool, load, skip);

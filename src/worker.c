@@ -18,6 +18,7 @@
 #include <event2/event.h>
 
 #include "generation.h"
+#include "health.h"
 #include "listener.h"
 #include "log.h"
 #include "proxyhdr.h"
@@ -29,12 +30,13 @@
 #define WORKER_RESUME_MS 250  /* retry accept after EMFILE with no session to wait for */
 #define WORKER_CLOSE_MS 3000  /* after the grace: WebSocket close handshakes (2 s bound) */
 
-enum worker_msg_kind { MSG_RELOAD, MSG_STOP, MSG_QUIT };
+enum worker_msg_kind { MSG_RELOAD, MSG_STOP, MSG_QUIT, MSG_SERVER_DOWN };
 
 struct worker_msg {
 	enum worker_msg_kind kind;
-	struct generation *gen; /* MSG_RELOAD */
-	int *fds;		/* MSG_RELOAD: [gen listens], -1 = keep */
+	struct health_server *hs; /* MSG_SERVER_DOWN (a reference) */
+	struct generation *gen;	  /* MSG_RELOAD */
+	int *fds;		  /* MSG_RELOAD: [gen listens], -1 = keep */
 	struct worker_limits lim;
 	struct worker_msg *next;
 };
@@ -63,7 +65,7 @@ static struct worker_gen *worker_gen_new(struct worker *w, struct generation *ge
 		goto fail;
 	for (size_t i = 0; i < cfg->n_upstreams; i++)
 		if (upstream_rt_init(&wg->ups[i], &cfg->upstreams[i], cfg->timeouts.keepalive,
-				     gen->rings[i], &w->servers) < 0)
+				     gen->rings[i], gen->health, &w->servers) < 0)
 			goto fail;
 	return wg;
 fail:
@@ -472,10 +474,22 @@ static void worker_reload(struct worker *w, struct worker_msg *m)
 		w->reloaded(w, w->done_arg);
 }
 
+/* A server went down: the tunnels of upstreams with on_down = "close" end. */
+static void worker_server_down(struct worker *w, const struct health_server *hs)
+{
+	struct session *s = w->sessions;
+	while (s) {
+		struct session *next = session_next(s); /* s may be freed */
+		session_server_down(s, hs);
+		s = next;
+	}
+}
+
 /* ---- inbox ---- */
 
 static void worker_msg_free(struct worker_msg *m)
 {
+	health_server_put(m->hs);
 	generation_unref(m->gen);
 	free(m->fds);
 	free(m);
@@ -500,6 +514,8 @@ static void worker_inbox_cb(evutil_socket_t fd, short what, void *arg)
 		ordered = m->next;
 		if (m->kind == MSG_RELOAD && !w->stopping)
 			worker_reload(w, m);
+		else if (m->kind == MSG_SERVER_DOWN)
+			worker_server_down(w, m->hs);
 		else if (m->kind != MSG_RELOAD)
 			worker_stop(w, m->kind == MSG_QUIT);
 		if (m->kind == MSG_RELOAD)
@@ -538,6 +554,18 @@ void worker_post_reload(struct worker *w, struct generation *gen, int *fds,
 	memcpy(copy, fds, n * sizeof(*copy));
 	*m = (struct worker_msg){
 	    .kind = MSG_RELOAD, .gen = generation_ref(gen), .fds = copy, .lim = *lim};
+	worker_post(w, m);
+}
+
+void worker_post_server_down(struct worker *w, struct health_server *hs)
+{
+	struct worker_msg *m = calloc(1, sizeof(*m));
+	if (m == NULL) {
+		log_msg(LOG_LEVEL_ERROR, 0, "worker %u: out of memory: server down not delivered",
+			w->index);
+		return;
+	}
+	*m = (struct worker_msg){.kind = MSG_SERVER_DOWN, .hs = health_server_ref(hs)};
 	worker_post(w, m);
 }
 
