@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #define CONFIG_MAX_ERRORS 64
@@ -74,8 +75,10 @@ struct config_listen {
 };
 
 struct config_server {
-	struct config_addr addr;
-	unsigned weight; /* >= 1, default 1 */
+	struct config_addr addr; /* for a host name: only text ("name:port") until resolved */
+	unsigned weight;	 /* >= 1, default 1 */
+	char *name;		 /* the host name, NULL for an address; also SNI for TLS */
+	in_port_t port;		 /* network order; with name */
 };
 
 #define CONFIG_KEEPALIVE_DEFAULT 32 /* idle connections kept per server */
@@ -137,8 +140,9 @@ struct config_upstream {
 	unsigned retries; /* other servers tried after a failure; default 2 */
 	struct config_health health;
 	enum config_on_down on_down;
-	struct config_server *servers;
+	struct config_server *servers; /* after resolve_expand(): one per address */
 	size_t n_servers;
+	uint64_t resolve; /* ms between resolutions of its host names; default 30 s */
 };
 
 struct config_route {
@@ -196,6 +200,9 @@ struct config {
 	enum config_tunnel_mode tunnel_mode;
 	unsigned workers; /* event loops (threads); 0 = one per CPU */
 	char *pid_file;	  /* NULL = none */
+	char **resolvers; /* DNS servers "IP" or "IP:PORT"; none = /etc/resolv.conf */
+	size_t n_resolvers;
+	char *text; /* the file as loaded, to build the config again on a DNS change */
 };
 
 struct config_errors {
@@ -210,6 +217,8 @@ struct config_errors {
  * config_errors_fini()).
  */
 struct config *config_load(const char *file, struct config_errors *errs);
+/* The same from text already read (FILE names it in errors and resolves relative paths). */
+struct config *config_parse(const char *file, const char *text, struct config_errors *errs);
 void config_free(struct config *cfg);
 void config_errors_fini(struct config_errors *errs);
 

@@ -27,6 +27,7 @@
 #include "tls.h"
 
 #define CONFIG_WEIGHT_MAX 1000
+#define CONFIG_RESOLVE_DEFAULT (30 * 1000)
 #define CONFIG_QUOTE_MAX 80 /* longest user value echoed back in a message */
 #define CONFIG_MAX_MESSAGE_DEFAULT (1024 * 1024)
 #define CONFIG_PING_INTERVAL_DEFAULT (30 * 1000)
@@ -54,13 +55,13 @@ static const char *const KIND_NAMES[] = {
 
 static const char *const ROOT_KEYS[] = {
     "listen",	 "timeouts", "limits", "upstreams", "routes",	"access_log", "error_log",
-    "log_level", "via",	     "tunnel", "workers",   "pid_file", NULL};
+    "log_level", "via",	     "tunnel", "workers",   "pid_file", "resolvers",  NULL};
 static const char *const LISTEN_KEYS[] = {"address", "tls", "proxy_protocol", NULL};
 static const char *const LISTEN_TLS_KEYS[] = {"certificates", "protocols", NULL};
 static const char *const TLS_CERT_KEYS[] = {"cert", "key", NULL};
 static const char *const UPSTREAM_KEYS[] = {
     "name",	      "servers", "tls",	   "keepalive", "balance", "hash_key",
-    "proxy_protocol", "retries", "health", "on_down",	NULL};
+    "proxy_protocol", "retries", "health", "on_down",	"resolve", NULL};
 static const char *const HEALTH_KEYS[] = {
     "type",    "interval",    "timeout",	  "rise", "fall", "path", "host", "expect",
     "passive", "passive_5xx", "retry_down_after", NULL};
@@ -488,6 +489,8 @@ static int parse_port(const char *s, in_port_t *port)
  * the reason the text is not an address. Numeric only: a proxy that resolved
  * names at load time would pin whatever DNS said at that moment.
  */
+static const char NO_DNS_REASON[] = "host must be a numeric IPv4 address (no DNS)";
+
 static const char *address_parse(const char *text, struct config_addr *out)
 {
 	char host[64];
@@ -529,7 +532,7 @@ static const char *address_parse(const char *text, struct config_addr *out)
 	} else {
 		struct sockaddr_in *sin = (struct sockaddr_in *)&a.ss;
 		if (inet_pton(AF_INET, host, &sin->sin_addr) != 1)
-			return "host must be a numeric IPv4 address (no DNS)";
+			return NO_DNS_REASON;
 		sin->sin_family = AF_INET;
 		sin->sin_port = port;
 		a.len = sizeof(*sin);
@@ -562,6 +565,8 @@ static void load_address(struct loader *ld, const config_setting_t *entry, const
 		return;
 	const char *text = config_setting_get_string(s);
 	const char *why = address_parse(text, out);
+	if (why == NO_DNS_REASON && strncmp(where, "upstream ", 9) == 0)
+		why = "host must be an IPv4 address or a host name";
 	if (why != NULL)
 		load_err(ld, s, "bad address %s in %s: %s", quote(q, sizeof(q), text), where, why);
 }
@@ -847,14 +852,62 @@ static void load_duration(struct loader *ld, const config_setting_t *e, const ch
 		load_err(ld, s, "bad duration '%s' = %s", key, quote(q, sizeof(q), text));
 }
 
+/* RFC 1123 host name: dot-separated labels of letters, digits and inner hyphens. */
+static bool host_name_ok(const char *h, size_t len)
+{
+	size_t label = 0;
+	bool digits_only = true;
+	if (len == 0 || len > 253)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)h[i];
+		if (c == '.') {
+			if (label == 0 || h[i - 1] == '-')
+				return false;
+			label = 0;
+			continue;
+		}
+		if (!isalnum(c) && !(c == '-' && label > 0))
+			return false;
+		digits_only = digits_only && isdigit(c);
+		if (++label > 63)
+			return false;
+	}
+	return h[len - 1] != '-' && h[len - 1] != '.' && !digits_only; /* 1.2.3.999 is no name */
+}
+
+/* A server given as "name:port": resolved later (resolve.c), text kept for logs. */
+static bool load_server_name(struct loader *ld, const config_setting_t *s,
+			     struct config_server *srv)
+{
+	const char *text = config_setting_get_string(s);
+	const char *colon = strrchr(text, ':');
+	size_t len = strlen(text);
+	in_port_t port;
+
+	if (colon == NULL || text[0] == '[' || len >= sizeof(srv->addr.text) ||
+	    !host_name_ok(text, (size_t)(colon - text)) || parse_port(colon + 1, &port) < 0)
+		return false;
+	if ((srv->name = strndup(text, (size_t)(colon - text))) == NULL) {
+		load_oom(ld, s);
+		return true;
+	}
+	srv->port = port;
+	memcpy(srv->addr.text, text, len + 1);
+	return true;
+}
+
 static void load_server(struct loader *ld, const config_setting_t *e, const char *where,
 			struct config_server *srv)
 {
+	config_setting_t *a = config_setting_get_member(e, "address");
 	long long v;
 
 	check_keys(ld, e, SERVER_KEYS);
 	srv->weight = 1;
-	load_address(ld, e, where, &srv->addr);
+	if (a == NULL || config_setting_type(a) != CONFIG_TYPE_STRING ||
+	    !load_server_name(ld, a, srv))
+		load_address(ld, e, where, &srv->addr);
 	if (load_int_range(ld, e, "weight", 1, CONFIG_WEIGHT_MAX, &v))
 		srv->weight = (unsigned)v;
 }
@@ -1138,6 +1191,11 @@ static void load_upstream(struct loader *ld, const config_setting_t *e, struct c
 	load_upstream_policy(ld, e, up);
 	load_upstream_health(ld, e, up);
 	load_upstream_on_down(ld, e, up);
+	up->resolve = CONFIG_RESOLVE_DEFAULT;
+	load_duration(ld, e, "resolve", &up->resolve);
+	if (up->resolve == 0)
+		load_err(ld, config_setting_get_member(e, "resolve"),
+			 "bad value 'resolve': must be > 0");
 }
 
 static void load_upstreams(struct loader *ld, const config_setting_t *root)
@@ -1664,6 +1722,26 @@ static void load_logging(struct loader *ld, const config_setting_t *root)
 }
 
 /* workers: 1..CONFIG_MAX_WORKERS; absent = 0, one per CPU (resolved at start). */
+/* resolvers = [ "127.0.0.1:5353", "::1" ]: DNS servers by address, port optional. */
+static void load_resolvers(struct loader *ld, const config_setting_t *root)
+{
+	char q[CONFIG_QUOTE_MAX + 16];
+	struct config_addr a;
+	unsigned char raw[sizeof(struct in6_addr)];
+	config_setting_t *arr;
+
+	if (lookup(ld, root, "resolvers", KIND_STRINGS, &arr) <= 0 ||
+	    dup_strings(ld, arr, &ld->cfg->resolvers, &ld->cfg->n_resolvers) < 0)
+		return;
+	for (size_t i = 0; i < ld->cfg->n_resolvers; i++) {
+		const char *r = ld->cfg->resolvers[i];
+		if (inet_pton(AF_INET, r, raw) != 1 && inet_pton(AF_INET6, r, raw) != 1 &&
+		    address_parse(r, &a) != NULL)
+			load_err(ld, config_setting_get_elem(arr, (unsigned)i),
+				 "bad resolver %s: expected IP or IP:PORT", quote(q, sizeof(q), r));
+	}
+}
+
 static void load_process(struct loader *ld, const config_setting_t *root)
 {
 	long long v;
@@ -1698,6 +1776,8 @@ void config_free(struct config *cfg)
 		return;
 	for (size_t i = 0; i < cfg->n_upstreams; i++) {
 		free(cfg->upstreams[i].name);
+		for (size_t j = 0; j < cfg->upstreams[i].n_servers; j++)
+			free(cfg->upstreams[i].servers[j].name);
 		free(cfg->upstreams[i].servers);
 		free(cfg->upstreams[i].tls.ca);
 		free(cfg->upstreams[i].tls.sni);
@@ -1726,6 +1806,10 @@ void config_free(struct config *cfg)
 	free(cfg->upstreams);
 	free(cfg->routes);
 	free(cfg->pid_file);
+	for (size_t i = 0; i < cfg->n_resolvers; i++)
+		free(cfg->resolvers[i]);
+	free(cfg->resolvers);
+	free(cfg->text);
 	free(cfg->listens);
 	free(cfg->access_log);
 	free(cfg->error_log);
@@ -1740,37 +1824,39 @@ void config_free(struct config *cfg)
  * error" without errno, and its scanner exits the process when read(2)
  * fails on a directory.
  */
-static int file_readable(const char *file, int *err)
+/* The whole file, NUL-terminated; NULL with the reason in errs. */
+static char *read_text(struct loader *ld)
 {
 	struct stat st;
-	FILE *fp = fopen(file, "r");
-
-	if (fp == NULL) {
-		*err = errno;
-		return -1;
-	}
-	if (fstat(fileno(fp), &st) < 0)
-		*err = errno;
-	else if (S_ISDIR(st.st_mode))
-		*err = EISDIR;
-	fclose(fp);
-	return *err != 0 ? -1 : 0;
-}
-
-static int config_read_checked(config_t *lc, struct loader *ld)
-{
+	FILE *fp = fopen(ld->file, "r");
+	char *text = NULL;
 	int err = 0;
 
-	if (file_readable(ld->file, &err) < 0) {
+	if (fp == NULL)
+		err = errno;
+	else if (fstat(fileno(fp), &st) < 0)
+		err = errno;
+	else if (S_ISDIR(st.st_mode))
+		err = EISDIR;
+	else if ((text = malloc((size_t)st.st_size + 1)) == NULL)
+		err = ENOMEM;
+	else if (fread(text, 1, (size_t)st.st_size, fp) != (size_t)st.st_size || ferror(fp))
+		err = errno ? errno : EIO;
+	if (fp)
+		fclose(fp);
+	if (err) {
 		errors_addf(ld, ld->file, 0, "cannot read: %s", strerror(err));
-		return -1;
+		free(text);
+		return NULL;
 	}
-	if (config_read_file(lc, ld->file) == CONFIG_TRUE)
+	text[st.st_size] = '\0';
+	return text;
+}
+
+static int config_read_checked(config_t *lc, struct loader *ld, const char *text)
+{
+	if (config_read_string(lc, text) == CONFIG_TRUE)
 		return 0;
-	if (config_error_type(lc) == CONFIG_ERR_FILE_IO) {
-		errors_addf(ld, ld->file, 0, "cannot read: %s", strerror(errno ? errno : EIO));
-		return -1;
-	}
 	/* For an error inside an @include, libconfig names that file. */
 	const char *efile = config_error_file(lc) ? config_error_file(lc) : ld->file;
 	errors_addf(ld, efile, config_error_line(lc), "%s", config_error_text(lc));
@@ -1788,9 +1874,10 @@ static void load_root(struct loader *ld, const config_setting_t *root)
 	load_logging(ld, root);
 	load_tunnel(ld, root);
 	load_process(ld, root);
+	load_resolvers(ld, root);
 }
 
-struct config *config_load(const char *file, struct config_errors *errs)
+struct config *config_parse(const char *file, const char *text, struct config_errors *errs)
 {
 	struct config_errors scratch;
 	struct loader ld;
@@ -1803,12 +1890,13 @@ struct config *config_load(const char *file, struct config_errors *errs)
 	ld.file = file;
 	ld.errs = errs;
 	ld.cfg = calloc(1, sizeof(*ld.cfg));
-	if (ld.cfg == NULL || (ld.cfg->file = strdup(file)) == NULL) {
+	if (ld.cfg == NULL || (ld.cfg->file = strdup(file)) == NULL ||
+	    (ld.cfg->text = strdup(text)) == NULL) {
 		errors_addf(&ld, file, 0, "out of memory");
 		goto fail_cfg;
 	}
 	config_init(&lc);
-	if (config_read_checked(&lc, &ld) == 0)
+	if (config_read_checked(&lc, &ld, text) == 0)
 		load_root(&ld, config_root_setting(&lc));
 	config_destroy(&lc);
 	errors_sort(&ld);
@@ -1821,4 +1909,21 @@ fail_cfg:
 	if (errs == &scratch)
 		config_errors_fini(&scratch);
 	return NULL;
+}
+
+struct config *config_load(const char *file, struct config_errors *errs)
+{
+	struct config_errors scratch;
+	struct loader ld = {.file = file, .errs = errs ? errs : &scratch};
+
+	memset(ld.errs, 0, sizeof(*ld.errs));
+	char *text = read_text(&ld);
+	if (text == NULL) {
+		if (ld.errs == &scratch)
+			config_errors_fini(&scratch);
+		return NULL;
+	}
+	struct config *cfg = config_parse(file, text, errs);
+	free(text);
+	return cfg;
 }

@@ -4,6 +4,7 @@
  */
 #include "health.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -42,6 +43,7 @@ struct health_check {
 	struct health_server *hs;
 	const struct config_health *cfg; /* the followed generation's */
 	struct tls_client *tls;		 /* ... and its TLS context, NULL = plain */
+	const struct config_server *srv; /* ... and the server (name, port) */
 	struct event *timer;		 /* next check, or the timeout of this one */
 	struct bufferevent *bev;	 /* the check in flight */
 	bool closing;			 /* passed; a WebSocket close frame is draining */
@@ -372,9 +374,14 @@ static void check_read_cb(struct bufferevent *bev, void *arg)
 static int check_send_request(struct health_check *c)
 {
 	const struct config_health *cfg = c->cfg;
-	const char *host = cfg->host ? cfg->host : c->hs->addr.text;
 	struct evbuffer *out = bufferevent_get_output(c->bev);
-	char key[UPGRADE_WS_KEY_LEN + 1];
+	char key[UPGRADE_WS_KEY_LEN + 1], named[300];
+	const char *host = cfg->host ? cfg->host : c->hs->addr.text;
+
+	if (cfg->host == NULL && c->srv->name) { /* found by name: asked for by name */
+		snprintf(named, sizeof(named), "%s:%u", c->srv->name, ntohs(c->srv->port));
+		host = named;
+	}
 
 	if (cfg->type == CONFIG_HEALTH_HTTP)
 		return evbuffer_add_printf(out,
@@ -419,8 +426,8 @@ static void check_start(struct health_check *c)
 	const struct config_addr *a = &c->hs->addr;
 	struct timeval tv = ms_tv(c->cfg->timeout);
 
-	c->bev =
-	    upstream_connect(c->h->base, (const struct sockaddr *)&a->ss, a->len, c->tls, a->text);
+	c->bev = upstream_connect(c->h->base, (const struct sockaddr *)&a->ss, a->len, c->tls,
+				  c->srv->name ? c->srv->name : a->text);
 	if (c->bev == NULL) {
 		check_fail(c, "connect: %s", strerror(errno));
 		return;
@@ -510,6 +517,7 @@ static void follow_server(struct health *h, struct health_check **old, struct ge
 	evtimer_del(c->timer);
 	c->cfg = &u->health;
 	c->tls = gen->upstream_tls[i];
+	c->srv = srv;
 	c->next = h->checks;
 	h->checks = c;
 	check_schedule(c, true);

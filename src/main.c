@@ -27,6 +27,7 @@
 #include "fdlimit.h"
 #include "generation.h"
 #include "health.h"
+#include "resolve.h"
 #include "listener.h"
 #include "log.h"
 #include "pidfile.h"
@@ -84,8 +85,11 @@ static struct config *load_config(const char *file, bool to_log)
 
 struct app {
 	const char *file;
-	struct generation *gen; /* the current one; workers hold their own references */
-	struct health *health;	/* server states; its checks run on bases[0] */
+	struct generation *gen;	   /* the current one; workers hold their own references */
+	struct health *health;	   /* server states; its checks run on bases[0] */
+	struct resolver *resolver; /* host names of servers, on bases[0] */
+	struct config *deferred;   /* a reload waiting for its host names */
+	const char *switch_what;   /* "reload" or "new addresses": for the announcement */
 	struct worker **workers;
 	struct event_base **bases;
 	unsigned n;
@@ -110,14 +114,21 @@ static struct worker_limits worker_share(const struct fdlimit_plan *plan, unsign
 				      .max_pipes = plan->max_pipes / n};
 }
 
+/* Apply cfg's descriptor limit; notes and warnings are logged when they change
+ * (a new generation for new addresses must not repeat them every time). */
 static void log_fdlimit(const struct config *cfg, struct fdlimit_plan *plan)
 {
+	static char last_note[256], last_warning[512];
 	char note[256], warning[512];
 	fdlimit_apply(cfg, plan, note, sizeof(note));
-	if (note[0])
+	if (note[0] && strcmp(note, last_note) != 0)
 		log_msg(LOG_LEVEL_INFO, 0, "%s", note);
-	if (fdlimit_warning(cfg, plan, warning, sizeof(warning)))
+	if (!fdlimit_warning(cfg, plan, warning, sizeof(warning)))
+		warning[0] = '\0';
+	if (warning[0] && strcmp(warning, last_warning) != 0)
 		log_msg(LOG_LEVEL_WARN, 0, "%s", warning);
+	memcpy(last_note, note, sizeof(note));
+	memcpy(last_warning, warning, sizeof(warning));
 }
 
 static bool listened_before(const struct config *old, const struct config_addr *addr)
@@ -163,14 +174,22 @@ static int *bind_all(const struct config *cfg, const struct config *old, unsigne
 	return fds;
 }
 
-static void app_reload(struct app *app)
+/*
+ * Run cfg (taken) from now on: its host names expanded to the addresses
+ * known now, as a new generation handed to every worker. what says why,
+ * for the line that announces it.
+ */
+static void app_install(struct app *app, struct config *cfg, const char *what)
 {
-	struct config *cfg = load_config(app->file, true);
+	if (cfg && resolve_expand(app->resolver, cfg) < 0) {
+		config_free(cfg);
+		cfg = NULL;
+	}
 	struct generation *gen = cfg ? generation_new(cfg, app->gen->id + 1, app->health) : NULL;
 	int *fds = gen ? bind_all(gen->cfg, app->gen->cfg, app->n) : NULL;
 	if (fds == NULL) {
 		generation_unref(gen);
-		log_msg(LOG_LEVEL_ERROR, 0, "reload failed: keeping generation %llu",
+		log_msg(LOG_LEVEL_ERROR, 0, "%s failed: keeping generation %llu", what,
 			(unsigned long long)app->gen->id);
 		return;
 	}
@@ -186,7 +205,49 @@ static void app_reload(struct app *app)
 	free(fds);
 	generation_unref(app->gen);
 	app->gen = gen;
+	app->switch_what = what;
 	health_follow(app->health, gen);
+}
+
+/* SIGHUP. A config with new host names waits for their first answers. */
+static void app_reload(struct app *app)
+{
+	struct config *cfg = load_config(app->file, true);
+	if (cfg == NULL) {
+		log_msg(LOG_LEVEL_ERROR, 0, "reload failed: keeping generation %llu",
+			(unsigned long long)app->gen->id);
+		return;
+	}
+	resolver_follow(app->resolver, cfg);
+	config_free(app->deferred);
+	app->deferred = NULL;
+	if (resolver_pending(app->resolver) > 0) {
+		log_msg(LOG_LEVEL_INFO, 0, "reload waits for its host names to resolve");
+		app->deferred = cfg;
+		return;
+	}
+	app_install(app, cfg, "reload");
+}
+
+/* A host name resolved differently, or for the first time (on bases[0]). */
+static void app_names_changed(void *arg)
+{
+	struct app *app = arg;
+	if (app->gen == NULL) /* still starting: app_init expands the first config */
+		return;
+	if (app->deferred) {
+		if (resolver_pending(app->resolver) == 0) {
+			struct config *cfg = app->deferred;
+			app->deferred = NULL;
+			app_install(app, cfg, "reload");
+		}
+		return;
+	}
+	/* the running config again, from the text it was loaded from */
+	struct config *cfg = config_parse(app->gen->cfg->file, app->gen->cfg->text, NULL);
+	if (cfg)
+		resolver_follow(app->resolver, cfg);
+	app_install(app, cfg, "new addresses");
 }
 
 /* A server went down (on any thread): its tunnels may have to end. */
@@ -217,8 +278,12 @@ static void app_all_switched_cb(evutil_socket_t fd, short what, void *arg)
 	if (app->announced == id)
 		return;
 	app->announced = id;
-	log_msg(LOG_LEVEL_INFO, 0, "reloaded %s: generation %llu", app->file,
-		(unsigned long long)id);
+	if (strcmp(app->switch_what, "reload") == 0)
+		log_msg(LOG_LEVEL_INFO, 0, "reloaded %s: generation %llu", app->file,
+			(unsigned long long)id);
+	else
+		log_msg(LOG_LEVEL_INFO, 0, "switched to generation %llu: %s",
+			(unsigned long long)id, app->switch_what);
 }
 
 static void signal_cb(evutil_socket_t sig, short what, void *arg)
@@ -331,7 +396,13 @@ static int app_init(struct app *app, struct config *cfg, const struct fdlimit_pl
 	if (app->all_done == NULL || app->all_switched == NULL || app_signals(app) < 0)
 		goto fail;
 	app->health = health_new(app->bases[0], app_server_changed, app);
-	if (app->health == NULL)
+	app->resolver = resolver_new(app->bases[0], app_names_changed, app);
+	if (app->health == NULL || app->resolver == NULL || resolver_follow(app->resolver, cfg) < 0)
+		goto fail;
+	/* the first answers (or failures) before serving: no 503 for a name at start */
+	while (resolver_pending(app->resolver) > 0)
+		event_base_loop(app->bases[0], EVLOOP_ONCE);
+	if (resolve_expand(app->resolver, cfg) < 0)
 		goto fail;
 	if ((app->gen = generation_new(cfg, 1, app->health)) == NULL)
 		return -1; /* cfg went with it */
@@ -349,6 +420,8 @@ static void app_fini(struct app *app)
 		worker_free(app->workers[w]);
 	generation_unref(app->gen);
 	health_free(app->health); /* its events are on bases[0] */
+	resolver_free(app->resolver);
+	config_free(app->deferred);
 	for (size_t i = 0; i < sizeof(app->signals) / sizeof(app->signals[0]); i++)
 		if (app->signals[i])
 			event_free(app->signals[i]);
@@ -479,7 +552,7 @@ int main(int argc, char **argv)
 		log_msg(LOG_LEVEL_INFO, 0, "%s", note);
 	if (warning[0])
 		log_msg(LOG_LEVEL_WARN, 0, "%s", warning);
-	struct app app = {.file = file};
+	struct app app = {.file = file, .switch_what = "reload"};
 	int rc = run(&app, cfg, &plan);
 	log_close();
 	return rc;

@@ -670,10 +670,13 @@ static void connect_fresh(struct session *s)
 {
 	server_hold(s);
 	const struct config_upstream *u = &s->cfg->upstreams[s->upstream];
-	const struct config_addr *addr = &u->servers[s->server].addr;
+	const struct config_server *srv = &u->servers[s->server];
+	const struct config_addr *addr = &srv->addr;
 	s->backend_reused = false;
+	/* a server found by name is verified (and named in SNI) by that name */
 	s->backend = upstream_connect(s->w->base, (const struct sockaddr *)&addr->ss, addr->len,
-				      s->wg->gen->upstream_tls[s->upstream], addr->text);
+				      s->wg->gen->upstream_tls[s->upstream],
+				      srv->name ? srv->name : addr->text);
 	if (s->backend == NULL && (errno == EMFILE || errno == ENFILE)) {
 		/* our own limit, not the server's fault: no other server would do better */
 		worker_out_of_fds(s->w);
