@@ -529,9 +529,9 @@ static const struct err_case ERR_CASES[] = {
     {"listen = ( { address = \"[fe80::zz]:80\"; } );\n" UPS ROUTES,
      {":1: bad address \"[fe80::zz]:80\" in 'listen': host must be a numeric IPv6 address"}},
     {LISTEN "upstreams = ( { name = \"app\";\n"
-	    "  servers = ( { address = \"app.local:9000\"; } ); } );\n" ROUTES,
-     {":3: bad address \"app.local:9000\" in upstream 'app': host must be a numeric IPv4 "
-      "address (no DNS)"}},
+	    "  servers = ( { address = \"app_local:9000\"; } ); } );\n" ROUTES,
+     {":3: bad address \"app_local:9000\" in upstream 'app': host must be an IPv4 address "
+      "or a host name"}},
     {"listen = ( { } );\n" UPS ROUTES, {":1: missing 'address' in 'listen'"}},
     {LISTEN "upstreams = ( { name = \"app\"; servers = ( { weight = 2; } ); } );\n" ROUTES,
      {":2: missing 'address' in upstream 'app'"}},
