@@ -46,6 +46,22 @@ struct resolver {
 
 static void name_query(struct resolve_name *rn);
 
+static bool has_names(const struct config_upstream *u)
+{
+	for (size_t j = 0; j < u->n_servers; j++)
+		if (u->servers[j].name)
+			return true;
+	return false;
+}
+
+static bool cfg_has_names(const struct config *cfg)
+{
+	for (size_t i = 0; i < cfg->n_upstreams; i++)
+		if (has_names(&cfg->upstreams[i]))
+			return true;
+	return false;
+}
+
 static int addr_cmp(const void *a, const void *b)
 {
 	return memcmp(a, b, sizeof(struct sockaddr_storage));
@@ -277,8 +293,36 @@ static int use_servers(struct resolver *r, const struct config *cfg)
 	return 0;
 }
 
+/* evdns's own messages ("Nameserver ... has failed") go to our log, at debug:
+ * what matters is logged per name by name_answer. */
+static void evdns_log(int is_warn, const char *msg)
+{
+	if (is_warn)
+		log_msg(LOG_LEVEL_DEBUG, 0, "evdns: %s", msg);
+}
+
+/* The evdns base, made when the first host name needs it. */
+static int dns_start(struct resolver *r)
+{
+	if (r->dns)
+		return 0;
+	if ((r->dns = evdns_base_new(r->base, 0)) == NULL) {
+		log_msg(LOG_LEVEL_ERROR, 0, "cannot set up the DNS resolver");
+		return -1;
+	}
+	/* answers for names from /etc/hosts too ("localhost", container links) */
+	evdns_base_load_hosts(r->dns, NULL);
+	evdns_base_set_option(r->dns, "timeout:", "2");
+	evdns_base_set_option(r->dns, "attempts:", "2");
+	return 0;
+}
+
 int resolver_follow(struct resolver *r, const struct config *cfg)
 {
+	if (r->dns == NULL && !cfg_has_names(cfg))
+		return 0; /* nothing to resolve: no DNS traffic, no resolv.conf */
+	if (dns_start(r) < 0)
+		return -1;
 	int rc = use_servers(r, cfg);
 	for (struct resolve_name *rn = r->names; rn; rn = rn->next)
 		rn->followed = false;
@@ -330,14 +374,6 @@ static void server_addr(const struct sockaddr_storage *ss, in_port_t port, struc
 		inet_ntop(AF_INET6, &sin6->sin6_addr, ip, sizeof(ip));
 		snprintf(a->text, sizeof(a->text), "[%s]:%u", ip, ntohs(port));
 	}
-}
-
-static bool has_names(const struct config_upstream *u)
-{
-	for (size_t j = 0; j < u->n_servers; j++)
-		if (u->servers[j].name)
-			return true;
-	return false;
 }
 
 /* Add srv to out[*n] (a copy owning its name). -1 on OOM. */
@@ -397,29 +433,17 @@ int resolve_expand(const struct resolver *r, struct config *cfg)
 	return 0;
 }
 
-/* evdns's own messages ("Nameserver ... has failed") go to our log, at debug:
- * what matters is logged per name by name_answer. */
-static void evdns_log(int is_warn, const char *msg)
-{
-	log_msg(LOG_LEVEL_DEBUG, 0, "evdns: %s", msg);
-}
-
 struct resolver *resolver_new(struct event_base *base, resolve_changed_fn changed, void *arg)
 {
 	evdns_set_log_fn(evdns_log);
 	struct resolver *r = calloc(1, sizeof(*r));
-	if (r == NULL || (r->dns = evdns_base_new(base, 0)) == NULL) {
+	if (r == NULL) {
 		log_msg(LOG_LEVEL_ERROR, 0, "cannot set up the DNS resolver");
-		free(r);
 		return NULL;
 	}
 	r->base = base;
 	r->changed = changed;
 	r->arg = arg;
-	/* answers for names from /etc/hosts too ("localhost", container links) */
-	evdns_base_load_hosts(r->dns, NULL);
-	evdns_base_set_option(r->dns, "timeout:", "2");
-	evdns_base_set_option(r->dns, "attempts:", "2");
 	return r;
 }
 
@@ -437,7 +461,8 @@ void resolver_free(struct resolver *r)
 	/* cancelled queries end in a deferred callback, which frees their name */
 	for (int i = 0; waiting && i < 10; i++)
 		event_base_loop(r->base, EVLOOP_NONBLOCK);
-	evdns_base_free(r->dns, 0);
+	if (r->dns)
+		evdns_base_free(r->dns, 0);
 	servers_free(r);
 	free(r);
 }
