@@ -24,7 +24,21 @@ struct generation;
 struct health;
 struct health_server;
 
-typedef void (*health_changed_fn)(struct health_server *hs, bool down, void *arg);
+/* What happened to a server, for the changed callback. */
+enum health_event {
+	HEALTH_WENT_UP,
+	HEALTH_WENT_DOWN,  /* on_down applies to its tunnels */
+	HEALTH_WENT_MAINT, /* the operator's maint: its tunnels end whatever on_down says */
+};
+
+typedef void (*health_changed_fn)(struct health_server *hs, enum health_event ev, void *arg);
+
+/* The operator's say over a server (admin POST /servers/...), kept across reloads. */
+enum health_admin {
+	HEALTH_ADMIN_READY = 0, /* takes sessions when up */
+	HEALTH_ADMIN_DRAIN,	/* no new sessions; open tunnels go on */
+	HEALTH_ADMIN_MAINT,	/* no new sessions, open tunnels closed */
+};
 
 /* Checks run on base; changed (may be NULL) hears every change. NULL on OOM. */
 struct health *health_new(struct event_base *base, health_changed_fn changed, void *arg);
@@ -60,6 +74,31 @@ bool health_server_is_down(const struct health_server *hs);
 void health_server_failed(struct health_server *hs, const struct config_health *cfg,
 			  const char *why);
 void health_server_ok(struct health_server *hs);
+
+/* Sessions (tunnels included) and tunnels using the server now, process-wide. */
+void health_server_sessions(struct health_server *hs, int delta);
+void health_server_tunnels(struct health_server *hs, int delta);
+
+/* A server as /servers and /metrics show it; strings valid during the call. */
+struct health_server_view {
+	const char *upstream, *addr;
+	bool down;
+	enum health_admin admin;
+	int64_t sessions, tunnels;
+	uint64_t checks_passed, checks_failed;
+	const char *check;	/* the active check's type, NULL without one */
+	const char *last_check; /* "passed" or why it failed; "" before the first */
+};
+
+/* Every server the process has now, in no particular order. On h's thread. */
+void health_foreach(struct health *h, void (*fn)(const struct health_server_view *v, void *arg),
+		    void *arg);
+
+/* Set the operator's state of server addr ("10.0.0.5:9000") of upstream.
+ * 0, or -1 when the process has no such server. On h's thread. */
+int health_set_admin(struct health *h, const char *upstream, const char *addr,
+		     enum health_admin admin);
+const char *health_admin_label(enum health_admin a);
 
 /* "127.0.0.1:9000" and "app", for logs. */
 const char *health_server_addr(const struct health_server *hs);

@@ -44,9 +44,10 @@ const struct config *session_config(const struct session *s);
  * removed"); once only. Not a tunnel: nothing. */
 void session_drain(struct session *s, uint64_t delay_ms);
 
-/* hs went down: a tunnel to it ends if its upstream says on_down = "close". */
+/* hs went down: a tunnel to it ends if its upstream says on_down = "close"
+ * or force (the operator's maint). */
 struct health_server;
-void session_server_down(struct session *s, const struct health_server *hs);
+void session_server_down(struct session *s, const struct health_server *hs, bool force);
 
 /*
  * The one end of every session: a tunnel's access line, the debug line,

@@ -107,9 +107,10 @@ void worker_join(struct worker *w);
  */
 void worker_post_reload(struct worker *w, struct generation *gen, int *fds,
 			const struct worker_limits *lim);
-/* hs went down: end the tunnels to it where the upstream says on_down = "close". Any thread. */
+/* hs went down: end the tunnels to it where the upstream says on_down = "close",
+ * or all of them with force (maint). Any thread. */
 struct health_server;
-void worker_post_server_down(struct worker *w, struct health_server *hs);
+void worker_post_server_down(struct worker *w, struct health_server *hs, bool force);
 /* Graceful stop (SIGTERM) or immediate (SIGQUIT). Any thread. */
 void worker_post_stop(struct worker *w, bool now);
 

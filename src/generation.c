@@ -10,6 +10,7 @@
 
 #include "balance.h"
 #include "log.h"
+#include "metrics.h"
 #include "tls.h"
 
 static int generation_tls(struct generation *g)
@@ -67,6 +68,7 @@ static void generation_free(struct generation *g)
 	for (size_t i = 0; g->rings && i < g->cfg->n_upstreams; i++)
 		balance_ring_free(g->rings[i]);
 	free(g->rings);
+	free(g->route_metrics);
 	for (size_t i = 0; g->listen_tls && i < g->cfg->n_listens; i++)
 		tls_server_free(g->listen_tls[i]);
 	for (size_t i = 0; g->upstream_tls && i < g->cfg->n_upstreams; i++)
@@ -77,7 +79,21 @@ static void generation_free(struct generation *g)
 	free(g);
 }
 
-struct generation *generation_new(struct config *cfg, uint64_t id, struct health *health)
+/* The counters of each route, found by name so they run on across reloads. */
+static int generation_metrics(struct generation *g)
+{
+	g->route_metrics = calloc(g->cfg->n_routes + 1, sizeof(*g->route_metrics));
+	if (g->route_metrics == NULL || (g->unrouted = metrics_route(g->metrics, "-")) == NULL)
+		return -1;
+	for (size_t i = 0; i < g->cfg->n_routes; i++)
+		if ((g->route_metrics[i] = metrics_route(g->metrics, g->cfg->routes[i].name)) ==
+		    NULL)
+			return -1;
+	return 0;
+}
+
+struct generation *generation_new(struct config *cfg, uint64_t id, struct health *health,
+				  struct metrics *metrics)
 {
 	struct generation *g = calloc(1, sizeof(*g));
 	if (g == NULL) {
@@ -88,11 +104,12 @@ struct generation *generation_new(struct config *cfg, uint64_t id, struct health
 	g->id = id;
 	g->cfg = cfg;
 	g->health = health;
+	g->metrics = metrics;
 	g->listen_tls = calloc(cfg->n_listens + 1, sizeof(*g->listen_tls));
 	g->upstream_tls = calloc(cfg->n_upstreams + 1, sizeof(*g->upstream_tls));
 	g->rings = calloc(cfg->n_upstreams + 1, sizeof(*g->rings));
 	if (g->listen_tls == NULL || g->upstream_tls == NULL || g->rings == NULL ||
-	    generation_tls(g) < 0 || generation_rings(g) < 0) {
+	    generation_tls(g) < 0 || generation_rings(g) < 0 || generation_metrics(g) < 0) {
 		generation_free(g);
 		return NULL;
 	}

@@ -34,7 +34,12 @@ struct health_server {
 	atomic_uint fails;	      /* passive failures in a row */
 	atomic_uint_fast64_t down_at; /* monotonic ms of the last fall */
 	atomic_uint down_seq;	      /* bumped at every fall */
-	struct health_server *next;   /* registry, under h->lock */
+	atomic_int admin;	      /* enum health_admin */
+	atomic_int_fast64_t sessions, tunnels;
+	atomic_uint_fast64_t checks_passed, checks_failed;
+	const char *check;	    /* the active check's type; on h's thread */
+	char last_check[200];	    /* ... and its last result */
+	struct health_server *next; /* registry, under h->lock */
 };
 
 /* The active check of one server; lives on h's thread only. */
@@ -109,7 +114,7 @@ static bool mark(struct health_server *hs, bool down, const char *fmt, ...)
 	log_msg(down ? LOG_LEVEL_WARN : LOG_LEVEL_INFO, 0, "server %s of %s is %s: %s",
 		hs->addr.text, hs->upstream, down ? "down" : "up", why);
 	if (hs->h->changed)
-		hs->h->changed(hs, down, hs->h->arg);
+		hs->h->changed(hs, down ? HEALTH_WENT_DOWN : HEALTH_WENT_UP, hs->h->arg);
 	return true;
 }
 
@@ -120,6 +125,8 @@ bool health_server_is_down(const struct health_server *hs)
 
 bool health_server_usable(struct health_server *hs, const struct config_health *cfg)
 {
+	if (atomic_load_explicit(&hs->admin, memory_order_relaxed) != HEALTH_ADMIN_READY)
+		return false;
 	if (!health_server_is_down(hs))
 		return true;
 	if (cfg->type != CONFIG_HEALTH_NONE ||
@@ -148,6 +155,69 @@ void health_server_ok(struct health_server *hs)
 	 * line stays shared between workers */
 	if (atomic_load_explicit(&hs->fails, memory_order_relaxed) != 0)
 		atomic_store_explicit(&hs->fails, 0, memory_order_relaxed);
+}
+
+void health_server_sessions(struct health_server *hs, int delta)
+{
+	atomic_fetch_add_explicit(&hs->sessions, delta, memory_order_relaxed);
+}
+
+void health_server_tunnels(struct health_server *hs, int delta)
+{
+	atomic_fetch_add_explicit(&hs->tunnels, delta, memory_order_relaxed);
+}
+
+const char *health_admin_label(enum health_admin a)
+{
+	static const char *const labels[] = {[HEALTH_ADMIN_READY] = "ready",
+					     [HEALTH_ADMIN_DRAIN] = "drain",
+					     [HEALTH_ADMIN_MAINT] = "maint"};
+	return labels[a];
+}
+
+void health_foreach(struct health *h, void (*fn)(const struct health_server_view *v, void *arg),
+		    void *arg)
+{
+	pthread_mutex_lock(&h->lock);
+	for (struct health_server *hs = h->servers; hs; hs = hs->next) {
+		struct health_server_view v = {
+		    .upstream = hs->upstream,
+		    .addr = hs->addr.text,
+		    .down = health_server_is_down(hs),
+		    .admin = (enum health_admin)atomic_load(&hs->admin),
+		    .sessions = atomic_load(&hs->sessions),
+		    .tunnels = atomic_load(&hs->tunnels),
+		    .checks_passed = atomic_load(&hs->checks_passed),
+		    .checks_failed = atomic_load(&hs->checks_failed),
+		    .check = hs->check,
+		    .last_check = hs->last_check,
+		};
+		fn(&v, arg);
+	}
+	pthread_mutex_unlock(&h->lock);
+}
+
+int health_set_admin(struct health *h, const char *upstream, const char *addr,
+		     enum health_admin admin)
+{
+	struct health_server *found = NULL;
+	pthread_mutex_lock(&h->lock);
+	for (struct health_server *hs = h->servers; hs && !found; hs = hs->next)
+		if (strcmp(hs->upstream, upstream) == 0 && strcmp(hs->addr.text, addr) == 0)
+			found = hs;
+	if (found)
+		found->refs++;
+	pthread_mutex_unlock(&h->lock);
+	if (found == NULL)
+		return -1;
+	int was = atomic_exchange(&found->admin, (int)admin);
+	if (was != (int)admin)
+		log_msg(LOG_LEVEL_INFO, 0, "server %s of %s set to %s (was %s)", addr, upstream,
+			health_admin_label(admin), health_admin_label((enum health_admin)was));
+	if (admin == HEALTH_ADMIN_MAINT && h->changed)
+		h->changed(found, HEALTH_WENT_MAINT, h->arg);
+	health_server_put(found);
+	return 0;
 }
 
 const char *health_server_addr(const struct health_server *hs)
@@ -216,6 +286,14 @@ void health_server_put(struct health_server *hs)
 
 /* ---- active checks ---- */
 
+/* The result for /servers and /metrics (both read on this thread). */
+static void note_check(struct health_server *hs, bool pass, const char *why)
+{
+	atomic_fetch_add_explicit(pass ? &hs->checks_passed : &hs->checks_failed, 1,
+				  memory_order_relaxed);
+	snprintf(hs->last_check, sizeof(hs->last_check), "%s", pass ? "passed" : why);
+}
+
 static uint64_t check_random(struct health *h)
 {
 	h->rng ^= h->rng << 13; /* xorshift: jitter, nothing secret */
@@ -260,6 +338,7 @@ static void check_result(struct health_check *c, bool pass, const char *why)
 	}
 	log_msg(LOG_LEVEL_DEBUG, 0, "%s check of %s (%s): %s", type, hs->addr.text, hs->upstream,
 		pass ? "passed" : why);
+	note_check(hs, pass, why);
 	if (pass) {
 		c->failures = 0;
 		if (++c->passes >= c->cfg->rise && health_server_is_down(hs) &&
@@ -456,6 +535,7 @@ static void check_free(struct health_check *c)
 	check_drop_conn(c);
 	if (c->timer)
 		event_free(c->timer);
+	c->hs->check = NULL;
 	health_server_put(c->hs);
 	free(c);
 }
@@ -518,6 +598,7 @@ static void follow_server(struct health *h, struct health_check **old, struct ge
 	c->cfg = &u->health;
 	c->tls = gen->upstream_tls[i];
 	c->srv = srv;
+	hs->check = TYPE_NAMES[u->health.type];
 	c->next = h->checks;
 	h->checks = c;
 	check_schedule(c, true);

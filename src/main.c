@@ -27,6 +27,7 @@
 #include "fdlimit.h"
 #include "generation.h"
 #include "health.h"
+#include "metrics.h"
 #include "resolve.h"
 #include "listener.h"
 #include "log.h"
@@ -88,6 +89,7 @@ struct app {
 	struct generation *gen;	   /* the current one; workers hold their own references */
 	struct health *health;	   /* server states; its checks run on bases[0] */
 	struct resolver *resolver; /* host names of servers, on bases[0] */
+	struct metrics *metrics;   /* counters, for the admin listener */
 	struct config *deferred;   /* a reload waiting for its host names */
 	const char *switch_what;   /* "reload" or "new addresses": for the announcement */
 	struct worker **workers;
@@ -185,7 +187,8 @@ static void app_install(struct app *app, struct config *cfg, const char *what)
 		config_free(cfg);
 		cfg = NULL;
 	}
-	struct generation *gen = cfg ? generation_new(cfg, app->gen->id + 1, app->health) : NULL;
+	struct generation *gen =
+	    cfg ? generation_new(cfg, app->gen->id + 1, app->health, app->metrics) : NULL;
 	int *fds = gen ? bind_all(gen->cfg, app->gen->cfg, app->n) : NULL;
 	if (fds == NULL) {
 		generation_unref(gen);
@@ -250,13 +253,13 @@ static void app_names_changed(void *arg)
 	app_install(app, cfg, "new addresses");
 }
 
-/* A server went down (on any thread): its tunnels may have to end. */
-static void app_server_changed(struct health_server *hs, bool down, void *arg)
+/* A server went down or into maint (on any thread): its tunnels may have to end. */
+static void app_server_changed(struct health_server *hs, enum health_event ev, void *arg)
 {
 	struct app *app = arg;
-	for (unsigned w = 0; down && w < app->n; w++)
+	for (unsigned w = 0; ev != HEALTH_WENT_UP && w < app->n; w++)
 		if (app->workers[w])
-			worker_post_server_down(app->workers[w], hs);
+			worker_post_server_down(app->workers[w], hs, ev == HEALTH_WENT_MAINT);
 }
 
 /* A worker switched to a new generation (on its thread). */
@@ -396,15 +399,17 @@ static int app_init(struct app *app, struct config *cfg, const struct fdlimit_pl
 	if (app->all_done == NULL || app->all_switched == NULL || app_signals(app) < 0)
 		goto fail;
 	app->health = health_new(app->bases[0], app_server_changed, app);
+	app->metrics = metrics_new();
 	app->resolver = resolver_new(app->bases[0], app_names_changed, app);
-	if (app->health == NULL || app->resolver == NULL || resolver_follow(app->resolver, cfg) < 0)
+	if (app->health == NULL || app->resolver == NULL || app->metrics == NULL ||
+	    resolver_follow(app->resolver, cfg) < 0)
 		goto fail;
 	/* the first answers (or failures) before serving: no 503 for a name at start */
 	while (resolver_pending(app->resolver) > 0)
 		event_base_loop(app->bases[0], EVLOOP_ONCE);
 	if (resolve_expand(app->resolver, cfg) < 0)
 		goto fail;
-	if ((app->gen = generation_new(cfg, 1, app->health)) == NULL)
+	if ((app->gen = generation_new(cfg, 1, app->health, app->metrics)) == NULL)
 		return -1; /* cfg went with it */
 	return app_start_workers(app, plan);
 fail:
@@ -422,6 +427,7 @@ static void app_fini(struct app *app)
 	health_free(app->health); /* its events are on bases[0] */
 	resolver_free(app->resolver);
 	config_free(app->deferred);
+	metrics_free(app->metrics);
 	for (size_t i = 0; i < sizeof(app->signals) / sizeof(app->signals[0]); i++)
 		if (app->signals[i])
 			event_free(app->signals[i]);

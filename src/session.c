@@ -34,6 +34,7 @@
 #include "http.h"
 #include "http_hdr.h"
 #include "log.h"
+#include "metrics.h"
 #include "proxyproto.h"
 #include "generation.h"
 #include "health.h"
@@ -118,6 +119,8 @@ struct session {
 	const char *reason; /* set when the proxy generated the response */
 	uint64_t bytes_in, bytes_out;
 	struct timespec started, tunnel_started;
+	struct timespec connect_started, request_sent; /* upstream connect and response times */
+	bool tunnel_counted;			       /* in the open-tunnel gauges */
 	size_t head101_len;
 };
 
@@ -151,6 +154,67 @@ static uint64_t elapsed_ms(const struct timespec *since)
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	int64_t ms = (now.tv_sec - since->tv_sec) * 1000 + (now.tv_nsec - since->tv_nsec) / 1000000;
 	return ms < 0 ? 0 : (uint64_t)ms;
+}
+
+static uint64_t elapsed_us(const struct timespec *since)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	int64_t us = (now.tv_sec - since->tv_sec) * 1000000 + (now.tv_nsec - since->tv_nsec) / 1000;
+	return us < 0 ? 0 : (uint64_t)us;
+}
+
+/* ---- metrics ---- */
+
+static struct metrics *metrics_of(const struct session *s)
+{
+	return s->wg->gen->metrics;
+}
+
+static struct metrics_route *route_metrics(const struct session *s)
+{
+	const struct generation *g = s->wg->gen;
+	return s->route ? g->route_metrics[s->route - s->cfg->routes] : g->unrouted;
+}
+
+static void count_upgrade(struct session *s, enum metrics_upgrade result)
+{
+	metrics_add(&route_metrics(s)->upgrades[result], 1);
+}
+
+static void count_response(struct session *s)
+{
+	int cls = s->status / 100;
+	if (cls >= 1 && cls <= 5)
+		metrics_add(&route_metrics(s)->requests[cls], 1);
+}
+
+static void count_tunnel_open(struct session *s)
+{
+	s->tunnel_counted = true;
+	metrics_gauge(&route_metrics(s)->tunnels_open, 1);
+	if (s->held)
+		health_server_tunnels(s->held->health, 1);
+}
+
+static void tunnel_bytes_of(const struct session *s, uint64_t *up, uint64_t *down);
+
+static void count_tunnel_close(struct session *s, enum end_cause cause)
+{
+	struct metrics *m = metrics_of(s);
+	struct metrics_route *r = route_metrics(s);
+	uint64_t up = 0, down = 0;
+	if (!s->tunnel_counted)
+		return;
+	s->tunnel_counted = false;
+	tunnel_bytes_of(s, &up, &down);
+	metrics_gauge(&r->tunnels_open, -1);
+	metrics_add(&r->bytes_up, up);
+	metrics_add(&r->bytes_down, down);
+	metrics_add(&m->tunnel_closes[cause], 1);
+	metrics_observe(&m->tunnel_duration, elapsed_us(&s->tunnel_started));
+	if (s->held)
+		health_server_tunnels(s->held->health, -1);
 }
 
 static void timer_arm(struct session *s, enum session_timer kind, uint64_t ms)
@@ -215,6 +279,7 @@ static void log_request_common(struct session *s, struct log_json *j)
 static void log_access(struct session *s)
 {
 	struct log_json j;
+	count_response(s);
 	if (!log_access_enabled())
 		return;
 	log_request_common(s, &j);
@@ -227,6 +292,19 @@ static void log_access(struct session *s)
 	log_json_emit(&j);
 }
 
+/* Bytes each way since the switch (a forwarded 101 head not counted). */
+static void tunnel_bytes_of(const struct session *s, uint64_t *up, uint64_t *down)
+{
+	*up = *down = 0;
+	if (s->wsb) {
+		wsbridge_bytes(s->wsb, up, down);
+		return;
+	}
+	if (s->tunnel)
+		tunnel_bytes(s->tunnel, up, down);
+	*down = *down > s->head101_len ? *down - s->head101_len : 0;
+}
+
 static void log_tunnel(struct session *s, enum end_cause cause, const char *reason)
 {
 	struct log_json j;
@@ -234,13 +312,10 @@ static void log_tunnel(struct session *s, enum end_cause cause, const char *reas
 	if (!log_access_enabled())
 		return;
 	log_request_common(s, &j);
+	tunnel_bytes_of(s, &up, &down);
 	if (s->wsb) {
-		wsbridge_bytes(s->wsb, &up, &down);
 		log_json_cstr(&j, "event", "websocket");
 	} else {
-		if (s->tunnel)
-			tunnel_bytes(s->tunnel, &up, &down);
-		down = down > s->head101_len ? down - s->head101_len : 0;
 		log_json_cstr(&j, "event", "tunnel");
 		log_json_cstr(&j, "mode", s->tunnel ? tunnel_mode_str(s->tunnel) : "none");
 	}
@@ -275,6 +350,7 @@ static void backend_drop(struct session *s)
 
 static void session_free(struct session *s)
 {
+	metrics_gauge(&metrics_of(s)->connections_open, -1);
 	worker_session_removed(s->w, s);
 	if (s->tunnel)
 		tunnel_free(s->tunnel);
@@ -297,8 +373,10 @@ void session_end(struct session *s, enum end_cause cause, const char *detail)
 	if (s->state == SESSION_CLOSED)
 		return;
 	end_text(cause, detail, text, sizeof(text));
-	if (s->state == SESSION_TUNNEL || s->state == SESSION_WEBSOCKET)
+	if (s->state == SESSION_TUNNEL || s->state == SESSION_WEBSOCKET) {
 		log_tunnel(s, cause, text);
+		count_tunnel_close(s, cause);
+	}
 	log_msg(LOG_LEVEL_DEBUG, s->id, "close in %s: %s", session_state_str(s->state), text);
 	s->state = SESSION_CLOSED;
 	if (s->client)
@@ -366,6 +444,8 @@ static void session_error(struct session *s, int status, const char *reason)
 	backend_drop(s);
 	s->status = status;
 	s->reason = reason;
+	if (status >= 400 && status < 600)
+		metrics_add(&metrics_of(s)->errors[status], 1);
 	evbuffer_add_printf(out,
 			    "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n"
 			    "%sConnection: close\r\n\r\n%s\n",
@@ -443,6 +523,8 @@ static void session_dispatch(struct session *s)
 	s->upstream = s->route->upstream;
 	upgrade_classify(&s->req, s->route, &s->up);
 	if (s->up.decision == UPGRADE_REJECT) {
+		count_upgrade(s, s->up.status == 403 ? METRICS_UPGRADE_REFUSED_BY_POLICY
+						     : METRICS_UPGRADE_INVALID_HANDSHAKE);
 		session_error(s, s->up.status, s->up.reason);
 		return;
 	}
@@ -634,6 +716,7 @@ static bool connect_reuse(struct session *s)
 	s->backend = upstream_idle_take(&server_of(s)->idle);
 	if (s->backend == NULL)
 		return false;
+	metrics_add(&metrics_of(s)->pool_reused, 1);
 	s->backend_reused = true;
 	s->backend_spoke = false;
 	bufferevent_setcb(s->backend, backend_read_cb, backend_write_cb, backend_event_cb, s);
@@ -673,6 +756,8 @@ static void connect_fresh(struct session *s)
 	const struct config_server *srv = &u->servers[s->server];
 	const struct config_addr *addr = &srv->addr;
 	s->backend_reused = false;
+	metrics_add(&metrics_of(s)->pool_new, 1);
+	clock_gettime(CLOCK_MONOTONIC, &s->connect_started);
 	/* a server found by name is verified (and named in SNI) by that name */
 	s->backend = upstream_connect(s->w->base, (const struct sockaddr *)&addr->ss, addr->len,
 				      s->wg->gen->upstream_tls[s->upstream],
@@ -730,6 +815,9 @@ static int write_request_head(struct session *s)
 
 static void backend_connected(struct session *s)
 {
+	if (!s->backend_reused)
+		metrics_observe(&metrics_of(s)->connect_time, elapsed_us(&s->connect_started));
+	clock_gettime(CLOCK_MONOTONIC, &s->request_sent);
 	s->state = SESSION_EXCHANGE;
 	bufferevent_set_timeouts(s->backend, NULL, NULL);
 	if (write_request_head(s) < 0) {
@@ -894,6 +982,7 @@ static void http_phase_end(struct session *s, enum session_state next)
 {
 	s->state = next;
 	clock_gettime(CLOCK_MONOTONIC, &s->tunnel_started);
+	count_tunnel_open(s);
 	http_reader_free(s->req_reader);
 	http_reader_free(s->resp_reader);
 	s->req_reader = s->resp_reader = NULL;
@@ -934,6 +1023,7 @@ static void relay_switch(struct session *s)
 {
 	const char *bad = upgrade_check_101(&s->up, &s->req, s->resp);
 	if (bad) {
+		count_upgrade(s, METRICS_UPGRADE_INVALID_101);
 		session_error(s, 502, bad);
 		return;
 	}
@@ -942,9 +1032,11 @@ static void relay_switch(struct session *s)
 	int n = snprintf(extra, sizeof(extra), "Connection: Upgrade\r\nUpgrade: %.*s\r\n",
 			 (int)upg->value_len, upg->value);
 	if (n < 0 || (size_t)n >= sizeof(extra)) {
+		count_upgrade(s, METRICS_UPGRADE_INVALID_101);
 		session_error(s, 502, "101 Upgrade value too long");
 		return;
 	}
+	count_upgrade(s, METRICS_UPGRADE_FORWARDED);
 	struct http_hdr_opts o = {.via = s->cfg->via, .extra = extra, .extra_len = (size_t)n};
 	struct evbuffer *out = bufferevent_get_output(s->client);
 	size_t before = evbuffer_get_length(out);
@@ -978,6 +1070,8 @@ static void relay_interim(struct session *s)
 
 static void relay_final_head(struct session *s)
 {
+	if (s->up.decision == UPGRADE_FORWARD)
+		count_upgrade(s, METRICS_UPGRADE_BACKEND_NON_101);
 	struct http_hdr_opts o = {.via = s->cfg->via};
 	bool open_ended = s->resp->body == HTTP_BODY_CHUNKED || s->resp->body == HTTP_BODY_CLOSE;
 	if (s->up.decision == UPGRADE_FORWARD || !s->req_body_done)
@@ -1020,8 +1114,11 @@ static void read_response_head(struct session *s)
 			return;
 		}
 		evbuffer_drain(in, head_len);
-		if (s->resp->status == 101 || s->resp->status >= 200)
+		if (s->resp->status == 101 || s->resp->status >= 200) {
 			server_answered(s, s->resp->status);
+			metrics_observe(&metrics_of(s)->response_time,
+					elapsed_us(&s->request_sent));
+		}
 		if (s->resp->status == 101) {
 			relay_switch(s);
 			return;
@@ -1095,14 +1192,17 @@ static void terminate_dispatch(struct session *s)
 	s->subprotocol = NULL;
 	s->subprotocol_len = 0;
 	if (s->up.decision != UPGRADE_FORWARD || !s->up.websocket) {
+		count_upgrade(s, METRICS_UPGRADE_INVALID_HANDSHAKE);
 		session_error(s, 426, "this route only accepts WebSocket");
 		return;
 	}
 	if (!origin_allowed(s)) {
+		count_upgrade(s, METRICS_UPGRADE_REFUSED_BY_POLICY);
 		session_error(s, 403, "Origin not allowed");
 		return;
 	}
 	if (choose_subprotocol(s) < 0) {
+		count_upgrade(s, METRICS_UPGRADE_INVALID_HANDSHAKE);
 		session_error(s, 400, "no acceptable WebSocket subprotocol");
 		return;
 	}
@@ -1131,6 +1231,7 @@ static void write_handshake_101(struct session *s)
 	evbuffer_add(out, "\r\n", 2);
 	s->bytes_out += evbuffer_get_length(out) - before;
 	s->status = 101;
+	count_upgrade(s, METRICS_UPGRADE_TERMINATED);
 }
 
 static void terminate_connected(struct session *s)
@@ -1478,6 +1579,8 @@ void session_accept(struct worker *w, int fd, const struct sockaddr *sa, socklen
 	(void)len;
 	format_peer(s, sa);
 	worker_session_added(w, s);
+	metrics_gauge(&metrics_of(s)->connections_open, 1);
+	metrics_add(&metrics_of(s)->connections_total, 1);
 	/* bound what one client can make us buffer while a response is in flight */
 	size_t high = s->limits.header_bytes + 1 > SESSION_HIGH_WATER ? s->limits.header_bytes + 1
 								      : SESSION_HIGH_WATER;
@@ -1533,10 +1636,10 @@ void session_stop(struct session *s, enum end_cause cause, bool now)
 	}
 }
 
-void session_server_down(struct session *s, const struct health_server *hs)
+void session_server_down(struct session *s, const struct health_server *hs, bool force)
 {
 	if (s->held == NULL || s->held->health != hs || !session_is_tunnel(s) ||
-	    s->cfg->upstreams[s->upstream].on_down != CONFIG_ON_DOWN_CLOSE)
+	    (!force && s->cfg->upstreams[s->upstream].on_down != CONFIG_ON_DOWN_CLOSE))
 		return;
 	session_stop(s, END_SERVER_DOWN, false);
 }

@@ -283,9 +283,11 @@ long upstream_pick(struct upstream_rt *u, uint64_t tried, const uint64_t *key, u
 void upstream_acquire(struct upstream_server *srv)
 {
 	srv->active++;
+	health_server_sessions(srv->health, 1);
 }
 
 void upstream_release(struct upstream_server *srv)
 {
 	srv->active--;
+	health_server_sessions(srv->health, -1);
 }

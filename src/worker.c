@@ -35,6 +35,7 @@ enum worker_msg_kind { MSG_RELOAD, MSG_STOP, MSG_QUIT, MSG_SERVER_DOWN };
 struct worker_msg {
 	enum worker_msg_kind kind;
 	struct health_server *hs; /* MSG_SERVER_DOWN (a reference) */
+	bool force;		  /* ... for maint: whatever on_down says */
 	struct generation *gen;	  /* MSG_RELOAD */
 	int *fds;		  /* MSG_RELOAD: [gen listens], -1 = keep */
 	struct worker_limits lim;
@@ -475,12 +476,12 @@ static void worker_reload(struct worker *w, struct worker_msg *m)
 }
 
 /* A server went down: the tunnels of upstreams with on_down = "close" end. */
-static void worker_server_down(struct worker *w, const struct health_server *hs)
+static void worker_server_down(struct worker *w, const struct health_server *hs, bool force)
 {
 	struct session *s = w->sessions;
 	while (s) {
 		struct session *next = session_next(s); /* s may be freed */
-		session_server_down(s, hs);
+		session_server_down(s, hs, force);
 		s = next;
 	}
 }
@@ -515,7 +516,7 @@ static void worker_inbox_cb(evutil_socket_t fd, short what, void *arg)
 		if (m->kind == MSG_RELOAD && !w->stopping)
 			worker_reload(w, m);
 		else if (m->kind == MSG_SERVER_DOWN)
-			worker_server_down(w, m->hs);
+			worker_server_down(w, m->hs, m->force);
 		else if (m->kind != MSG_RELOAD)
 			worker_stop(w, m->kind == MSG_QUIT);
 		if (m->kind == MSG_RELOAD)
@@ -557,7 +558,7 @@ void worker_post_reload(struct worker *w, struct generation *gen, int *fds,
 	worker_post(w, m);
 }
 
-void worker_post_server_down(struct worker *w, struct health_server *hs)
+void worker_post_server_down(struct worker *w, struct health_server *hs, bool force)
 {
 	struct worker_msg *m = calloc(1, sizeof(*m));
 	if (m == NULL) {
@@ -565,7 +566,8 @@ void worker_post_server_down(struct worker *w, struct health_server *hs)
 			w->index);
 		return;
 	}
-	*m = (struct worker_msg){.kind = MSG_SERVER_DOWN, .hs = health_server_ref(hs)};
+	*m = (struct worker_msg){
+	    .kind = MSG_SERVER_DOWN, .hs = health_server_ref(hs), .force = force};
 	worker_post(w, m);
 }
 
