@@ -22,6 +22,12 @@
 	"upstreams = ( { name = \"app\"; servers = ( { address = \"127.0.0.1:9000\"; } ); } );\n"
 #define ROUTES "routes = ( { upstream = \"app\"; } );\n"
 #define BASE LISTEN UPS ROUTES
+/* Line 2: upstream "app" with one server, open for its health keys on line 3
+ * (and "} );\n"). */
+#define UPS_OPEN                                                                                   \
+	"upstreams = ( { name = \"app\"; servers = ( { address = \"127.0.0.1:9000\"; } );\n"
+/* Lines 1-3 with a health group holding KEYS on line 3; routes on line 4. */
+#define HEALTH(keys) LISTEN UPS_OPEN "  health = { " keys " }; } );\n" ROUTES
 /* Line 3: a valid terminate route, open for one more key (and "} );\n"). */
 #define TERM_NO_BRIDGE "routes = ( { name = \"vnc\"; upgrade = \"terminate\"; "
 #define TERM TERM_NO_BRIDGE "bridge = \"127.0.0.1:5900\"; "
@@ -390,6 +396,135 @@ START_TEST(test_upstream_policy)
 }
 END_TEST
 
+/* Without a health block nothing is checked or marked; an empty one has every default. */
+START_TEST(test_health_defaults)
+{
+	struct config_errors errs;
+	struct config *cfg = load_text(BASE, &errs);
+
+	assert_errors(&errs, NULL, 0);
+	ck_assert_ptr_nonnull(cfg);
+	ck_assert(!cfg->upstreams[0].health.enabled);
+	ck_assert_ptr_null(cfg->upstreams[0].health.path);
+	ck_assert_int_eq(cfg->upstreams[0].on_down, CONFIG_ON_DOWN_KEEP);
+	config_free(cfg);
+
+	cfg = load_text(HEALTH(""), &errs);
+	assert_errors(&errs, NULL, 0);
+	ck_assert_ptr_nonnull(cfg);
+	const struct config_health *h = &cfg->upstreams[0].health;
+	ck_assert(h->enabled);
+	ck_assert_int_eq(h->type, CONFIG_HEALTH_TCP);
+	ck_assert_uint_eq(h->interval, 2000);
+	ck_assert_uint_eq(h->timeout, 1000);
+	ck_assert_uint_eq(h->rise, 2);
+	ck_assert_uint_eq(h->fall, 3);
+	ck_assert_str_eq(h->path, "/");
+	ck_assert_ptr_null(h->host); /* the server address */
+	ck_assert_int_eq(h->expect, 200);
+	ck_assert(h->passive);
+	ck_assert(!h->passive_5xx);
+	ck_assert_uint_eq(h->retry_down_after, 10000);
+	ck_assert_int_eq(cfg->upstreams[0].on_down, CONFIG_ON_DOWN_KEEP);
+	config_free(cfg);
+	config_errors_fini(&errs);
+}
+END_TEST
+
+/* Every health key and on_down, read back; each check type with its own keys. */
+START_TEST(test_health_full)
+{
+	struct config_errors errs;
+	struct config *cfg = load_text(
+	    LISTEN
+	    "upstreams = ( { name = \"a\"; servers = ( { address = \"127.0.0.1:9001\"; } );\n"
+	    "  health = { type = \"http\"; interval = \"250ms\"; timeout = \"1m\"; rise = 1;\n"
+	    "    fall = 100; path = \"/healthz?full=1\"; host = \"a.test:8080\"; expect = 599;\n"
+	    "    passive = false; passive_5xx = true; }; on_down = \"close\"; },\n"
+	    "  { name = \"b\"; servers = ( { address = \"127.0.0.1:9002\"; } );\n"
+	    "    health = { type = \"websocket\"; path = \"/ws\"; host = \"b.test\"; };\n"
+	    "    on_down = \"keep\"; },\n"
+	    "  { name = \"c\"; servers = ( { address = \"127.0.0.1:9003\"; } );\n"
+	    "    health = { type = \"none\"; retry_down_after = \"2h\"; rise = 100; fall = 1; }; "
+	    "},\n"
+	    "  { name = \"d\"; servers = ( { address = \"127.0.0.1:9004\"; } );\n"
+	    "    health = { type = \"tcp\"; interval = \"1\"; timeout = \"1ms\"; }; } );\n"
+	    "routes = ( { upstream = \"a\"; } );\n",
+	    &errs);
+
+	assert_errors(&errs, NULL, 0);
+	ck_assert_ptr_nonnull(cfg);
+	const struct config_health *h = &cfg->upstreams[0].health;
+	ck_assert(h->enabled);
+	ck_assert_int_eq(h->type, CONFIG_HEALTH_HTTP);
+	ck_assert_uint_eq(h->interval, 250);
+	ck_assert_uint_eq(h->timeout, 60000);
+	ck_assert_uint_eq(h->rise, 1);
+	ck_assert_uint_eq(h->fall, 100);
+	ck_assert_str_eq(h->path, "/healthz?full=1");
+	ck_assert_str_eq(h->host, "a.test:8080");
+	ck_assert_int_eq(h->expect, 599);
+	ck_assert(!h->passive);
+	ck_assert(h->passive_5xx);
+	ck_assert_int_eq(cfg->upstreams[0].on_down, CONFIG_ON_DOWN_CLOSE);
+
+	h = &cfg->upstreams[1].health;
+	ck_assert_int_eq(h->type, CONFIG_HEALTH_WEBSOCKET);
+	ck_assert_str_eq(h->path, "/ws");
+	ck_assert_str_eq(h->host, "b.test");
+	ck_assert_int_eq(h->expect, 200); /* unused: a websocket check expects 101 */
+	ck_assert_uint_eq(h->interval, 2000);
+	ck_assert(h->passive);
+	ck_assert_int_eq(cfg->upstreams[1].on_down, CONFIG_ON_DOWN_KEEP);
+
+	h = &cfg->upstreams[2].health;
+	ck_assert_int_eq(h->type, CONFIG_HEALTH_NONE);
+	ck_assert_uint_eq(h->retry_down_after, 7200000);
+	ck_assert_uint_eq(h->rise, 100);
+	ck_assert_uint_eq(h->fall, 1);
+	ck_assert_str_eq(h->path, "/");
+	ck_assert_ptr_null(h->host);
+	ck_assert_int_eq(cfg->upstreams[2].on_down, CONFIG_ON_DOWN_KEEP);
+
+	h = &cfg->upstreams[3].health;
+	ck_assert_int_eq(h->type, CONFIG_HEALTH_TCP);
+	ck_assert_uint_eq(h->interval, 1000); /* a bare number is seconds */
+	ck_assert_uint_eq(h->timeout, 1);
+	config_free(cfg);
+	config_errors_fini(&errs);
+}
+END_TEST
+
+/* Every health problem of one upstream, reported together in line order. */
+START_TEST(test_health_many_errors)
+{
+	static const char text[] =
+	    LISTEN UPS_OPEN "  health = { type = \"websocket\";\n"
+			    "    interval = \"0\"; rise = 0;\n"
+			    "    expect = 200; retry_down_after = \"1s\";\n"
+			    "    path = \"x\"; host = \"a b\"; passive = 1;\n"
+			    "    bogus = true; };\n"
+			    "  on_down = \"sometimes\"; } );\n" ROUTES;
+	static const char *const want[] = {
+	    ":3: health 'interval', 'timeout' and 'retry_down_after' must be > 0",
+	    ":4: bad value 'rise' = 0: must be 1..100",
+	    ":5: 'expect' is only valid with http checks (a websocket check expects 101)",
+	    ":5: 'retry_down_after' is only valid with type = \"none\" (otherwise the check brings "
+	    "servers back)",
+	    ":6: bad value 'path' = \"x\": must start with '/' and have no spaces",
+	    ":6: bad value 'host' = \"a b\": must not be empty or have spaces",
+	    ":6: 'health.passive' must be true or false",
+	    ":7: unknown key 'health.bogus'",
+	    ":8: bad value 'on_down' = \"sometimes\": expected keep or close",
+	};
+	struct config_errors errs;
+
+	ck_assert_ptr_null(load_text(text, &errs));
+	assert_errors(&errs, want, N_ELEMS(want));
+	config_errors_fini(&errs);
+}
+END_TEST
+
 /* sun_path holds 108 bytes with the NUL: a 107-byte path fits, 108 does not. */
 START_TEST(test_bridge_unix_length)
 {
@@ -577,6 +712,71 @@ static const struct err_case ERR_CASES[] = {
     {"listen = ( { address = \"127.0.0.1:8080\"; proxy_protocol = \"v1\"; } );\n" UPS ROUTES,
      {":1: 'proxy_protocol' must be true or false"}},
     {BASE "limits = { nofile = \"4k\"; };\n", {":4: 'limits.nofile' must be an integer"}},
+
+    /* health checks and on_down */
+    {LISTEN UPS_OPEN "  health = 1; } );\n" ROUTES, {":3: 'health' must be a group"}},
+    {HEALTH("type = \"icmp\";"),
+     {":3: bad value 'health.type' = \"icmp\": expected tcp, http, websocket or none"}},
+    {HEALTH("type = \"HTTP\";"),
+     {":3: bad value 'health.type' = \"HTTP\": expected tcp, http, websocket or none"}},
+    {HEALTH("type = 1;"), {":3: 'health.type' must be a string"}},
+    {HEALTH("frob = 1;"), {":3: unknown key 'health.frob'"}},
+    {HEALTH("interval = \"fast\";"), {":3: bad duration 'interval' = \"fast\""}},
+    {HEALTH("timeout = 5;"), {":3: 'health.timeout' must be a string"}},
+    {HEALTH("interval = \"0\";"),
+     {":3: health 'interval', 'timeout' and 'retry_down_after' must be > 0"}},
+    {HEALTH("timeout = \"0ms\";"),
+     {":3: health 'interval', 'timeout' and 'retry_down_after' must be > 0"}},
+    {HEALTH("type = \"none\"; retry_down_after = \"0\";"),
+     {":3: health 'interval', 'timeout' and 'retry_down_after' must be > 0"}},
+    {HEALTH("type = \"none\"; retry_down_after = \"later\";"),
+     {":3: bad duration 'retry_down_after' = \"later\""}},
+    {HEALTH("rise = 0;"), {":3: bad value 'rise' = 0: must be 1..100"}},
+    {HEALTH("rise = 101;"), {":3: bad value 'rise' = 101: must be 1..100"}},
+    {HEALTH("fall = 0;"), {":3: bad value 'fall' = 0: must be 1..100"}},
+    {HEALTH("fall = -1;"), {":3: bad value 'fall' = -1: must be 1..100"}},
+    {HEALTH("rise = \"2\";"), {":3: 'health.rise' must be an integer"}},
+    {HEALTH("type = \"http\"; expect = 199;"), {":3: bad value 'expect' = 199: must be 200..599"}},
+    {HEALTH("type = \"http\"; expect = 600;"), {":3: bad value 'expect' = 600: must be 200..599"}},
+    {HEALTH("type = \"http\"; expect = \"200\";"), {":3: 'health.expect' must be an integer"}},
+    {HEALTH("type = \"websocket\"; expect = 101;"),
+     {":3: bad value 'expect' = 101: must be 200..599",
+      ":3: 'expect' is only valid with http checks (a websocket check expects 101)"}},
+    {HEALTH("type = \"websocket\"; expect = 200;"),
+     {":3: 'expect' is only valid with http checks (a websocket check expects 101)"}},
+    {HEALTH("expect = 200;"),
+     {":3: 'expect' is only valid with http checks (a websocket check expects 101)"}},
+    {HEALTH("type = \"http\"; path = \"healthz\";"),
+     {":3: bad value 'path' = \"healthz\": must start with '/' and have no spaces"}},
+    {HEALTH("type = \"http\"; path = \"\";"),
+     {":3: bad value 'path' = \"\": must start with '/' and have no spaces"}},
+    {HEALTH("type = \"websocket\"; path = \"/a b\";"),
+     {":3: bad value 'path' = \"/a b\": must start with '/' and have no spaces"}},
+    {HEALTH("type = \"http\"; path = \"/a\\tb\";"),
+     {":3: bad value 'path' = \"/a\\x09b\": must start with '/' and have no spaces"}},
+    {HEALTH("type = \"http\"; host = \"\";"),
+     {":3: bad value 'host' = \"\": must not be empty or have spaces"}},
+    {HEALTH("type = \"websocket\"; host = \"a b\";"),
+     {":3: bad value 'host' = \"a b\": must not be empty or have spaces"}},
+    {HEALTH("path = \"/x\";"), {":3: 'path' is only valid with http and websocket checks"}},
+    {HEALTH("type = \"none\"; host = \"x\";"),
+     {":3: 'host' is only valid with http and websocket checks"}},
+    {HEALTH("type = \"http\"; retry_down_after = \"1s\";"),
+     {":3: 'retry_down_after' is only valid with type = \"none\" (otherwise the check brings "
+      "servers back)"}},
+    {HEALTH("retry_down_after = \"1s\";"),
+     {":3: 'retry_down_after' is only valid with type = \"none\" (otherwise the check brings "
+      "servers back)"}},
+    {HEALTH("passive = \"yes\";"), {":3: 'health.passive' must be true or false"}},
+    {HEALTH("passive_5xx = 1;"), {":3: 'health.passive_5xx' must be true or false"}},
+    {LISTEN UPS_OPEN "  on_down = \"close\"; } );\n" ROUTES,
+     {":3: 'on_down' needs a 'health' block (servers are never down without one)"}},
+    {LISTEN UPS_OPEN "  on_down = \"keep\"; } );\n" ROUTES,
+     {":3: 'on_down' needs a 'health' block (servers are never down without one)"}},
+    {LISTEN UPS_OPEN "  health = { };\n  on_down = \"drain\"; } );\n" ROUTES,
+     {":4: bad value 'on_down' = \"drain\": expected keep or close"}},
+    {LISTEN UPS_OPEN "  health = { };\n  on_down = 1; } );\n" ROUTES,
+     {":4: 'on_down' must be a string"}},
 
     /* upstreams */
     {LISTEN "upstreams = ( );\n" ROUTES, {":3: undefined upstream 'app'"}},
@@ -1011,6 +1211,9 @@ static Suite *config_suite(void)
 	tcase_add_test(tc, test_terminate);
 	tcase_add_test(tc, test_terminate_only);
 	tcase_add_test(tc, test_upstream_policy);
+	tcase_add_test(tc, test_health_defaults);
+	tcase_add_test(tc, test_health_full);
+	tcase_add_test(tc, test_health_many_errors);
 	tcase_add_test(tc, test_bridge_unix_length);
 	tcase_add_test(tc, test_terminate_many_errors);
 	tcase_add_loop_test(tc, test_error_case, 0, (int)N_ELEMS(ERR_CASES));
