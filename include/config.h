@@ -183,6 +183,22 @@ struct config_limits {
 	size_t nofile;		/* RLIMIT_NOFILE to set; 0 (default) = what the config needs */
 };
 
+/* admin.allow entries: "10.0.0.0/8", "fd00::/8", or one address */
+struct config_cidr {
+	int family; /* AF_INET or AF_INET6 */
+	unsigned char addr[16];
+	unsigned prefix;
+};
+
+/* admin: the operator's HTTP listener (metrics, health, tunnels, servers) */
+struct config_admin {
+	bool enabled;
+	struct config_addr addr;   /* TCP, or: */
+	char *unix_path;	   /* "unix:/run/switchyard.sock" */
+	struct config_cidr *allow; /* besides loopback and the Unix socket */
+	size_t n_allow;
+};
+
 struct config {
 	char *file;
 	struct config_listen *listens;
@@ -203,6 +219,7 @@ struct config {
 	char **resolvers; /* DNS servers "IP" or "IP:PORT"; none = /etc/resolv.conf */
 	size_t n_resolvers;
 	char *text; /* the file as loaded, to build the config again on a DNS change */
+	struct config_admin admin;
 };
 
 struct config_errors {

@@ -36,6 +36,8 @@ void log_json_str(struct log_json *j, const char *key, const char *val, size_t l
 void log_json_cstr(struct log_json *j, const char *key, const char *val);
 void log_json_num(struct log_json *j, const char *key, uint64_t val);
 void log_json_bool(struct log_json *j, const char *key, bool val);
+/* Close the object without writing it anywhere (j->buf, j->len). */
+void log_json_end(struct log_json *j);
 /* Close the object and write it to the access log. */
 void log_json_emit(struct log_json *j);
 

@@ -44,6 +44,12 @@ const struct config *session_config(const struct session *s);
  * removed"); once only. Not a tunnel: nothing. */
 void session_drain(struct session *s, uint64_t delay_ms);
 
+/* Is s a tunnel of route (NULL: any) to server ("10.0.0.5:9000", NULL: any)? */
+bool session_matches(const struct session *s, const char *route, const char *server);
+/* s (a tunnel) as one JSON object for the admin's /tunnels. */
+struct evbuffer;
+void session_describe(const struct session *s, struct evbuffer *out);
+
 /* hs went down: a tunnel to it ends if its upstream says on_down = "close"
  * or force (the operator's maint). */
 struct health_server;

@@ -50,5 +50,7 @@ void tunnel_bytes(const struct tunnel *t, uint64_t *up, uint64_t *down);
 
 /* Is the tunnel using splice(2)? (for the log line) */
 const char *tunnel_mode_str(const struct tunnel *t);
+/* Milliseconds since a byte last moved either way. */
+uint64_t tunnel_idle_ms(const struct tunnel *t);
 
 #endif

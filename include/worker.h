@@ -114,6 +114,21 @@ void worker_post_server_down(struct worker *w, struct health_server *hs, bool fo
 /* Graceful stop (SIGTERM) or immediate (SIGQUIT). Any thread. */
 void worker_post_stop(struct worker *w, bool now);
 
+/*
+ * The admin's /tunnels: every worker describes its live tunnels matching
+ * route and server (NULL: any), at most limit each, on its own thread; cb
+ * runs on base once all have answered, with the JSON objects separated by
+ * commas. worker_tunnels_cancel() before then: cb never runs.
+ */
+struct evbuffer;
+struct worker_tunnels;
+typedef void (*worker_tunnels_cb)(struct evbuffer *json, size_t count, void *arg);
+struct worker_tunnels *worker_tunnels_query(struct worker **workers, unsigned n, const char *route,
+					    const char *server, size_t limit,
+					    struct event_base *base, worker_tunnels_cb cb,
+					    void *arg);
+void worker_tunnels_cancel(struct worker_tunnels *q);
+
 /* The worker ran out of descriptors: stop accepting until a session ends. */
 void worker_out_of_fds(struct worker *w);
 

@@ -53,9 +53,11 @@ static const char *const KIND_NAMES[] = {
     [KIND_BOOL] = "true or false",
 };
 
-static const char *const ROOT_KEYS[] = {
-    "listen",	 "timeouts", "limits", "upstreams", "routes",	"access_log", "error_log",
-    "log_level", "via",	     "tunnel", "workers",   "pid_file", "resolvers",  NULL};
+static const char *const ROOT_KEYS[] = {"listen",    "timeouts",   "limits",	"upstreams",
+					"routes",    "access_log", "error_log", "log_level",
+					"via",	     "tunnel",	   "workers",	"pid_file",
+					"resolvers", "admin",	   NULL};
+static const char *const ADMIN_KEYS[] = {"address", "allow", NULL};
 static const char *const LISTEN_KEYS[] = {"address", "tls", "proxy_protocol", NULL};
 static const char *const LISTEN_TLS_KEYS[] = {"certificates", "protocols", NULL};
 static const char *const TLS_CERT_KEYS[] = {"cert", "key", NULL};
@@ -1424,25 +1426,27 @@ static void load_route_protocols(struct loader *ld, const config_setting_t *e,
 /* ---- upgrade = "terminate" ------------------------------------------- */
 
 /* "unix:/path": absolute, and short enough for sockaddr_un. */
-static void load_bridge_unix(struct loader *ld, const config_setting_t *s, const char *path,
-			     struct config_route *r)
+/* "unix:PATH" of setting s (named key in messages): absolute, short enough. */
+static void load_unix_path(struct loader *ld, const config_setting_t *s, const char *key,
+			   const char *path, char **dst)
 {
 	char q[CONFIG_QUOTE_MAX + 16];
 
 	if (path[0] != '/') {
-		load_err(ld, s, "bad value 'bridge' = %s: a unix socket path must be absolute",
+		load_err(ld, s, "bad value '%s' = %s: a unix socket path must be absolute", key,
 			 quote(q, sizeof(q), config_setting_get_string(s)));
 		return;
 	}
 	if (strlen(path) >= CONFIG_UNIX_PATH_MAX) {
 		load_err(ld, s,
-			 "bad value 'bridge' = %s: a unix socket path must be shorter than %zu "
+			 "bad value '%s' = %s: a unix socket path must be shorter than %zu "
 			 "bytes",
-			 quote(q, sizeof(q), config_setting_get_string(s)), CONFIG_UNIX_PATH_MAX);
+			 key, quote(q, sizeof(q), config_setting_get_string(s)),
+			 CONFIG_UNIX_PATH_MAX);
 		return;
 	}
-	r->bridge_unix = strdup(path);
-	if (r->bridge_unix == NULL)
+	*dst = strdup(path);
+	if (*dst == NULL)
 		load_oom(ld, s);
 }
 
@@ -1459,7 +1463,7 @@ static void load_route_bridge(struct loader *ld, const config_setting_t *e, stru
 		return;
 	const char *text = config_setting_get_string(s);
 	if (strncmp(text, "unix:", 5) == 0) {
-		load_bridge_unix(ld, s, text + 5, r);
+		load_unix_path(ld, s, "bridge", text + 5, &r->bridge_unix);
 		return;
 	}
 	const char *why = address_parse(text, &r->bridge);
@@ -1742,6 +1746,81 @@ static void load_resolvers(struct loader *ld, const config_setting_t *root)
 	}
 }
 
+/* "10.0.0.0/8", "fd00::/8" or a single address. */
+static bool parse_cidr(const char *text, struct config_cidr *out)
+{
+	char ip[INET6_ADDRSTRLEN];
+	const char *slash = strchr(text, '/');
+	size_t n = slash ? (size_t)(slash - text) : strlen(text);
+	long prefix = -1;
+
+	if (n >= sizeof(ip))
+		return false;
+	memcpy(ip, text, n);
+	ip[n] = '\0';
+	memset(out, 0, sizeof(*out));
+	if (inet_pton(AF_INET, ip, out->addr) == 1)
+		out->family = AF_INET;
+	else if (inet_pton(AF_INET6, ip, out->addr) == 1)
+		out->family = AF_INET6;
+	else
+		return false;
+	unsigned max = out->family == AF_INET ? 32 : 128;
+	if (slash) {
+		char *end;
+		if (!isdigit((unsigned char)slash[1]))
+			return false;
+		prefix = strtol(slash + 1, &end, 10);
+		if (*end != '\0' || prefix > (long)max)
+			return false;
+	}
+	out->prefix = prefix < 0 ? max : (unsigned)prefix;
+	return true;
+}
+
+static void load_admin_allow(struct loader *ld, const config_setting_t *g, struct config_admin *a)
+{
+	char q[CONFIG_QUOTE_MAX + 16];
+	config_setting_t *arr;
+
+	if (lookup(ld, g, "allow", KIND_STRINGS, &arr) <= 0)
+		return;
+	int n = config_setting_length(arr);
+	if ((a->allow = calloc((size_t)n + 1, sizeof(*a->allow))) == NULL) {
+		load_oom(ld, arr);
+		return;
+	}
+	for (int i = 0; i < n; i++) {
+		const char *v = config_setting_get_string_elem(arr, i);
+		if (parse_cidr(v, &a->allow[a->n_allow]))
+			a->n_allow++;
+		else
+			load_err(ld, config_setting_get_elem(arr, (unsigned)i),
+				 "bad value in 'allow': %s: expected ADDRESS/PREFIX",
+				 quote(q, sizeof(q), v));
+	}
+}
+
+/* admin = { address = "127.0.0.1:9901" | "unix:/path"; allow = [ CIDR, ... ]; } */
+static void load_admin(struct loader *ld, const config_setting_t *root)
+{
+	struct config_admin *a = &ld->cfg->admin;
+	config_setting_t *g, *s;
+
+	if (lookup(ld, root, "admin", KIND_GROUP, &g) <= 0)
+		return;
+	check_keys(ld, g, ADMIN_KEYS);
+	a->enabled = true;
+	int rc = lookup(ld, g, "address", KIND_STRING, &s);
+	if (rc == 0)
+		load_err(ld, g, "missing 'address' in 'admin'");
+	else if (rc > 0 && strncmp(config_setting_get_string(s), "unix:", 5) == 0)
+		load_unix_path(ld, s, "address", config_setting_get_string(s) + 5, &a->unix_path);
+	else if (rc > 0)
+		load_address(ld, g, "'admin'", &a->addr);
+	load_admin_allow(ld, g, a);
+}
+
 static void load_process(struct loader *ld, const config_setting_t *root)
 {
 	long long v;
@@ -1810,6 +1889,8 @@ void config_free(struct config *cfg)
 		free(cfg->resolvers[i]);
 	free(cfg->resolvers);
 	free(cfg->text);
+	free(cfg->admin.unix_path);
+	free(cfg->admin.allow);
 	free(cfg->listens);
 	free(cfg->access_log);
 	free(cfg->error_log);
@@ -1875,6 +1956,7 @@ static void load_root(struct loader *ld, const config_setting_t *root)
 	load_tunnel(ld, root);
 	load_process(ld, root);
 	load_resolvers(ld, root);
+	load_admin(ld, root);
 }
 
 struct config *config_parse(const char *file, const char *text, struct config_errors *errs)

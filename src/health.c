@@ -34,6 +34,7 @@ struct health_server {
 	atomic_uint fails;	      /* passive failures in a row */
 	atomic_uint_fast64_t down_at; /* monotonic ms of the last fall */
 	atomic_uint down_seq;	      /* bumped at every fall */
+	pthread_mutex_t state_lock;   /* serialises changes of down (not reads) */
 	atomic_int admin;	      /* enum health_admin */
 	atomic_int_fast64_t sessions, tunnels;
 	atomic_uint_fast64_t checks_passed, checks_failed;
@@ -92,30 +93,70 @@ static struct timeval ms_tv(uint64_t ms)
 
 /* ---- state ---- */
 
-/* Move hs to down or up; only the thread whose change it is logs and reports it. */
-static bool mark(struct health_server *hs, bool down, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static bool mark(struct health_server *hs, bool down, const char *fmt, ...)
+/*
+ * Change under hs->state_lock: down with its time and sequence number, or
+ * up. probation (> 0): only a server still down since before that long
+ * (retry_down_after) may come up, with fails set to probation_fails. False
+ * when there was nothing to change.
+ */
+static bool change(struct health_server *hs, bool down, uint64_t probation,
+		   unsigned probation_fails)
 {
-	bool was = !down;
-	char why[256];
-	va_list ap;
-
-	if (!atomic_compare_exchange_strong(&hs->down, &was, down))
-		return false;
-	if (down) {
-		atomic_store(&hs->down_at, now_ms());
-		atomic_fetch_add(&hs->down_seq, 1);
+	bool done = false;
+	pthread_mutex_lock(&hs->state_lock);
+	if (health_server_is_down(hs) != down &&
+	    (probation == 0 || now_ms() - atomic_load(&hs->down_at) >= probation)) {
+		if (down) {
+			atomic_store(&hs->down_at, now_ms());
+			atomic_fetch_add(&hs->down_seq, 1);
+		}
+		if (probation)
+			atomic_store(&hs->fails, probation_fails);
+		atomic_store(&hs->down, down);
+		done = true;
 	}
-	va_start(ap, fmt);
+	pthread_mutex_unlock(&hs->state_lock);
+	return done;
+}
+
+/* Move hs to down or up; only the thread whose change it is logs and reports it. */
+static bool mark_probation(struct health_server *hs, bool down, uint64_t probation, unsigned fails,
+			   const char *fmt, va_list ap)
+{
+	char why[256];
+	if (!change(hs, down, probation, fails))
+		return false;
 	vsnprintf(why, sizeof(why), fmt, ap);
-	va_end(ap);
 	log_msg(down ? LOG_LEVEL_WARN : LOG_LEVEL_INFO, 0, "server %s of %s is %s: %s",
 		hs->addr.text, hs->upstream, down ? "down" : "up", why);
 	if (hs->h->changed)
 		hs->h->changed(hs, down ? HEALTH_WENT_DOWN : HEALTH_WENT_UP, hs->h->arg);
 	return true;
+}
+
+static bool mark(struct health_server *hs, bool down, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static bool mark(struct health_server *hs, bool down, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	bool done = mark_probation(hs, down, 0, 0, fmt, ap);
+	va_end(ap);
+	return done;
+}
+
+static bool mark_up_after(struct health_server *hs, uint64_t probation, unsigned fails,
+			  const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+static bool mark_up_after(struct health_server *hs, uint64_t probation, unsigned fails,
+			  const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	bool done = mark_probation(hs, false, probation, fails, fmt, ap);
+	va_end(ap);
+	return done;
 }
 
 bool health_server_is_down(const struct health_server *hs)
@@ -132,11 +173,11 @@ bool health_server_usable(struct health_server *hs, const struct config_health *
 	if (cfg->type != CONFIG_HEALTH_NONE ||
 	    now_ms() - atomic_load(&hs->down_at) < cfg->retry_down_after)
 		return false;
-	/* on probation: the next failure takes it down again */
-	atomic_store(&hs->fails, cfg->fall - 1);
-	mark(hs, false, "retry_down_after %llu ms passed",
-	     (unsigned long long)cfg->retry_down_after);
-	return true;
+	/* on probation: the next failure takes it down again. Decided under the
+	 * lock, so that a fall another worker made meanwhile is not undone. */
+	mark_up_after(hs, cfg->retry_down_after, cfg->fall - 1, "retry_down_after %llu ms passed",
+		      (unsigned long long)cfg->retry_down_after);
+	return !health_server_is_down(hs);
 }
 
 void health_server_failed(struct health_server *hs, const struct config_health *cfg,
@@ -248,6 +289,7 @@ struct health_server *health_server_get(struct health *h, const char *upstream,
 		} else {
 			hs->h = h;
 			hs->addr = *addr;
+			pthread_mutex_init(&hs->state_lock, NULL);
 			hs->next = h->servers;
 			h->servers = hs;
 		}
@@ -279,6 +321,7 @@ void health_server_put(struct health_server *hs)
 				break;
 			}
 		free(hs->upstream);
+		pthread_mutex_destroy(&hs->state_lock);
 		free(hs);
 	}
 	pthread_mutex_unlock(&h->lock);
@@ -381,9 +424,13 @@ static void check_close_event(struct bufferevent *bev, short what, void *arg)
 
 static void check_ws_goodbye(struct health_check *c)
 {
-	/* FIN + close, masked, 2-byte payload 1000 (a zero mask: nothing to hide) */
-	static const unsigned char frame[] = {0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8};
+	/* FIN + close, masked (RFC 6455 §5.3: a fresh mask), 2-byte payload 1000 */
+	uint64_t mask = check_random(c->h);
+	unsigned char frame[8] = {0x88, 0x82};
 	struct timeval tv = ms_tv(c->cfg->timeout);
+	memcpy(frame + 2, &mask, 4);
+	frame[6] = 0x03 ^ frame[2];
+	frame[7] = 0xe8 ^ frame[3];
 	c->closing = true;
 	bufferevent_setcb(c->bev, NULL, check_close_written, check_close_event, c);
 	bufferevent_write(c->bev, frame, sizeof(frame));
@@ -423,21 +470,24 @@ static void check_judge(struct health_check *c, const struct http_msg *resp)
 	}
 }
 
-static void check_read_cb(struct bufferevent *bev, void *arg)
+/*
+ * Read one head; interim answers (100, 103 ...) are skipped: the final one
+ * (or a 101) is judged. False when more bytes are needed or the check ended.
+ */
+static bool check_read_head(struct health_check *c, struct evbuffer *in)
 {
-	struct health_check *c = arg;
-	struct evbuffer *in = bufferevent_get_input(bev);
 	size_t len = evbuffer_get_length(in), head_len = 0;
 	const char *buf = (const char *)evbuffer_pullup(in, -1);
 	struct http_error err;
 	struct http_msg resp;
+	bool interim = false;
 
 	switch (http_head_scan(HTTP_MSG_RESPONSE, buf, len, &CHECK_LIMITS, &head_len, &err)) {
 	case HTTP_SCAN_MORE:
-		return;
+		return false;
 	case HTTP_SCAN_ERROR:
 		check_fail(c, "malformed response: %s", err.reason);
-		return;
+		return false;
 	case HTTP_SCAN_DONE:
 		break;
 	}
@@ -445,9 +495,19 @@ static void check_read_cb(struct bufferevent *bev, void *arg)
 	if (http_reader_head(c->h->reader, &resp, buf, head_len, HTTP_METHOD_GET, &CHECK_LIMITS,
 			     &err) < 0)
 		check_fail(c, "malformed response: %s", err.reason);
+	else if ((interim = resp.status < 200 && resp.status != 101))
+		evbuffer_drain(in, head_len);
 	else
 		check_judge(c, &resp);
 	http_msg_fini(&resp);
+	return interim;
+}
+
+static void check_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct evbuffer *in = bufferevent_get_input(bev);
+	while (check_read_head(arg, in))
+		;
 }
 
 static int check_send_request(struct health_check *c)

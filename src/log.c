@@ -225,6 +225,11 @@ void log_json_bool(struct log_json *j, const char *key, bool val)
 	json_put(j, val ? "true" : "false", val ? 4 : 5);
 }
 
+void log_json_end(struct log_json *j)
+{
+	j->buf[j->len++] = '}';
+}
+
 void log_json_emit(struct log_json *j)
 {
 	if (access_fd < 0)

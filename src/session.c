@@ -121,6 +121,7 @@ struct session {
 	struct timespec started, tunnel_started;
 	struct timespec connect_started, request_sent; /* upstream connect and response times */
 	bool tunnel_counted;			       /* in the open-tunnel gauges */
+	char protocol[32];			       /* a tunnel's: the 101's Upgrade value */
 	size_t head101_len;
 };
 
@@ -1037,6 +1038,7 @@ static void relay_switch(struct session *s)
 		return;
 	}
 	count_upgrade(s, METRICS_UPGRADE_FORWARDED);
+	snprintf(s->protocol, sizeof(s->protocol), "%.*s", (int)upg->value_len, upg->value);
 	struct http_hdr_opts o = {.via = s->cfg->via, .extra = extra, .extra_len = (size_t)n};
 	struct evbuffer *out = bufferevent_get_output(s->client);
 	size_t before = evbuffer_get_length(out);
@@ -1232,6 +1234,7 @@ static void write_handshake_101(struct session *s)
 	s->bytes_out += evbuffer_get_length(out) - before;
 	s->status = 101;
 	count_upgrade(s, METRICS_UPGRADE_TERMINATED);
+	snprintf(s->protocol, sizeof(s->protocol), "websocket");
 }
 
 static void terminate_connected(struct session *s)
@@ -1667,6 +1670,51 @@ void session_drain(struct session *s, uint64_t delay_ms)
 		session_stop(s, END_ROUTE_REMOVED, false);
 	else
 		timer_arm(s, TIMER_DRAIN, delay_ms);
+}
+
+/* splice / copy, "tls" when either side is TLS, "terminate" for a bridge. */
+static const char *tunnel_mode_of(const struct session *s)
+{
+	if (s->wsb)
+		return "terminate";
+	if (s->tls_front ||
+	    (s->upstream != CONFIG_NO_UPSTREAM && s->cfg->upstreams[s->upstream].tls.enabled))
+		return "tls";
+	return s->tunnel ? tunnel_mode_str(s->tunnel) : "none";
+}
+
+bool session_matches(const struct session *s, const char *route, const char *server)
+{
+	const char *srv = server_text(s);
+	return session_is_tunnel(s) &&
+	       (!route || (s->route && strcmp(s->route->name, route) == 0)) &&
+	       (!server || (srv && strcmp(srv, server) == 0));
+}
+
+void session_describe(const struct session *s, struct evbuffer *out)
+{
+	struct log_json j;
+	uint64_t up, down;
+	bool pooled = s->upstream != CONFIG_NO_UPSTREAM;
+
+	tunnel_bytes_of(s, &up, &down);
+	log_json_begin(&j);
+	log_json_num(&j, "id", s->id);
+	log_json_num(&j, "worker", s->w->index);
+	log_json_cstr(&j, "route", s->route->name);
+	log_json_cstr(&j, "upstream", pooled ? s->cfg->upstreams[s->upstream].name : NULL);
+	log_json_cstr(&j, "server", server_text(s));
+	log_json_cstr(&j, "client", s->client_addr);
+	log_json_cstr(&j, "protocol", s->protocol);
+	log_json_cstr(&j, "mode", tunnel_mode_of(s));
+	log_json_num(&j, "age_ms", elapsed_ms(&s->tunnel_started));
+	if (s->tunnel)
+		log_json_num(&j, "idle_ms", tunnel_idle_ms(s->tunnel));
+	log_json_num(&j, "bytes_up", up);
+	log_json_num(&j, "bytes_down", down);
+	log_json_num(&j, "generation", s->wg->gen->id);
+	log_json_end(&j);
+	evbuffer_add(out, j.buf, j.len);
 }
 
 struct session *session_next(const struct session *s)

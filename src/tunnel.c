@@ -93,6 +93,11 @@ static uint64_t ms_since(const struct timespec *ts)
 	return (uint64_t)((n.tv_sec - ts->tv_sec) * 1000 + (n.tv_nsec - ts->tv_nsec) / 1000000);
 }
 
+uint64_t tunnel_idle_ms(const struct tunnel *t)
+{
+	return ms_since(&t->last_active);
+}
+
 static void tunnel_finish(struct tunnel *t, enum end_cause cause, const char *detail)
 {
 	if (t->finished)

@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <event2/buffer.h>
 #include <event2/event.h>
 
 #include "generation.h"
@@ -30,14 +31,15 @@
 #define WORKER_RESUME_MS 250  /* retry accept after EMFILE with no session to wait for */
 #define WORKER_CLOSE_MS 3000  /* after the grace: WebSocket close handshakes (2 s bound) */
 
-enum worker_msg_kind { MSG_RELOAD, MSG_STOP, MSG_QUIT, MSG_SERVER_DOWN };
+enum worker_msg_kind { MSG_RELOAD, MSG_STOP, MSG_QUIT, MSG_SERVER_DOWN, MSG_TUNNELS };
 
 struct worker_msg {
 	enum worker_msg_kind kind;
-	struct health_server *hs; /* MSG_SERVER_DOWN (a reference) */
-	bool force;		  /* ... for maint: whatever on_down says */
-	struct generation *gen;	  /* MSG_RELOAD */
-	int *fds;		  /* MSG_RELOAD: [gen listens], -1 = keep */
+	struct health_server *hs;	/* MSG_SERVER_DOWN (a reference) */
+	bool force;			/* ... for maint: whatever on_down says */
+	struct worker_tunnels *tunnels; /* MSG_TUNNELS (a reference) */
+	struct generation *gen;		/* MSG_RELOAD */
+	int *fds;			/* MSG_RELOAD: [gen listens], -1 = keep */
 	struct worker_limits lim;
 	struct worker_msg *next;
 };
@@ -486,10 +488,139 @@ static void worker_server_down(struct worker *w, const struct health_server *hs,
 	}
 }
 
+/* ---- the admin's /tunnels ---- */
+
+struct worker_tunnels {
+	pthread_mutex_t lock;
+	unsigned refs, pending; /* the admin + every worker; workers still to answer */
+	char *route, *server;	/* filters, NULL = any */
+	size_t limit;
+	struct evbuffer *json;
+	size_t count;
+	bool cancelled;
+	struct event *done;
+	worker_tunnels_cb cb;
+	void *arg;
+};
+
+static void tunnels_put(struct worker_tunnels *q)
+{
+	pthread_mutex_lock(&q->lock);
+	bool last = --q->refs == 0;
+	pthread_mutex_unlock(&q->lock);
+	if (!last)
+		return;
+	pthread_mutex_destroy(&q->lock);
+	free(q->route);
+	free(q->server);
+	if (q->json)
+		evbuffer_free(q->json);
+	if (q->done)
+		event_free(q->done);
+	free(q);
+}
+
+/* One worker's part (NULL: none); the last one wakes the admin. */
+static void tunnels_answer(struct worker_tunnels *q, struct evbuffer *part, size_t n)
+{
+	pthread_mutex_lock(&q->lock);
+	if (part && n) {
+		if (q->count)
+			evbuffer_add(q->json, ",", 1);
+		evbuffer_add_buffer(q->json, part);
+		q->count += n;
+	}
+	bool last = --q->pending == 0;
+	pthread_mutex_unlock(&q->lock);
+	if (last)
+		event_active(q->done, EV_READ, 0);
+	tunnels_put(q);
+}
+
+static void worker_tunnels(struct worker *w, struct worker_msg *m)
+{
+	struct worker_tunnels *q = m->tunnels;
+	struct evbuffer *part = evbuffer_new();
+	size_t n = 0;
+	m->tunnels = NULL;
+	for (struct session *s = w->sessions; part && s && n < q->limit; s = session_next(s)) {
+		if (!session_matches(s, q->route, q->server))
+			continue;
+		if (n++)
+			evbuffer_add(part, ",", 1);
+		session_describe(s, part);
+	}
+	tunnels_answer(q, part, part ? n : 0);
+	if (part)
+		evbuffer_free(part);
+}
+
+static void tunnels_done_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker_tunnels *q = arg;
+	if (!q->cancelled)
+		q->cb(q->json, q->count, q->arg);
+	tunnels_put(q);
+}
+
+static void worker_post(struct worker *w, struct worker_msg *m);
+
+struct worker_tunnels *worker_tunnels_query(struct worker **workers, unsigned n, const char *route,
+					    const char *server, size_t limit,
+					    struct event_base *base, worker_tunnels_cb cb,
+					    void *arg)
+{
+	struct worker_tunnels *q = calloc(1, sizeof(*q));
+	if (q == NULL)
+		return NULL;
+	pthread_mutex_init(&q->lock, NULL);
+	q->refs = 1 + n;
+	q->pending = n;
+	q->limit = limit;
+	q->cb = cb;
+	q->arg = arg;
+	q->json = evbuffer_new();
+	q->done = event_new(base, -1, 0, tunnels_done_cb, q);
+	if ((route && (q->route = strdup(route)) == NULL) ||
+	    (server && (q->server = strdup(server)) == NULL) || q->json == NULL ||
+	    q->done == NULL) {
+		q->refs = 1;
+		tunnels_put(q);
+		return NULL;
+	}
+	for (unsigned i = 0; i < n; i++) {
+		struct worker_msg *m = calloc(1, sizeof(*m));
+		if (m == NULL) {
+			tunnels_answer(q, NULL, 0);
+			continue;
+		}
+		*m = (struct worker_msg){.kind = MSG_TUNNELS, .tunnels = q};
+		worker_post(workers[i], m);
+	}
+	return q;
+}
+
+void worker_tunnels_cancel(struct worker_tunnels *q)
+{
+	/* on base's thread, before cb: the answer may be complete but not yet delivered */
+	pthread_mutex_lock(&q->lock);
+	q->cancelled = true;
+	bool answered = q->pending == 0;
+	pthread_mutex_unlock(&q->lock);
+	if (answered && event_pending(q->done, EV_READ, NULL) == 0) {
+		event_del(q->done);
+		tunnels_put(q);
+	}
+}
+
 /* ---- inbox ---- */
+
+static void tunnels_answer(struct worker_tunnels *q, struct evbuffer *part, size_t n);
 
 static void worker_msg_free(struct worker_msg *m)
 {
+	if (m->tunnels) /* never handled (the worker is going away): an empty answer */
+		tunnels_answer(m->tunnels, NULL, 0);
 	health_server_put(m->hs);
 	generation_unref(m->gen);
 	free(m->fds);
@@ -515,6 +646,8 @@ static void worker_inbox_cb(evutil_socket_t fd, short what, void *arg)
 		ordered = m->next;
 		if (m->kind == MSG_RELOAD && !w->stopping)
 			worker_reload(w, m);
+		else if (m->kind == MSG_TUNNELS)
+			worker_tunnels(w, m);
 		else if (m->kind == MSG_SERVER_DOWN)
 			worker_server_down(w, m->hs, m->force);
 		else if (m->kind != MSG_RELOAD)
