@@ -80,7 +80,7 @@ bench: $(BIN)
 # Installs every build and test dependency (idempotent; needs root).
 DEPS := build-essential pkg-config libevent-dev libssl-dev libhttp-parser-dev check \
         libconfig-dev python3 python3-websockets curl openssl clang-format chromium \
-        clang libclang-rt-14-dev
+        clang libclang-rt-14-dev python3-prometheus-client
 deps:
 	@missing=$$(for p in $(DEPS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \

@@ -26,6 +26,7 @@
 #include "config.h"
 #include "fdlimit.h"
 #include "generation.h"
+#include "admin.h"
 #include "health.h"
 #include "metrics.h"
 #include "resolve.h"
@@ -90,8 +91,10 @@ struct app {
 	struct health *health;	   /* server states; its checks run on bases[0] */
 	struct resolver *resolver; /* host names of servers, on bases[0] */
 	struct metrics *metrics;   /* counters, for the admin listener */
-	struct config *deferred;   /* a reload waiting for its host names */
-	const char *switch_what;   /* "reload" or "new addresses": for the announcement */
+	struct admin *admin;	   /* NULL without admin.address */
+	struct admin_env admin_env;
+	struct config *deferred; /* a reload waiting for its host names */
+	const char *switch_what; /* "reload" or "new addresses": for the announcement */
 	struct worker **workers;
 	struct event_base **bases;
 	unsigned n;
@@ -176,6 +179,23 @@ static int *bind_all(const struct config *cfg, const struct config *old, unsigne
 	return fds;
 }
 
+/* The admin listener follows the new generation's allow list; its address
+ * is bound once, at start. */
+static void admin_follow(struct app *app, const struct config *cfg)
+{
+	const struct config_admin *old = app->admin_env.cfg, *now = &cfg->admin;
+	bool moved = old && (old->enabled != now->enabled ||
+			     (now->unix_path || old->unix_path
+				  ? !now->unix_path || !old->unix_path ||
+					strcmp(now->unix_path, old->unix_path) != 0
+				  : !config_addr_equal(&now->addr, &old->addr)));
+	if (moved)
+		log_msg(LOG_LEVEL_WARN, 0,
+			"a changed admin address takes effect at the next start; keeping the "
+			"listener");
+	app->admin_env.cfg = now;
+}
+
 /*
  * Run cfg (taken) from now on: its host names expanded to the addresses
  * known now, as a new generation handed to every worker. what says why,
@@ -192,10 +212,12 @@ static void app_install(struct app *app, struct config *cfg, const char *what)
 	int *fds = gen ? bind_all(gen->cfg, app->gen->cfg, app->n) : NULL;
 	if (fds == NULL) {
 		generation_unref(gen);
+		metrics_add(&app->metrics->reloads_failed, 1);
 		log_msg(LOG_LEVEL_ERROR, 0, "%s failed: keeping generation %llu", what,
 			(unsigned long long)app->gen->id);
 		return;
 	}
+	admin_follow(app, gen->cfg);
 	if (worker_count(gen->cfg) != app->n)
 		log_msg(LOG_LEVEL_WARN, 0,
 			"workers = %u takes effect at the next start; keeping %u",
@@ -210,6 +232,10 @@ static void app_install(struct app *app, struct config *cfg, const char *what)
 	app->gen = gen;
 	app->switch_what = what;
 	health_follow(app->health, gen);
+	metrics_add(strcmp(what, "reload") == 0 ? &app->metrics->reloads_ok
+						: &app->metrics->address_changes,
+		    1);
+	atomic_store(&app->metrics->generation, gen->id);
 }
 
 /* SIGHUP. A config with new host names waits for their first answers. */
@@ -217,6 +243,7 @@ static void app_reload(struct app *app)
 {
 	struct config *cfg = load_config(app->file, true);
 	if (cfg == NULL) {
+		metrics_add(&app->metrics->reloads_failed, 1);
 		log_msg(LOG_LEVEL_ERROR, 0, "reload failed: keeping generation %llu",
 			(unsigned long long)app->gen->id);
 		return;
@@ -301,6 +328,7 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 			log_msg(LOG_LEVEL_INFO, 0, "log files reopened");
 		break;
 	default: /* SIGTERM, SIGINT, SIGQUIT */
+		app->admin_env.stopping = true;
 		for (unsigned w = 0; w < app->n; w++)
 			worker_post_stop(app->workers[w], sig == SIGQUIT);
 		break;
@@ -380,6 +408,23 @@ static int app_start_workers(struct app *app, const struct fdlimit_plan *plan)
 	return 0;
 }
 
+static int app_start_admin(struct app *app)
+{
+	app->admin_env = (struct admin_env){
+	    .cfg = &app->gen->cfg->admin,
+	    .metrics = app->metrics,
+	    .health = app->health,
+	    .workers = app->workers,
+	    .n_workers = app->n,
+	    .version = SWITCHYARD_VERSION,
+	    .openssl = OPENSSL_VERSION_TEXT,
+	};
+	if (!app->gen->cfg->admin.enabled)
+		return 0;
+	app->admin = admin_new(app->bases[0], &app->admin_env);
+	return app->admin ? 0 : -1;
+}
+
 /* Loops, server states, the first generation (taking cfg) and the workers. */
 static int app_init(struct app *app, struct config *cfg, const struct fdlimit_plan *plan)
 {
@@ -411,7 +456,10 @@ static int app_init(struct app *app, struct config *cfg, const struct fdlimit_pl
 		goto fail;
 	if ((app->gen = generation_new(cfg, 1, app->health, app->metrics)) == NULL)
 		return -1; /* cfg went with it */
-	return app_start_workers(app, plan);
+	atomic_store(&app->metrics->generation, 1);
+	if (app_start_workers(app, plan) < 0)
+		return -1;
+	return app_start_admin(app);
 fail:
 	config_free(cfg);
 	return -1;
@@ -421,6 +469,7 @@ static void app_fini(struct app *app)
 {
 	for (unsigned w = 1; app->workers && w < app->n; w++)
 		worker_join(app->workers[w]);
+	admin_free(app->admin); /* its /tunnels queries are the workers' messages */
 	for (unsigned w = 0; app->workers && w < app->n; w++)
 		worker_free(app->workers[w]);
 	generation_unref(app->gen);
