@@ -209,10 +209,11 @@ struct config {
 	size_t n_upstreams;
 	struct config_route *routes;
 	size_t n_routes;
-	char *access_log; /* "stderr" (default), "off", or a path */
-	char *error_log;  /* "stderr" (default) or a path */
-	char *log_level;  /* "error", "warn", "info" (default), "debug" */
-	char *via;	  /* pseudonym in Via, default "switchyard" */
+	char *access_log;      /* "stderr" (default), "off", "syslog[:unix:/PATH]", or a path */
+	uint64_t log_interval; /* ms between progress lines of a long tunnel; 0 (default) = none */
+	char *error_log;       /* "stderr" (default) or a path */
+	char *log_level;       /* "error", "warn", "info" (default), "debug" */
+	char *via;	       /* pseudonym in Via, default "switchyard" */
 	enum config_tunnel_mode tunnel_mode;
 	unsigned workers; /* event loops (threads); 0 = one per CPU */
 	char *pid_file;	  /* NULL = none */

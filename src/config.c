@@ -53,10 +53,10 @@ static const char *const KIND_NAMES[] = {
     [KIND_BOOL] = "true or false",
 };
 
-static const char *const ROOT_KEYS[] = {"listen",    "timeouts",   "limits",	"upstreams",
-					"routes",    "access_log", "error_log", "log_level",
-					"via",	     "tunnel",	   "workers",	"pid_file",
-					"resolvers", "admin",	   NULL};
+static const char *const ROOT_KEYS[] = {"listen",    "timeouts",   "limits",	   "upstreams",
+					"routes",    "access_log", "error_log",	   "log_level",
+					"via",	     "tunnel",	   "workers",	   "pid_file",
+					"resolvers", "admin",	   "log_interval", NULL};
 static const char *const ADMIN_KEYS[] = {"address", "allow", NULL};
 static const char *const LISTEN_KEYS[] = {"address", "tls", "proxy_protocol", NULL};
 static const char *const LISTEN_TLS_KEYS[] = {"certificates", "protocols", NULL};
@@ -1708,9 +1708,15 @@ static void load_logging(struct loader *ld, const config_setting_t *root)
 	load_string_default(ld, root, "access_log", "stderr", &cfg->access_log);
 	load_string_default(ld, root, "error_log", "stderr", &cfg->error_log);
 	load_string_default(ld, root, "via", "switchyard", &cfg->via);
-	if (cfg->access_log != NULL && cfg->access_log[0] == '\0')
+	if (cfg->access_log != NULL &&
+	    (cfg->access_log[0] == '\0' || (strncmp(cfg->access_log, "syslog", 6) == 0 &&
+					    strcmp(cfg->access_log, "syslog") != 0 &&
+					    strncmp(cfg->access_log, "syslog:unix:/", 13) != 0)))
 		load_err(ld, config_setting_get_member(root, "access_log"),
-			 "bad value 'access_log' = \"\": expected \"stderr\", \"off\" or a path");
+			 "bad value 'access_log' = %s: expected \"stderr\", \"off\", \"syslog\", "
+			 "\"syslog:unix:/PATH\" or a path",
+			 quote(q, sizeof(q), cfg->access_log));
+	load_duration(ld, root, "log_interval", &cfg->log_interval);
 	/* An error log cannot be switched off; "off" would silently be a file name. */
 	if (cfg->error_log != NULL && (cfg->error_log[0] == '\0' || !strcmp(cfg->error_log, "off")))
 		load_err(ld, config_setting_get_member(root, "error_log"),

@@ -10,19 +10,52 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/time.h>
+#include <sys/uio.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
 static int error_fd = STDERR_FILENO;
 static int access_fd = STDERR_FILENO;
 static char *error_path, *access_path; /* files to reopen on SIGUSR1; NULL = not a file */
+static char *syslog_path;	       /* access_log = "syslog...": the socket, NULL = not syslog */
 static enum log_level max_level = LOG_LEVEL_INFO;
 
 /* Worst case 6 bytes per escaped byte still fits the line buffer. */
 #define LOG_JSON_MAX_STR 256
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
+
+/* A datagram socket connected to the syslog socket at path. -1 with errno. */
+static int syslog_connect(const char *path)
+{
+	struct sockaddr_un un = {.sun_family = AF_UNIX};
+	int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	snprintf(un.sun_path, sizeof(un.sun_path), "%s", path);
+	if (connect(fd, (struct sockaddr *)&un, sizeof(un)) < 0) {
+		int err = errno;
+		close(fd);
+		errno = err;
+		return -1;
+	}
+	return fd;
+}
+
+/* "syslog" is /dev/log; "syslog:unix:/PATH" names the socket. */
+static int open_syslog(const char *target, int *fd)
+{
+	const char *path = strcmp(target, "syslog") == 0 ? "/dev/log" : target + 12;
+	if ((*fd = syslog_connect(path)) < 0) {
+		fprintf(stderr, "switchyard: cannot open log %s: %s\n", target, strerror(errno));
+		return -1;
+	}
+	syslog_path = strdup(path);
+	return 0;
+}
 
 static int open_target(const char *target, int *fd)
 {
@@ -59,6 +92,8 @@ int log_open(const char *error_log, const char *access_log, const char *level)
 	if (open_target(error_log, &error_fd) < 0)
 		return -1;
 	error_path = file_path(error_log);
+	if (access_log && strncmp(access_log, "syslog", 6) == 0)
+		return open_syslog(access_log, &access_fd);
 	access_path = file_path(access_log);
 	return open_target(access_log, &access_fd);
 }
@@ -82,10 +117,21 @@ static int reopen_one(const char *path, int fd)
 	return rc;
 }
 
+/* The syslog daemon restarted: connect again, under the same descriptor number. */
+static int syslog_reconnect(void)
+{
+	int nfd = syslog_connect(syslog_path);
+	if (nfd < 0)
+		return -1;
+	int rc = dup3(nfd, access_fd, O_CLOEXEC) < 0 ? -1 : 0;
+	close(nfd);
+	return rc;
+}
+
 int log_reopen(void)
 {
 	int a = reopen_one(error_path, error_fd);
-	int b = reopen_one(access_path, access_fd);
+	int b = syslog_path ? syslog_reconnect() : reopen_one(access_path, access_fd);
 	return a < 0 || b < 0 ? -1 : 0;
 }
 
@@ -98,7 +144,8 @@ void log_close(void)
 	error_fd = access_fd = STDERR_FILENO;
 	free(error_path);
 	free(access_path);
-	error_path = access_path = NULL;
+	free(syslog_path);
+	error_path = access_path = syslog_path = NULL;
 }
 
 bool log_enabled(enum log_level level)
@@ -230,10 +277,28 @@ void log_json_end(struct log_json *j)
 	j->buf[j->len++] = '}';
 }
 
+/* One datagram: "<134>switchyard[PID]: {json}" (local0.info, RFC 3164 without a
+ * timestamp, which the daemon adds). Never blocks: a full socket drops the line. */
+static void syslog_line(const struct log_json *j)
+{
+	char head[48];
+	int n = snprintf(head, sizeof(head), "<134>switchyard[%d]: ", (int)getpid());
+	struct iovec iov[2] = {{head, (size_t)n}, {(void *)j->buf, j->len}};
+	struct msghdr msg = {.msg_iov = iov, .msg_iovlen = 2};
+	if (sendmsg(access_fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL) < 0 &&
+	    (errno == ECONNREFUSED || errno == ENOTCONN) && syslog_reconnect() == 0)
+		sendmsg(access_fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
 void log_json_emit(struct log_json *j)
 {
 	if (access_fd < 0)
 		return;
+	if (syslog_path) {
+		j->buf[j->len++] = '}';
+		syslog_line(j);
+		return;
+	}
 	j->buf[j->len++] = '}';
 	j->buf[j->len++] = '\n';
 	write_line(access_fd, j->buf, j->len);

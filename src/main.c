@@ -95,6 +95,7 @@ struct app {
 	struct admin_env admin_env;
 	struct config *deferred; /* a reload waiting for its host names */
 	const char *switch_what; /* "reload" or "new addresses": for the announcement */
+	int early_signal;	 /* a signal that came before the first generation */
 	struct worker **workers;
 	struct event_base **bases;
 	unsigned n;
@@ -319,6 +320,10 @@ static void app_all_switched_cb(evutil_socket_t fd, short what, void *arg)
 static void signal_cb(evutil_socket_t sig, short what, void *arg)
 {
 	struct app *app = arg;
+	if (app->gen == NULL) { /* still starting (waiting for host names) */
+		app->early_signal = sig;
+		return;
+	}
 	switch (sig) {
 	case SIGHUP:
 		app_reload(app);
@@ -425,6 +430,12 @@ static int app_start_admin(struct app *app)
 	return app->admin ? 0 : -1;
 }
 
+/* A SIGTERM, SIGINT or SIGQUIT came while starting: nothing to drain. */
+static bool app_stopped_early(const struct app *app)
+{
+	return app->early_signal && app->early_signal != SIGHUP && app->early_signal != SIGUSR1;
+}
+
 /* Loops, server states, the first generation (taking cfg) and the workers. */
 static int app_init(struct app *app, struct config *cfg, const struct fdlimit_plan *plan)
 {
@@ -450,8 +461,12 @@ static int app_init(struct app *app, struct config *cfg, const struct fdlimit_pl
 	    resolver_follow(app->resolver, cfg) < 0)
 		goto fail;
 	/* the first answers (or failures) before serving: no 503 for a name at start */
-	while (resolver_pending(app->resolver) > 0)
+	while (resolver_pending(app->resolver) > 0 && !app_stopped_early(app))
 		event_base_loop(app->bases[0], EVLOOP_ONCE);
+	if (app_stopped_early(app)) {
+		log_msg(LOG_LEVEL_INFO, 0, "stopped before serving");
+		goto fail;
+	}
 	if (resolve_expand(app->resolver, cfg) < 0)
 		goto fail;
 	if ((app->gen = generation_new(cfg, 1, app->health, app->metrics)) == NULL)
@@ -498,8 +513,10 @@ static int run(struct app *app, struct config *cfg, const struct fdlimit_plan *p
 	bool pid_written = false, pid_oom = cfg->pid_file && pid_file == NULL;
 	int rc = 1;
 	app->n = worker_count(cfg);
-	if (app_init(app, cfg, plan) < 0 || pid_oom)
+	if (app_init(app, cfg, plan) < 0 || pid_oom) {
+		rc = app_stopped_early(app) ? 0 : 1;
 		goto out;
+	}
 	cfg = app->gen->cfg; /* until the first reload */
 	if (pid_file && pidfile_write(pid_file) < 0)
 		goto out;
@@ -514,6 +531,8 @@ static int run(struct app *app, struct config *cfg, const struct fdlimit_plan *p
 		}
 	log_msg(LOG_LEVEL_INFO, 0, "switchyard %s started with %s: %u worker%s, generation 1",
 		SWITCHYARD_VERSION, cfg->file, app->n, app->n == 1 ? "" : "s");
+	if (app->early_signal == SIGHUP) /* came while the first names resolved */
+		app_reload(app);
 	event_base_dispatch(app->bases[0]);
 	log_msg(LOG_LEVEL_INFO, 0, "stopped");
 	rc = 0;

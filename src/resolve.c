@@ -311,7 +311,7 @@ static int dns_start(struct resolver *r)
 		return -1;
 	}
 	/* answers for names from /etc/hosts too ("localhost", container links) */
-	evdns_base_load_hosts(r->dns, NULL);
+	evdns_base_load_hosts(r->dns, "/etc/hosts"); /* NULL would mean localhost only */
 	evdns_base_set_option(r->dns, "timeout:", "2");
 	evdns_base_set_option(r->dns, "attempts:", "2");
 	return 0;

@@ -122,6 +122,7 @@ struct session {
 	struct timespec connect_started, request_sent; /* upstream connect and response times */
 	bool tunnel_counted;			       /* in the open-tunnel gauges */
 	char protocol[32];			       /* a tunnel's: the 101's Upgrade value */
+	struct timespec progress_logged;	       /* log_interval: the last line */
 	size_t head101_len;
 };
 
@@ -199,6 +200,7 @@ static void count_tunnel_open(struct session *s)
 }
 
 static void tunnel_bytes_of(const struct session *s, uint64_t *up, uint64_t *down);
+static const char *tunnel_mode_of(const struct session *s);
 
 static void count_tunnel_close(struct session *s, enum end_cause cause)
 {
@@ -324,7 +326,28 @@ static void log_tunnel(struct session *s, enum end_cause cause, const char *reas
 	log_json_num(&j, "bytes_down", down);
 	log_json_num(&j, "duration_ms", elapsed_ms(&s->tunnel_started));
 	log_json_cstr(&j, "closed_by", end_side_str(cause));
+	log_json_cstr(&j, "cause", end_label(cause));
 	log_json_cstr(&j, "reason", reason);
+	log_json_emit(&j);
+}
+
+/* "event":"open" when a tunnel starts, "progress" every log_interval while it runs. */
+static void log_tunnel_event(struct session *s, const char *event)
+{
+	struct log_json j;
+	uint64_t up, down;
+	if (!log_access_enabled())
+		return;
+	log_request_common(s, &j);
+	log_json_cstr(&j, "event", event);
+	log_json_cstr(&j, "protocol", s->protocol);
+	log_json_cstr(&j, "mode", tunnel_mode_of(s));
+	if (strcmp(event, "progress") == 0) {
+		tunnel_bytes_of(s, &up, &down);
+		log_json_num(&j, "bytes_up", up);
+		log_json_num(&j, "bytes_down", down);
+		log_json_num(&j, "duration_ms", elapsed_ms(&s->tunnel_started));
+	}
 	log_json_emit(&j);
 }
 
@@ -983,7 +1006,9 @@ static void http_phase_end(struct session *s, enum session_state next)
 {
 	s->state = next;
 	clock_gettime(CLOCK_MONOTONIC, &s->tunnel_started);
+	s->progress_logged = s->tunnel_started;
 	count_tunnel_open(s);
+	log_tunnel_event(s, "open");
 	http_reader_free(s->req_reader);
 	http_reader_free(s->resp_reader);
 	s->req_reader = s->resp_reader = NULL;
@@ -1681,6 +1706,15 @@ static const char *tunnel_mode_of(const struct session *s)
 	    (s->upstream != CONFIG_NO_UPSTREAM && s->cfg->upstreams[s->upstream].tls.enabled))
 		return "tls";
 	return s->tunnel ? tunnel_mode_str(s->tunnel) : "none";
+}
+
+void session_log_progress(struct session *s)
+{
+	if (!session_is_tunnel(s) || s->cfg->log_interval == 0 ||
+	    elapsed_ms(&s->progress_logged) < s->cfg->log_interval)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &s->progress_logged);
+	log_tunnel_event(s, "progress");
 }
 
 bool session_matches(const struct session *s, const char *route, const char *server)

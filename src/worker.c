@@ -458,6 +458,24 @@ static void worker_set_limits(struct worker *w, const struct worker_limits *lim)
 		worker_resume(w);
 }
 
+/* log_interval: tunnels are looked at every interval (at most every second)
+ * and each logs a progress line when its own is due. */
+static void worker_progress_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+	for (struct session *s = w->sessions; s; s = session_next(s))
+		session_log_progress(s);
+}
+
+static void worker_set_progress(struct worker *w, const struct config *cfg)
+{
+	uint64_t ms = cfg->log_interval < 1000 ? cfg->log_interval : 1000;
+	struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+	event_del(w->progress_timer);
+	if (ms)
+		event_add(w->progress_timer, &tv);
+}
+
 static void worker_reload(struct worker *w, struct worker_msg *m)
 {
 	struct worker_gen *wg = worker_gen_new(w, m->gen);
@@ -471,6 +489,7 @@ static void worker_reload(struct worker *w, struct worker_msg *m)
 	w->current = wg;
 	worker_set_listeners(w, wg->gen->cfg, m->fds);
 	worker_set_limits(w, &m->lim);
+	worker_set_progress(w, wg->gen->cfg);
 	worker_on_remove(w, wg->gen->cfg);
 	atomic_store(&w->running, wg->gen->id);
 	if (w->reloaded)
@@ -759,16 +778,18 @@ struct worker *worker_new(unsigned index, unsigned count, struct event_base *bas
 	w->resume_timer = evtimer_new(base, worker_resume_cb, w);
 	w->stop_timer = evtimer_new(base, worker_stop_timer_cb, w);
 	w->inbox_ev = event_new(base, -1, 0, worker_inbox_cb, w);
+	w->progress_timer = event_new(base, -1, EV_PERSIST, worker_progress_cb, w);
 	size_t idle_pipes = lim->max_pipes < WORKER_PIPE_POOL ? lim->max_pipes : WORKER_PIPE_POOL;
 	w->pipes = splice_pool_new(idle_pipes, lim->max_pipes);
 	w->current = worker_gen_new(w, gen);
 	atomic_init(&w->running, gen->id);
 	if (w->resume_timer == NULL || w->stop_timer == NULL || w->inbox_ev == NULL ||
-	    w->pipes == NULL || w->current == NULL) {
+	    w->progress_timer == NULL || w->pipes == NULL || w->current == NULL) {
 		worker_free(w);
 		goto fail_fds;
 	}
 	w->max_connections = lim->max_connections > 0 ? lim->max_connections : 1;
+	worker_set_progress(w, gen->cfg);
 	worker_set_listeners(w, gen->cfg, fds);
 	if (w->n_listeners != gen->cfg->n_listens) {
 		worker_free(w);
@@ -804,6 +825,8 @@ void worker_free(struct worker *w)
 		event_free(w->resume_timer);
 	if (w->stop_timer)
 		event_free(w->stop_timer);
+	if (w->progress_timer)
+		event_free(w->progress_timer);
 	if (w->inbox_ev)
 		event_free(w->inbox_ev);
 	splice_pool_free(w->pipes);

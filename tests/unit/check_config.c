@@ -943,7 +943,11 @@ static const struct err_case ERR_CASES[] = {
     {BASE "error_log = \"off\";\n",
      {":4: bad value 'error_log' = \"off\": expected \"stderr\" or a path"}},
     {BASE "access_log = \"\";\n",
-     {":4: bad value 'access_log' = \"\": expected \"stderr\", \"off\" or a path"}},
+     {":4: bad value 'access_log' = \"\": expected \"stderr\", \"off\", \"syslog\", "
+      "\"syslog:unix:/PATH\" or a path"}},
+    {BASE "access_log = \"syslog:udp:1.2.3.4\";\n",
+     {":4: bad value 'access_log' = \"syslog:udp:1.2.3.4\": expected \"stderr\", \"off\", "
+      "\"syslog\", \"syslog:unix:/PATH\" or a path"}},
 
     /* libconfig parse errors: FILE:LINE: text, nothing else checked */
     {LISTEN "upstreams = ( { name = \"app\"\n  servers = ( ; ) } );\n" ROUTES,
