@@ -493,8 +493,11 @@ static void app_fini(struct app *app)
 	config_free(app->deferred);
 	metrics_free(app->metrics);
 	for (size_t i = 0; i < sizeof(app->signals) / sizeof(app->signals[0]); i++)
-		if (app->signals[i])
-			event_free(app->signals[i]);
+		if (app->signals[i]) {
+			int sig = event_get_signal(app->signals[i]);
+			event_free(app->signals[i]); /* restores the default action ... */
+			signal(sig, SIG_IGN);	     /* ... which a second SIGTERM must not get */
+		}
 	if (app->all_done)
 		event_free(app->all_done);
 	if (app->all_switched)

@@ -197,7 +197,7 @@ static void render_routes(const struct metrics *m, struct evbuffer *out)
 
 static void render_errors(const struct metrics *m, struct evbuffer *out)
 {
-	char code[8];
+	char code[12];
 	family(out, "proxy_errors_total", "counter",
 	       "Responses the proxy generated itself, by status.");
 	for (int s = 400; s < 600; s++) {
