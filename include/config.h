@@ -217,6 +217,7 @@ struct config {
 	enum config_tunnel_mode tunnel_mode;
 	unsigned workers; /* event loops (threads); 0 = one per CPU */
 	char *pid_file;	  /* NULL = none */
+	char *user;	  /* started as root: run as this user once bound; NULL = refuse root */
 	char **resolvers; /* DNS servers "IP" or "IP:PORT"; none = /etc/resolv.conf */
 	size_t n_resolvers;
 	char *text; /* the file as loaded, to build the config again on a DNS change */

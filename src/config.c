@@ -56,7 +56,7 @@ static const char *const KIND_NAMES[] = {
 static const char *const ROOT_KEYS[] = {"listen",    "timeouts",   "limits",	   "upstreams",
 					"routes",    "access_log", "error_log",	   "log_level",
 					"via",	     "tunnel",	   "workers",	   "pid_file",
-					"resolvers", "admin",	   "log_interval", NULL};
+					"resolvers", "admin",	   "log_interval", "user", NULL};
 static const char *const ADMIN_KEYS[] = {"address", "allow", NULL};
 static const char *const LISTEN_KEYS[] = {"address", "tls", "proxy_protocol", NULL};
 static const char *const LISTEN_TLS_KEYS[] = {"certificates", "protocols", NULL};
@@ -1837,6 +1837,9 @@ static void load_process(struct loader *ld, const config_setting_t *root)
 			 "bad value 'pid_file' = \"\": expected a path");
 	if (load_int_range(ld, root, "workers", 1, CONFIG_MAX_WORKERS, &v))
 		ld->cfg->workers = (unsigned)v;
+	if (dup_string(ld, root, "user", &ld->cfg->user) > 0 && ld->cfg->user[0] == '\0')
+		load_err(ld, config_setting_get_member(root, "user"),
+			 "bad value 'user' = \"\": expected a user name");
 }
 
 static void load_tunnel(struct loader *ld, const config_setting_t *root)
@@ -1891,6 +1894,7 @@ void config_free(struct config *cfg)
 	free(cfg->upstreams);
 	free(cfg->routes);
 	free(cfg->pid_file);
+	free(cfg->user);
 	for (size_t i = 0; i < cfg->n_resolvers; i++)
 		free(cfg->resolvers[i]);
 	free(cfg->resolvers);

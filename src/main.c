@@ -30,6 +30,7 @@
 #include "health.h"
 #include "metrics.h"
 #include "resolve.h"
+#include "user.h"
 #include "listener.h"
 #include "log.h"
 #include "pidfile.h"
@@ -509,6 +510,18 @@ static void app_fini(struct app *app)
 	free(app->bases);
 }
 
+/* Bound, keys read, pid file written: now the configured user, before any
+ * worker thread exists (so that every thread has the same credentials). */
+static int app_become_user(const struct config *cfg)
+{
+	char note[256];
+	int rc = user_become(cfg->user, note, sizeof(note));
+	if (note[0])
+		log_msg(rc < 0 ? LOG_LEVEL_ERROR : rc > 0 ? LOG_LEVEL_WARN : LOG_LEVEL_INFO, 0, "%s",
+			note);
+	return rc < 0 ? -1 : 0;
+}
+
 /* Serve cfg (taken) until stopped. The exit status. */
 static int run(struct app *app, struct config *cfg, const struct fdlimit_plan *plan)
 {
@@ -524,6 +537,8 @@ static int run(struct app *app, struct config *cfg, const struct fdlimit_plan *p
 	if (pid_file && pidfile_write(pid_file) < 0)
 		goto out;
 	pid_written = pid_file != NULL;
+	if (app_become_user(cfg) < 0)
+		goto out;
 	for (unsigned w = 1; w < app->n; w++)
 		if (worker_start_thread(app->workers[w]) < 0) {
 			log_msg(LOG_LEVEL_ERROR, 0, "cannot start worker %u: %s", w,
