@@ -41,6 +41,9 @@ struct admin_env {
 struct admin *admin_new(struct event_base *base, const struct admin_env *env);
 void admin_free(struct admin *a);
 
+/* Is a bound to cfg's address (what a reload would want)? */
+bool admin_listens_on(const struct admin *a, const struct config_admin *cfg);
+
 /* Is addr (family, 4 or 16 bytes) loopback or inside one of cfg's prefixes? */
 bool admin_peer_allowed(const struct config_admin *cfg, int family, const unsigned char *addr);
 

@@ -78,6 +78,7 @@ struct worker {
 	/* messages from other threads */
 	pthread_mutex_t lock;
 	struct worker_msg *inbox;
+	bool inbox_closed; /* the loop has ended (or is ending): posts are answered at once */
 	struct event *inbox_ev;
 	pthread_t thread;
 	bool threaded;

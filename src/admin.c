@@ -38,7 +38,8 @@ struct admin {
 	struct event_base *base;
 	const struct admin_env *env;
 	struct listener *l;
-	char *unix_path; /* removed at the end */
+	char *unix_path;	 /* removed at the end */
+	struct config_addr addr; /* or the TCP address */
 	struct event *resume;
 	struct http_reader *reader;
 	struct admin_conn *conns;
@@ -51,6 +52,7 @@ struct admin_conn {
 	int family; /* the peer's: AF_UNIX, AF_INET, AF_INET6 */
 	unsigned char peer[16];
 	struct worker_tunnels *query; /* /tunnels waiting for the workers */
+	bool head;		      /* HEAD: the length of the body, not the body */
 	struct admin_conn *next, *prev;
 };
 
@@ -125,7 +127,8 @@ static void reply(struct admin_conn *c, int status, const char *type, struct evb
 			    "Cache-Control: no-store\r\n%sConnection: close\r\n\r\n",
 			    status, http_status_text(status), type, evbuffer_get_length(body),
 			    extra ? extra : "");
-	evbuffer_add_buffer(out, body);
+	if (!c->head)
+		evbuffer_add_buffer(out, body);
 	bufferevent_disable(c->bev, EV_READ);
 	bufferevent_setcb(c->bev, NULL, conn_written, conn_event, c);
 	bufferevent_enable(c->bev, EV_WRITE);
@@ -364,6 +367,7 @@ static void dispatch(struct admin_conn *c, const struct http_msg *req)
 		     {"/servers/ready", HEALTH_ADMIN_READY},
 		     {"/servers/maint", HEALTH_ADMIN_MAINT}};
 	bool get = method_is(req, "GET") || method_is(req, "HEAD");
+	c->head = method_is(req, "HEAD");
 
 	for (size_t i = 0; i < sizeof(posts) / sizeof(posts[0]); i++)
 		if (path_is(req, posts[i].path)) {
@@ -515,6 +519,7 @@ struct admin *admin_new(struct event_base *base, const struct admin_env *env)
 			a->unix_path = strdup(cfg->unix_path);
 	} else {
 		fd = listener_bind(&cfg->addr, false); /* logs why it failed */
+		a->addr = cfg->addr;
 	}
 	if (fd < 0 ||
 	    (a->l = listener_new(base, fd, "admin", admin_accept, admin_full, a)) == NULL) {
@@ -524,6 +529,15 @@ struct admin *admin_new(struct event_base *base, const struct admin_env *env)
 	log_msg(LOG_LEVEL_INFO, 0, "admin listening on %s%s", cfg->unix_path ? "unix:" : "",
 		cfg->unix_path ? cfg->unix_path : cfg->addr.text);
 	return a;
+}
+
+bool admin_listens_on(const struct admin *a, const struct config_admin *cfg)
+{
+	if (!cfg->enabled)
+		return false;
+	if (a->unix_path || cfg->unix_path)
+		return a->unix_path && cfg->unix_path && strcmp(a->unix_path, cfg->unix_path) == 0;
+	return config_addr_equal(&a->addr, &cfg->addr);
 }
 
 void admin_free(struct admin *a)

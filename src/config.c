@@ -53,10 +53,10 @@ static const char *const KIND_NAMES[] = {
     [KIND_BOOL] = "true or false",
 };
 
-static const char *const ROOT_KEYS[] = {"listen",    "timeouts",   "limits",	   "upstreams",
-					"routes",    "access_log", "error_log",	   "log_level",
-					"via",	     "tunnel",	   "workers",	   "pid_file",
-					"resolvers", "admin",	   "log_interval", "user", NULL};
+static const char *const ROOT_KEYS[] = {
+    "listen",	 "timeouts",  "limits",	      "upstreams", "routes",  "access_log",
+    "error_log", "log_level", "via",	      "tunnel",	   "workers", "pid_file",
+    "resolvers", "admin",     "log_interval", "user",	   NULL};
 static const char *const ADMIN_KEYS[] = {"address", "allow", NULL};
 static const char *const LISTEN_KEYS[] = {"address", "tls", "proxy_protocol", NULL};
 static const char *const LISTEN_TLS_KEYS[] = {"certificates", "protocols", NULL};

@@ -185,12 +185,8 @@ static int *bind_all(const struct config *cfg, const struct config *old, unsigne
  * is bound once, at start. */
 static void admin_follow(struct app *app, const struct config *cfg)
 {
-	const struct config_admin *old = app->admin_env.cfg, *now = &cfg->admin;
-	bool moved = old && (old->enabled != now->enabled ||
-			     (now->unix_path || old->unix_path
-				  ? !now->unix_path || !old->unix_path ||
-					strcmp(now->unix_path, old->unix_path) != 0
-				  : !config_addr_equal(&now->addr, &old->addr)));
+	const struct config_admin *now = &cfg->admin;
+	bool moved = app->admin ? !admin_listens_on(app->admin, now) : now->enabled;
 	if (moved)
 		log_msg(LOG_LEVEL_WARN, 0,
 			"a changed admin address takes effect at the next start; keeping the "
@@ -517,8 +513,10 @@ static int app_become_user(const struct config *cfg)
 	char note[256];
 	int rc = user_become(cfg->user, note, sizeof(note));
 	if (note[0])
-		log_msg(rc < 0 ? LOG_LEVEL_ERROR : rc > 0 ? LOG_LEVEL_WARN : LOG_LEVEL_INFO, 0, "%s",
-			note);
+		log_msg(rc < 0	 ? LOG_LEVEL_ERROR
+			: rc > 0 ? LOG_LEVEL_WARN
+				 : LOG_LEVEL_INFO,
+			0, "%s", note);
 	return rc < 0 ? -1 : 0;
 }
 

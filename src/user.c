@@ -37,9 +37,10 @@ int user_become(const char *name, char *note, size_t cap)
 		return 1;
 	}
 	if (name == NULL) {
-		snprintf(note, cap,
-			 "refusing to serve as root: set user = \"NAME\" to run as NAME once bound, "
-			 "or user = \"root\" to stay root");
+		snprintf(
+		    note, cap,
+		    "refusing to serve as root: set user = \"NAME\" to run as NAME once bound, "
+		    "or user = \"root\" to stay root");
 		return -1;
 	}
 	if (strcmp(name, "root") == 0)

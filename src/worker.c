@@ -224,11 +224,39 @@ void worker_session_added(struct worker *w, struct session *s)
 		worker_pause(w);
 }
 
+static void worker_msg_free(struct worker_msg *m);
+
+/* A message never handled: the listening sockets of a reload are closed. */
+static void worker_msg_drop(struct worker_msg *m)
+{
+	for (size_t i = 0; m->kind == MSG_RELOAD && i < m->gen->cfg->n_listens; i++)
+		if (m->fds[i] >= 0)
+			close(m->fds[i]);
+	worker_msg_free(m);
+}
+
+/* The loop is about to end: nothing posted from now on will be handled, so
+ * it is answered (or dropped) at once, by worker_post or here. */
+static void worker_close_inbox(struct worker *w)
+{
+	pthread_mutex_lock(&w->lock);
+	w->inbox_closed = true;
+	struct worker_msg *m = w->inbox;
+	w->inbox = NULL;
+	pthread_mutex_unlock(&w->lock);
+	while (m) {
+		struct worker_msg *next = m->next;
+		worker_msg_drop(m); /* a /tunnels query gets an empty part */
+		m = next;
+	}
+}
+
 static void worker_done(struct worker *w)
 {
 	if (w->done_called)
 		return;
 	w->done_called = true;
+	worker_close_inbox(w);
 	if (w->done)
 		w->done(w, w->done_arg);
 	else
@@ -671,21 +699,24 @@ static void worker_inbox_cb(evutil_socket_t fd, short what, void *arg)
 			worker_server_down(w, m->hs, m->force);
 		else if (m->kind != MSG_RELOAD)
 			worker_stop(w, m->kind == MSG_QUIT);
-		if (m->kind == MSG_RELOAD)
-			for (size_t i = 0; i < m->gen->cfg->n_listens; i++)
-				if (m->fds[i] >= 0)
-					close(m->fds[i]);
-		worker_msg_free(m);
+		worker_msg_drop(m); /* the fds a reload did not take */
 	}
 }
 
 static void worker_post(struct worker *w, struct worker_msg *m)
 {
 	pthread_mutex_lock(&w->lock);
-	m->next = w->inbox;
-	w->inbox = m;
+	bool closed = w->inbox_closed;
+	if (!closed) {
+		m->next = w->inbox;
+		w->inbox = m;
+	}
 	pthread_mutex_unlock(&w->lock);
-	event_active(w->inbox_ev, EV_READ, 0);
+	if (!closed) {
+		event_active(w->inbox_ev, EV_READ, 0);
+		return;
+	}
+	worker_msg_drop(m);
 }
 
 void worker_post_reload(struct worker *w, struct generation *gen, int *fds,
@@ -814,10 +845,7 @@ void worker_free(struct worker *w)
 	struct worker_msg *m = w->inbox;
 	while (m) {
 		struct worker_msg *next = m->next;
-		for (size_t i = 0; m->kind == MSG_RELOAD && i < m->gen->cfg->n_listens; i++)
-			if (m->fds[i] >= 0)
-				close(m->fds[i]);
-		worker_msg_free(m);
+		worker_msg_drop(m);
 		m = next;
 	}
 	worker_gen_release(w->current);
