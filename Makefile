@@ -90,7 +90,7 @@ docker-test:
 # Installs every build and test dependency (idempotent; needs root).
 DEPS := build-essential pkg-config libevent-dev libssl-dev libhttp-parser-dev check \
         libconfig-dev python3 python3-websockets curl openssl clang-format chromium \
-        clang libclang-rt-14-dev python3-prometheus-client
+        clang libclang-rt-14-dev dnsmasq-base python3-prometheus-client
 # make docker-test: build and run images without a Docker engine, read the YAML examples
 DEPS += buildah podman debootstrap python3-yaml
 deps:
