@@ -93,21 +93,32 @@ def pid_file_and_keys_before_the_drop(t):
     eq(data.split(b"\r\n", 1)[0], b"HTTP/1.1 200 OK", "TLS with a root-only key")
 
 
-@case()
-def refuses_root_without_the_key(t):
-    """No user key, started as root: it does not serve; exit 1 and why."""
+def does_not_serve(t, user_line, error_line):
+    """Started as root with user_line: exit 1 before serving, the error
+    log's last line error_line (a regex), the backend untouched."""
     root_only()
     be = t.http_backend(Reply(200, b"never"))
-    path = t.path("nouser.conf")
+    path = t.path("user.conf")
     with open(path, "w") as f:
-        f.write(conf(t, be, "").replace("{port}", str(free_port())))
+        f.write(conf(t, be, user_line).replace("{port}", str(free_port())))
     r = t.run_binary(["-c", path])
     err = r.stderr.decode()
     eq(r.returncode, 1, "exit status")
-    if not re.search(r' error s=0 refusing to serve as root: set user = "NAME" to run as NAME '
-                     r'once bound, or user = "root" to stay root$', err, re.M):
-        raise AssertionError("no refusal line in: %r" % err)
+    if not re.search(r" error s=0 " + error_line + "$", err, re.M):
+        raise AssertionError("no line /%s/ in: %r" % (error_line, err))
     eq(len(be.requests), 0, "requests the backend saw")
+
+
+@case()
+def refuses_root_without_the_key(t):
+    """No user key, started as root: it does not serve; exit 1 and why."""
+    does_not_serve(t, "", r'refusing to serve as root: set user = "NAME" to run as NAME '
+                          r'once bound, or user = "root" to stay root')
+
+
+@case()
+def unknown_user_is_an_error(t):
+    does_not_serve(t, 'user = "no-such-user-sy";\n', r'user "no-such-user-sy": no such user')
 
 
 @case()
@@ -121,19 +132,6 @@ def root_when_asked(t):
         raise AssertionError("a 'running as' line for root")
     r = px.connect().get("/")
     eq(r.status, 200, "status")
-
-
-@case()
-def unknown_user_is_an_error(t):
-    root_only()
-    be = t.http_backend(Reply(200, b"never"))
-    path = t.path("ghost.conf")
-    with open(path, "w") as f:
-        f.write(conf(t, be, 'user = "no-such-user-sy";\n').replace("{port}", str(free_port())))
-    r = t.run_binary(["-c", path])
-    eq(r.returncode, 1, "exit status")
-    if not re.search(r' error s=0 user "no-such-user-sy": no such user$', r.stderr.decode(), re.M):
-        raise AssertionError("no such-user line in: %r" % r.stderr.decode())
 
 
 @case()
