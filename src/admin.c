@@ -279,51 +279,70 @@ static int hex_value(int ch)
 	return ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
 }
 
-/* Query parameter name of target, percent-decoded into out; false when absent or bad. */
-static bool query_value(const struct http_msg *req, const char *name, char *out, size_t cap)
+enum query_result { QUERY_ABSENT, QUERY_FOUND, QUERY_BAD };
+
+/* Query parameter name of target, percent-decoded into out. */
+static enum query_result query_value(const struct http_msg *req, const char *name, char *out,
+				     size_t cap)
 {
 	const char *v;
 	size_t len, n = 0;
 	if (!http_hdr_query_param(req->target, req->target_len, name, &v, &len))
-		return false;
+		return QUERY_ABSENT;
 	for (size_t i = 0; i < len; i++) {
 		int ch = (unsigned char)v[i];
 		if (ch == '%') {
 			int hi = i + 2 < len ? hex_value(v[i + 1]) : -1;
 			int lo = i + 2 < len ? hex_value(v[i + 2]) : -1;
 			if (hi < 0 || lo < 0)
-				return false;
+				return QUERY_BAD;
 			ch = hi * 16 + lo;
 			i += 2;
 		} else if (ch == '+') {
 			ch = ' ';
 		}
 		if (n + 1 >= cap || ch == 0)
-			return false;
+			return QUERY_BAD;
 		out[n++] = (char)ch;
 	}
 	out[n] = '\0';
+	return QUERY_FOUND;
+}
+
+/* The query's filters and limit; false when one is malformed (answered 400). */
+static bool tunnel_filters(struct admin_conn *c, const struct http_msg *req, char *route,
+			   char *server, size_t cap, unsigned long long *limit)
+{
+	char text[24], *end = NULL;
+	enum query_result r = query_value(req, "route", route, cap);
+	enum query_result s = query_value(req, "server", server, cap);
+	enum query_result l = query_value(req, "limit", text, sizeof(text));
+
+	if (r == QUERY_ABSENT)
+		route[0] = '\0';
+	if (s == QUERY_ABSENT)
+		server[0] = '\0';
+	*limit = ADMIN_TUNNELS_DEFAULT;
+	if (l == QUERY_FOUND && text[0] >= '0' && text[0] <= '9')
+		*limit = strtoull(text, &end, 10);
+	if (r == QUERY_BAD || s == QUERY_BAD || l == QUERY_BAD ||
+	    (l == QUERY_FOUND && (end == NULL || *end != '\0'))) {
+		reply_text(c, 400, NULL, "bad route=, server= or limit= (limit: a number)");
+		return false;
+	}
 	return true;
 }
 
 static void get_tunnels(struct admin_conn *c, const struct http_msg *req)
 {
 	const struct admin_env *env = c->a->env;
-	char route[256], server[128], limit_text[24];
-	bool by_route = query_value(req, "route", route, sizeof(route));
-	bool by_server = query_value(req, "server", server, sizeof(server));
-	unsigned long long limit = ADMIN_TUNNELS_DEFAULT;
-	char *end = NULL;
+	char route[256], server[256];
+	unsigned long long limit;
 
-	if (query_value(req, "limit", limit_text, sizeof(limit_text))) {
-		limit = strtoull(limit_text, &end, 10);
-		if (end == limit_text || *end != '\0') {
-			reply_text(c, 400, NULL, "bad limit: expected a number");
-			return;
-		}
-	}
-	c->query = worker_tunnels_query(env->workers, env->n_workers, by_route ? route : NULL,
-					by_server ? server : NULL, (size_t)limit, c->a->base,
+	if (!tunnel_filters(c, req, route, server, sizeof(route), &limit))
+		return;
+	c->query = worker_tunnels_query(env->workers, env->n_workers, route[0] ? route : NULL,
+					server[0] ? server : NULL, (size_t)limit, c->a->base,
 					tunnels_done, c);
 	if (c->query == NULL)
 		reply_text(c, 500, NULL, "out of memory");
@@ -333,8 +352,8 @@ static void post_server_state(struct admin_conn *c, const struct http_msg *req,
 			      enum health_admin state)
 {
 	char upstream[256], server[128];
-	if (!query_value(req, "upstream", upstream, sizeof(upstream)) ||
-	    !query_value(req, "server", server, sizeof(server))) {
+	if (query_value(req, "upstream", upstream, sizeof(upstream)) != QUERY_FOUND ||
+	    query_value(req, "server", server, sizeof(server)) != QUERY_FOUND) {
 		reply_text(c, 400, NULL, "upstream= and server= are required");
 		return;
 	}

@@ -283,7 +283,8 @@ static void render_process(const struct metrics *m, const struct metrics_process
 	family(out, "connections_total", "counter", "Client connections accepted.");
 	sample_u(out, "connections_total", NULL, atomic_load(&m->connections_total));
 	family(out, "upstream_connections_total", "counter",
-	       "Backend connections used for requests: new, or reused from the idle pool.");
+	       "Backend connections for requests: new ones opened (connect attempts, failed "
+	       "ones too), or reused from the idle pool.");
 	const char *reused[] = {"kind", "reused", NULL}, *fresh[] = {"kind", "new", NULL};
 	sample_u(out, "upstream_connections_total", reused, atomic_load(&m->pool_reused));
 	sample_u(out, "upstream_connections_total", fresh, atomic_load(&m->pool_new));

@@ -872,8 +872,9 @@ def tunnels_listing(t, mode):
         raise AssertionError("limit=3 listed unknown ids %r" % part)
     eq(listed("?limit=0"), [], "limit=0")
     eq(listed("?limit=100&route=ra"), ids_where(lambda o: o[1] == "ra"), "limit=100 with route=ra")
-    for bad in ("abc", "", "5x", "1e3"):
-        adm.text("GET", "/tunnels?limit=%s" % bad, 400, "bad limit: expected a number")
+    for bad in ("limit=abc", "limit=", "limit=5x", "limit=1e3", "limit=-1", "route=%zz",
+                "server=%4"):
+        adm.text("GET", "/tunnels?%s" % bad, 400, "bad route=, server= or limit= (limit: a number)")
     adm.text("POST", "/tunnels", 405, "use GET", allow="GET")
 
     # close one: it leaves the list
