@@ -7,6 +7,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -168,17 +170,41 @@ void log_time_iso(char *out, size_t cap)
 		 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (long)(tv.tv_usec / 1000));
 }
 
-static void write_line(int fd, const char *buf, size_t len)
+/* 0, or the errno of a failed write (a broken log must not stop the proxy). */
+static int write_line(int fd, const char *buf, size_t len)
 {
 	while (len > 0) {
 		ssize_t n = write(fd, buf, len);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)
-			return; /* a broken log must not stop the proxy */
+			return n < 0 ? errno : EIO;
 		buf += n;
 		len -= (size_t)n;
 	}
+	return 0;
+}
+
+/*
+ * The access log stopped taking lines (a full disk): say so once in the
+ * error log, and once more when it takes them again. Lines in between are
+ * lost; proxying goes on.
+ */
+static atomic_bool access_failing;
+
+static void access_written(int err)
+{
+	bool was = atomic_load_explicit(&access_failing, memory_order_relaxed);
+	if ((err != 0) == was || atomic_exchange(&access_failing, err != 0) == (err != 0))
+		return;
+	if (err)
+		log_msg(LOG_LEVEL_ERROR, 0,
+			"access log %s: %s; its lines are lost until it "
+			"works again",
+			access_path ? access_path : "stderr", strerror(err));
+	else
+		log_msg(LOG_LEVEL_INFO, 0, "access log %s: writing again",
+			access_path ? access_path : "stderr");
 }
 
 void log_msg(enum log_level level, uint64_t session, const char *fmt, ...)
@@ -301,5 +327,5 @@ void log_json_emit(struct log_json *j)
 	}
 	j->buf[j->len++] = '}';
 	j->buf[j->len++] = '\n';
-	write_line(access_fd, j->buf, j->len);
+	access_written(write_line(access_fd, j->buf, j->len));
 }
