@@ -44,8 +44,9 @@ const struct config *session_config(const struct session *s);
  * removed"); once only. Not a tunnel: nothing. */
 void session_drain(struct session *s, uint64_t delay_ms);
 
-/* A tunnel whose config has log_interval logs a progress line when one is due. */
-void session_log_progress(struct session *s);
+/* Every second or log_interval: a tunnel's bytes so far go into the
+ * metrics, and a progress line is logged when one is due. */
+void session_tick(struct session *s);
 /* Is s a tunnel of route (NULL: any) to server ("10.0.0.5:9000", NULL: any)? */
 bool session_matches(const struct session *s, const char *route, const char *server);
 /* s (a tunnel) as one JSON object for the admin's /tunnels. */

@@ -71,7 +71,7 @@ struct worker {
 	bool grace_over;	/* timeouts.shutdown_grace passed: ending everything */
 	struct event *stop_timer;
 	struct event *resume_timer;
-	struct event *progress_timer; /* log_interval lines of long tunnels */
+	struct event *progress_timer; /* tunnel bytes into the metrics, log_interval lines */
 	struct splice_pool *pipes;
 	struct upstream_server *servers; /* registry: the servers its generations have */
 	uint64_t rng;			 /* xorshift state for balance = "random" */

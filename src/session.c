@@ -122,6 +122,7 @@ struct session {
 	struct timespec connect_started, request_sent; /* upstream connect and response times */
 	bool tunnel_counted;			       /* in the open-tunnel gauges */
 	char protocol[32];			       /* a tunnel's: the 101's Upgrade value */
+	uint64_t counted_up, counted_down;	       /* tunnel bytes already in the metrics */
 	struct timespec progress_logged;	       /* log_interval: the last line */
 	size_t head101_len;
 };
@@ -202,18 +203,30 @@ static void count_tunnel_open(struct session *s)
 static void tunnel_bytes_of(const struct session *s, uint64_t *up, uint64_t *down);
 static const char *tunnel_mode_of(const struct session *s);
 
+/* The bytes a tunnel moved since they were last counted (every second, and
+ * at its end), so that rates show while tunnels last hours. */
+static void count_tunnel_bytes(struct session *s)
+{
+	struct metrics_route *r = route_metrics(s);
+	uint64_t up, down;
+	tunnel_bytes_of(s, &up, &down);
+	if (up > s->counted_up)
+		metrics_add(&r->bytes_up, up - s->counted_up);
+	if (down > s->counted_down)
+		metrics_add(&r->bytes_down, down - s->counted_down);
+	s->counted_up = up > s->counted_up ? up : s->counted_up;
+	s->counted_down = down > s->counted_down ? down : s->counted_down;
+}
+
 static void count_tunnel_close(struct session *s, enum end_cause cause)
 {
 	struct metrics *m = metrics_of(s);
 	struct metrics_route *r = route_metrics(s);
-	uint64_t up = 0, down = 0;
 	if (!s->tunnel_counted)
 		return;
 	s->tunnel_counted = false;
-	tunnel_bytes_of(s, &up, &down);
+	count_tunnel_bytes(s);
 	metrics_gauge(&r->tunnels_open, -1);
-	metrics_add(&r->bytes_up, up);
-	metrics_add(&r->bytes_down, down);
 	metrics_add(&m->tunnel_closes[cause], 1);
 	metrics_observe(&m->tunnel_duration, elapsed_us(&s->tunnel_started));
 	if (s->held)
@@ -1708,10 +1721,12 @@ static const char *tunnel_mode_of(const struct session *s)
 	return s->tunnel ? tunnel_mode_str(s->tunnel) : "none";
 }
 
-void session_log_progress(struct session *s)
+void session_tick(struct session *s)
 {
-	if (!session_is_tunnel(s) || s->cfg->log_interval == 0 ||
-	    elapsed_ms(&s->progress_logged) < s->cfg->log_interval)
+	if (!s->tunnel_counted)
+		return;
+	count_tunnel_bytes(s);
+	if (s->cfg->log_interval == 0 || elapsed_ms(&s->progress_logged) < s->cfg->log_interval)
 		return;
 	clock_gettime(CLOCK_MONOTONIC, &s->progress_logged);
 	log_tunnel_event(s, "progress");

@@ -486,22 +486,21 @@ static void worker_set_limits(struct worker *w, const struct worker_limits *lim)
 		worker_resume(w);
 }
 
-/* log_interval: tunnels are looked at every interval (at most every second)
- * and each logs a progress line when its own is due. */
 static void worker_progress_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct worker *w = arg;
 	for (struct session *s = w->sessions; s; s = session_next(s))
-		session_log_progress(s);
+		session_tick(s);
 }
 
+/* Tunnels are looked at every second (their bytes into the metrics), or
+ * every log_interval when that is shorter (their progress lines). */
 static void worker_set_progress(struct worker *w, const struct config *cfg)
 {
-	uint64_t ms = cfg->log_interval < 1000 ? cfg->log_interval : 1000;
+	uint64_t ms = cfg->log_interval && cfg->log_interval < 1000 ? cfg->log_interval : 1000;
 	struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
 	event_del(w->progress_timer);
-	if (ms)
-		event_add(w->progress_timer, &tv);
+	event_add(w->progress_timer, &tv);
 }
 
 static void worker_reload(struct worker *w, struct worker_msg *m)

@@ -1572,3 +1572,29 @@ def head_requests_have_no_body(t):
         h = adm.call("HEAD", path)
         eq((h.status, h.get("Content-Type"), h.get("Content-Length")),
            (200, g.get("Content-Type"), g.get("Content-Length")), "HEAD %s against GET" % path)
+
+
+@case()
+def tunnel_bytes_count_while_open(t):
+    """switchyard_tunnel_bytes_total grows while a tunnel is open (counted
+    every second), not only when it closes, and the close adds no more than
+    what was left."""
+    be = UpgradeBackend(t)
+    px, adm = admin_proxy(t, be.address)
+    c = open_ws(px)
+    echo(c, b"u" * 1000)
+    route = session_route(px)
+    expect_metrics(adm, [("tunnel_bytes_total", {"route": route, "direction": "up"}, 1000),
+                         ("tunnel_bytes_total", {"route": route, "direction": "down"}, 1000),
+                         ("tunnels_open", {"route": route}, 1)], timeout=5,
+                   what="bytes of an open tunnel")
+    echo(c, b"v" * 500)
+    close_tunnel(c)
+    expect_metrics(adm, [("tunnel_bytes_total", {"route": route, "direction": "up"}, 1500),
+                         ("tunnel_bytes_total", {"route": route, "direction": "down"}, 1500),
+                         ("tunnels_open", {"route": route}, 0)], timeout=5,
+                   what="bytes after the close")
+
+
+def session_route(px):
+    return px.wait_access(1, lambda a: a.get("status") == 101)[0]["route"]
