@@ -187,6 +187,7 @@ def build(dockerfile, tag, log):
     rev = run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"]).stdout.strip() or "unknown"
     start = time.monotonic()
     p = run(["buildah", "bud", "--format", "docker", "--isolation", "chroot", "--layers=false",
+             "--pull=never",
              "--build-arg", f"REVISION={rev}", "-f", dockerfile, "-t", tag, ROOT],
             timeout=1800, log=log)
     if p.returncode == 0:
@@ -436,12 +437,18 @@ def step_compose(c, app_image):
     """docker/compose.yaml's stack: app1, app2, tcp-echo from the app image, the stack's config."""
     log = os.path.join(WORK, "switchyard-compose.log")
     listen, admin, p1, p2, pe = (free_port() for _ in range(5))
+    # each service as compose.yaml starts it: the image's ENTRYPOINT and the service's
+    # command, its --port moved to a free one on loopback (the host's network)
+    import yaml
+    services = yaml.safe_load(open(os.path.join(ROOT, "docker/compose.yaml")))["services"]
+    info = json.loads(run(["buildah", "inspect", "--type", "image", app_image], check=True).stdout)
+    entry = ((info.get("Docker") or {}).get("config") or {}).get("Entrypoint") or []
     apps = []
-    for name, args in (("app1", ["--host", "127.0.0.1", "--port", str(p1), "--name", "app1"]),
-                       ("app2", ["--host", "127.0.0.1", "--port", str(p2), "--name", "app2"]),
-                       ("tcp-echo", ["--tcp-echo", "--host", "127.0.0.1", "--port", str(pe)])):
+    for name, port in (("app1", p1), ("app2", p2), ("tcp-echo", pe)):
+        args = list(services[name]["command"])
+        args[args.index("--port") + 1] = str(port)
         ac = new_container(app_image, [])
-        apps.append(cstart(ac, ["/usr/bin/python3", "/app/app.py"] + args,
+        apps.append(cstart(ac, entry + args + ["--host", "127.0.0.1"],
                            os.path.join(WORK, f"{name}.log")))
     conf = rewrite(open(os.path.join(ROOT, "docker/compose/switchyard.conf")).read(),
                    {"0.0.0.0:8080": f"127.0.0.1:{listen}", "0.0.0.0:9901": f"127.0.0.1:{admin}",
