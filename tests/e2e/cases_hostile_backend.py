@@ -23,12 +23,12 @@ interim-response flood buffered without bound for a client that does not
 read.
 """
 
+import re
 import socket
-import struct
 import threading
 import time
 
-from harness import blob, check_error_response, eq, register, sha256, split_head, wait_until
+from harness import check_error_response, eq, register, wait_until
 from wslib import read_head, relayed_101, resp_101, ws_request
 
 VIA = b"Via: 1.1 switchyard"
@@ -108,16 +108,11 @@ class HostileBackend:
 
 
 def error_line(px, code, reason, level="warn"):
-    return px.wait_log(r"^\S+ %s s=\d+ %d: %s$" % (level, code, _re(reason)))
+    return px.wait_log(r"^\S+ %s s=\d+ %d: %s$" % (level, code, re.escape(reason)))
 
 
 def cut_line(px, reason):
-    return px.wait_log(r"^\S+ warn s=\d+ %s$" % _re(reason))
-
-
-def _re(s):
-    import re
-    return re.escape(s)
+    return px.wait_log(r"^\S+ warn s=\d+ %s$" % re.escape(reason))
 
 
 def access_of_first(px):
@@ -215,8 +210,8 @@ class Tunnel:
         eq(bytes(got), self.data, "101 and the tunnel bytes after it")
         c.sock.shutdown(socket.SHUT_WR)
         c.expect_closed(10)
-        tl = px.wait_access(3, lambda a: True)
-        tl = [a for a in px.access_lines()]
+        px.wait_access(3)
+        tl = px.access_lines()
         kinds = [(a.get("event"), a.get("status"), a.get("cause")) for a in tl]
         eq(kinds, [(None, 101, None), ("open", None, None), ("tunnel", None, "client_eof")],
            "access lines (a 101, the tunnel open and its close; never a second response)")
@@ -244,11 +239,6 @@ def _continue_forever(rec, head):
         time.sleep(0.1)
         if rec.eof:
             return
-
-
-def _rst(rec):
-    rec.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    rec.sock.close()
 
 
 H200 = b"HTTP/1.1 200 OK"
