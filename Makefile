@@ -45,6 +45,7 @@ CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
 PYTHON   := /usr/bin/python3
 
 .PHONY: all check unit e2e clean deps print-deps format format-check bench install fuzz
+.PHONY: uninstall doc-check install-check
 
 all: $(BIN)
 
@@ -64,8 +65,9 @@ $(BUILD)/tests/%: tests/unit/%.c $(LIB_OBJ) | $(BUILD)/tests
 $(BUILD) $(BUILD)/tests:
 	$(Q)mkdir -p $@
 
-# Unit suites (Check) then the end-to-end runner against the real binary.
-check: unit e2e
+# Unit suites (Check) then the end-to-end runner against the real binary; the
+# man pages (every config key documented, mandoc clean) and `make install`.
+check: unit e2e doc-check install-check
 
 unit: $(UNIT_BIN)
 	@fail=0; for t in $(UNIT_BIN); do \
@@ -73,6 +75,19 @@ unit: $(UNIT_BIN)
 
 e2e: $(BIN)
 	$(PYTHON) tests/e2e/run.py --binary ./$(BIN)
+
+# Every key of src/config.c's key tables and of etc/switchyard.conf has its entry
+# in switchyard.conf.5 (and no entry names an unknown key); both pages lint clean.
+doc-check:
+	$(PYTHON) tests/doc/check_keys.py
+	@out=$$(mandoc -T lint man/switchyard.8 man/switchyard.conf.5 2>&1); rc=$$?; \
+	if [ -n "$$out" ] || [ $$rc -ne 0 ]; then echo "$$out"; echo "mandoc -T lint: not clean"; exit 1; fi; \
+	echo "mandoc -T lint: man/switchyard.8 man/switchyard.conf.5 clean"
+
+# make install/uninstall into temporary DESTDIRs: the exact file list, an edited
+# config kept, nothing left after uninstall; systemd-analyze verify on the unit.
+install-check: $(BIN)
+	MAKE="$(MAKE)" tests/doc/install_check.sh
 
 bench: $(BIN)
 	$(MAKE) -C tests/bench run SWITCHYARD=$(CURDIR)/$(BIN)
@@ -93,6 +108,8 @@ DEPS := build-essential pkg-config libevent-dev libssl-dev libhttp-parser-dev ch
         clang libclang-rt-14-dev dnsmasq-base python3-prometheus-client
 # make docker-test: build and run images without a Docker engine, read the YAML examples
 DEPS += buildah podman debootstrap python3-yaml
+# make doc-check: man page lint
+DEPS += mandoc
 deps:
 	@missing=$$(for p in $(DEPS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
@@ -139,11 +156,45 @@ fuzz: $(FUZZERS:%=build/fuzz/%)
 			-artifact_prefix=build/fuzz/$(f)- build/fuzz/corpus/$(f) \
 			|| fail=1;) exit $$fail
 
-PREFIX  ?= /usr/local
-DESTDIR ?=
+# `make install` (PREFIX=/usr/local; DESTDIR for staging, e.g. DESTDIR=/out PREFIX=/usr):
+# the binary, both man pages, the systemd unit (its paths rewritten to SBINDIR and
+# SYSCONFDIR) and the example config, which never replaces an existing one: that
+# stays, and the new example goes next to it as switchyard.conf.example.
+# `make uninstall` removes what install put there, but keeps a config that differs
+# from etc/switchyard.conf (yours) unless PURGE=1.
+PREFIX         ?= /usr/local
+DESTDIR        ?=
+SBINDIR        ?= $(PREFIX)/sbin
+MANDIR         ?= $(PREFIX)/share/man
+SYSCONFDIR     ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
+CONFDIR         = $(SYSCONFDIR)/switchyard
 install: $(BIN)
-	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/sbin/switchyard
-	install -D -m 0644 man/switchyard.8 $(DESTDIR)$(PREFIX)/share/man/man8/switchyard.8
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5 \
+		$(DESTDIR)$(CONFDIR) $(DESTDIR)$(SYSTEMDUNITDIR)
+	install -m 0755 $(BIN) $(DESTDIR)$(SBINDIR)/switchyard
+	install -m 0644 man/switchyard.8 $(DESTDIR)$(MANDIR)/man8/switchyard.8
+	install -m 0644 man/switchyard.conf.5 $(DESTDIR)$(MANDIR)/man5/switchyard.conf.5
+	sed -e 's,/usr/local/sbin/switchyard,$(SBINDIR)/switchyard,g' \
+		-e 's,/usr/local/etc/switchyard/,$(CONFDIR)/,g' etc/switchyard.service \
+		> $(DESTDIR)$(SYSTEMDUNITDIR)/switchyard.service
+	chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/switchyard.service
+	@c=$(DESTDIR)$(CONFDIR)/switchyard.conf; \
+	if [ ! -e $$c ]; then echo "install -m 0644 etc/switchyard.conf $$c"; \
+		install -m 0644 etc/switchyard.conf $$c; \
+	elif cmp -s etc/switchyard.conf $$c; then echo "$$c: up to date"; \
+	else install -m 0644 etc/switchyard.conf $$c.example; \
+		echo "$$c exists and was kept; the new example is $$c.example"; fi
+
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/switchyard $(DESTDIR)$(MANDIR)/man8/switchyard.8 \
+		$(DESTDIR)$(MANDIR)/man5/switchyard.conf.5 \
+		$(DESTDIR)$(SYSTEMDUNITDIR)/switchyard.service \
+		$(DESTDIR)$(CONFDIR)/switchyard.conf.example
+	@c=$(DESTDIR)$(CONFDIR)/switchyard.conf; \
+	if [ -e $$c ] && [ "$(PURGE)" != 1 ] && ! cmp -s etc/switchyard.conf $$c; then \
+		echo "$$c differs from etc/switchyard.conf and was kept (PURGE=1 removes it)"; \
+	else rm -f $$c; rmdir $(DESTDIR)$(CONFDIR) 2>/dev/null || true; fi
 
 format:
 	clang-format -i src/*.c include/*.h tests/unit/*.c
