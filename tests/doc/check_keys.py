@@ -310,6 +310,7 @@ def main():
     print(f"keys: {len(code) - len(missing)} documented, {len(missing)} missing "
           f"({len(tables)} tables in {args.source})")
     print(f"{args.example}: {len(set(k for k, _ in example))} keys, {ex_missing} undocumented")
+    sys.stdout.flush()
     for p in problems:
         print(p, file=sys.stderr)
     return 1 if problems else 0
