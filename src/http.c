@@ -20,6 +20,7 @@
 
 enum chunk_state {
 	CHUNK_SIZE,
+	CHUNK_SIZE_BWS, /* whitespace after the size: only ';' (an extension) or CR may follow */
 	CHUNK_EXT,
 	CHUNK_SIZE_LF,
 	CHUNK_DATA,
@@ -120,6 +121,8 @@ static int check_status_line(const char *p, size_t len, struct http_error *err)
 	for (int i = 9; i < 12; i++)
 		if (!isdigit((unsigned char)p[i]))
 			return -1;
+	if (p[9] < '1' || p[9] > '5') /* 100..599 (RFC 9110 §15): 000 or 099 is no answer */
+		return -1;
 	if (len > 12 && p[12] != ' ')
 		return -1;
 	for (size_t i = 13; i < len; i++)
@@ -588,12 +591,22 @@ static int chunk_framing_byte(struct http_reader *r, unsigned char c)
 			return -1;
 		if (c == '\r')
 			r->chunk_state = CHUNK_SIZE_LF;
-		else if (c == ';' || c == ' ' || c == '\t')
+		else if (c == ';')
 			r->chunk_state = CHUNK_EXT; /* extensions are ignored, as RFC 9112 allows */
+		else if (c == ' ' || c == '\t')
+			r->chunk_state = CHUNK_SIZE_BWS;
 		else
 			return -1;
 		return 0;
 	}
+	case CHUNK_SIZE_BWS: /* "5 a" is no chunk size: a reader that took "a" would desync */
+		if (c == '\r')
+			r->chunk_state = CHUNK_SIZE_LF;
+		else if (c == ';')
+			r->chunk_state = CHUNK_EXT;
+		else if (c != ' ' && c != '\t')
+			return -1;
+		return 0;
 	case CHUNK_EXT:
 		if (c == '\r')
 			r->chunk_state = CHUNK_SIZE_LF;

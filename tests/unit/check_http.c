@@ -592,6 +592,10 @@ static const struct resp_case resp_cases[] = {
     RBAD("HTTP/1.2 200 OK\r\n\r\n", "malformed status line"),
     RBAD("http/1.1 200 OK\r\n\r\n", "malformed status line"),
     RBAD("HTTP/1.1 200 O\x01K\r\n\r\n", "malformed status line"),
+    /* only 100..599 are status codes (RFC 9110 §15) */
+    RBAD("HTTP/1.1 000 Zero\r\n\r\n", "malformed status line"),
+    RBAD("HTTP/1.1 099 Below\r\n\r\n", "malformed status line"),
+    RBAD("HTTP/1.1 600 Beyond\r\n\r\n", "malformed status line"),
     RBAD("HTTP/1.1 200 OK\nContent-Length: 0\r\n\r\n", "bare CR or LF in head"),
     RBAD("HTTP/1.1 200 OK\r\nX-A: b\r\n c\r\n\r\n", "obs-fold or leading whitespace in field line"),
     RBAD("HTTP/1.1 200 OK\r\nX-A : b\r\n\r\n", "whitespace between field name and colon"),
@@ -759,6 +763,9 @@ static const struct {
     {"bare lf after size", "5\nhello\r\n0\r\n\r\n"},
     {"junk after size cr", "5\rXhello\r\n0\r\n\r\n"},
     {"empty size", "\r\nhello\r\n0\r\n\r\n"},
+    /* whitespace after the size may only lead to ';' or CR: "5 a" must not be read as 5 (or 0x5a) */
+    {"space then hex digit", "5 a\r\nhello\r\n0\r\n\r\n"},
+    {"tab then text", "5\tzz\r\nhello\r\n0\r\n\r\n"},
 };
 
 START_TEST(test_body_chunked_bad)
