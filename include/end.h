@@ -40,6 +40,7 @@ enum end_cause {
 	END_BACKEND_CUT,       /* the backend closed in the middle of the response body */
 	END_BAD_RESPONSE_BODY, /* the response body's framing was broken */
 	END_BACKEND_FAILED,    /* the backend connection failed during the response */
+	END_BACKEND_TIMEOUT,   /* the backend stopped reading the request or sending the body */
 	END_BAD_REQUEST_BODY,  /* the request body's framing was broken */
 	END_CLIENT_CUT,	       /* the client closed in the middle of the request body */
 	END_INTERNAL,	       /* out of memory and the like (detail: what) */

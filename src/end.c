@@ -37,6 +37,7 @@ static const struct end_row END_TABLE[END_CAUSES] = {
     [END_SEND_TIMEOUT] = {"send_timeout", "send timeout: client is not reading", END_BY_PROXY},
     [END_RESPONSE_DONE] = {"response_delivered", "response delivered", END_BY_PROXY},
     [END_LINGER_DONE] = {"linger_done", "linger done", END_BY_PROXY},
+    [END_BACKEND_TIMEOUT] = {"backend_timeout", "backend stalled", END_BY_BACKEND},
     [END_BACKEND_CUT] = {"backend_cut", "backend closed in the middle of the response body",
 			 END_BY_BACKEND},
     [END_BAD_RESPONSE_BODY] = {"bad_response_body", "malformed response body", END_BY_BACKEND},

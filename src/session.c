@@ -850,13 +850,28 @@ static int write_request_head(struct session *s)
 	return http_hdr_write_request(&s->req, &o, bufferevent_get_output(s->backend));
 }
 
+/*
+ * A backend that stops taking the request is cut after timeouts.send; one
+ * that stops sending the response body (reading) after timeouts.response
+ * without a byte. Reading is timed only once the head is in: before, the
+ * backend may rightly wait for a slow upload, and the head has its own clock
+ * (TIMER_RESPONSE).
+ */
+static void backend_timeouts(struct session *s, bool reading)
+{
+	uint64_t rd_ms = reading ? s->cfg->timeouts.response : 0, wr_ms = s->cfg->timeouts.send;
+	struct timeval rd = {(time_t)(rd_ms / 1000), (suseconds_t)(rd_ms % 1000) * 1000};
+	struct timeval wr = {(time_t)(wr_ms / 1000), (suseconds_t)(wr_ms % 1000) * 1000};
+	bufferevent_set_timeouts(s->backend, rd_ms ? &rd : NULL, wr_ms ? &wr : NULL);
+}
+
 static void backend_connected(struct session *s)
 {
 	if (!s->backend_reused)
 		metrics_observe(&metrics_of(s)->connect_time, elapsed_us(&s->connect_started));
 	clock_gettime(CLOCK_MONOTONIC, &s->request_sent);
 	s->state = SESSION_EXCHANGE;
-	bufferevent_set_timeouts(s->backend, NULL, NULL);
+	backend_timeouts(s, false);
 	if (write_request_head(s) < 0) {
 		session_error(s, 500, "out of memory");
 		return;
@@ -1048,6 +1063,7 @@ static void session_start_tunnel(struct session *s)
 	evbuffer_add_buffer(client_out, bufferevent_get_input(s->backend));
 	evbuffer_add_buffer(bufferevent_get_output(s->backend), bufferevent_get_input(s->client));
 	timer_stop(s);
+	bufferevent_set_timeouts(s->backend, NULL, NULL); /* the tunnel has its own */
 	log_access(s);
 	s->tunnel = tunnel_start(&p, s->client, s->backend);
 	s->client = s->backend = NULL; /* owned (or closed) by the tunnel now */
@@ -1131,6 +1147,7 @@ static void relay_final_head(struct session *s)
 	s->status = s->resp->status;
 	s->resp_head_done = true;
 	timer_stop(s);
+	backend_timeouts(s, true);
 	if (s->up.decision == UPGRADE_FORWARD)
 		evbuffer_drain(bufferevent_get_input(s->client), (size_t)-1); /* RFC 9931 */
 }
@@ -1163,10 +1180,15 @@ static void read_response_head(struct session *s)
 			relay_switch(s);
 			return;
 		}
-		if (s->resp->status < 200)
-			relay_interim(s);
-		else
+		if (s->resp->status >= 200) {
 			relay_final_head(s);
+			continue;
+		}
+		relay_interim(s);
+		/* a client that does not read the 1xx flood stops our reading */
+		flow_control(s->backend, s->client, false);
+		if (evbuffer_get_length(bufferevent_get_output(s->client)) >= SESSION_HIGH_WATER)
+			return;
 	}
 }
 
@@ -1334,6 +1356,10 @@ static void client_write_cb(struct bufferevent *bev, void *arg)
 	}
 	if (s->state == SESSION_EXCHANGE && s->backend) {
 		bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+		if (!s->resp_head_done) { /* interim answers drained: on to the rest */
+			bufferevent_enable(s->backend, EV_READ);
+			read_response_head(s);
+		}
 		pump_response_body(s);
 	}
 }
@@ -1477,6 +1503,18 @@ static void backend_eof(struct session *s)
 		pump_response_body(s);
 }
 
+/* The backend took no request bytes for timeouts.send, or sent no body
+ * bytes for timeouts.response (see backend_timeouts). */
+static void backend_stalled(struct session *s, bool writing)
+{
+	log_msg(LOG_LEVEL_WARN, s->id, "%s %s", server_text(s),
+		writing ? "did not read the request in time" : "stalled in the response body");
+	if (!s->resp_head_done)
+		session_error(s, 504, "backend did not read the request in time");
+	else
+		exchange_abort_flush(s, END_BACKEND_TIMEOUT);
+}
+
 static void backend_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct session *s = arg;
@@ -1496,6 +1534,10 @@ static void backend_event_cb(struct bufferevent *bev, short what, void *arg)
 		return;
 	if (what & BEV_EVENT_EOF) {
 		backend_eof(s);
+		return;
+	}
+	if (what & BEV_EVENT_TIMEOUT) {
+		backend_stalled(s, what & BEV_EVENT_WRITING);
 		return;
 	}
 	if (backend_gone(s, "failed"))
