@@ -156,6 +156,20 @@ fuzz: $(FUZZERS:%=build/fuzz/%)
 			-artifact_prefix=build/fuzz/$(f)- build/fuzz/corpus/$(f) \
 			|| fail=1;) exit $$fail
 
+# The proxy under valgrind memcheck on a subset of the e2e suite (http, terminate,
+# faults, logs, reload; ~5 min on 2 cores): tests/soak/check_valgrind.sh, which
+# fails on a memcheck error or definite leak in any proxy process (exit 89, log
+# scan). `make soak SOAK_SECONDS=600`: workers = 2, tunnels, HTTP, terminated
+# WebSockets, backend kills and reloads, then fds, RSS and logs checked
+# (tests/soak/soak.py, doc/soak.md); not part of `make check`.
+SOAK_SECONDS ?= 600
+.PHONY: check-valgrind soak
+check-valgrind: $(BIN)
+	tests/soak/check_valgrind.sh $(BIN) -j 2
+
+soak: $(BIN)
+	$(PYTHON) tests/soak/soak.py --binary ./$(BIN) --seconds $(SOAK_SECONDS)
+
 # `make install` (PREFIX=/usr/local; DESTDIR for staging, e.g. DESTDIR=/out PREFIX=/usr):
 # the binary, both man pages, the systemd unit (its paths rewritten to SBINDIR and
 # SYSCONFDIR) and the example config, which never replaces an existing one: that
