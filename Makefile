@@ -126,7 +126,7 @@ print-deps:
 # seeds copied into build/fuzz/corpus/<driver>, which keeps what a run finds
 # (rm -rf it to start over); crash inputs land in build/fuzz/.
 FUZZ_SECONDS ?= 30
-FUZZERS    := fuzz_http fuzz_ws fuzz_proxyproto
+FUZZERS    := fuzz_http fuzz_ws fuzz_proxyproto fuzz_response fuzz_config
 FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
               -Iinclude -D_GNU_SOURCE
 # fuzz_http: room above the default limits (header_bytes 16384) to cross them
@@ -134,6 +134,9 @@ FUZZ_MAXLEN_fuzz_http := 20480
 FUZZ_MAXLEN_fuzz_ws   := 4096
 # fuzz_proxyproto: past PROXYPROTO_V2_MAX (2048) to cross it
 FUZZ_MAXLEN_fuzz_proxyproto := 4096
+# fuzz_response: as fuzz_http; fuzz_config: room for etc/switchyard.conf (9.8 KB) and more
+FUZZ_MAXLEN_fuzz_response := 20480
+FUZZ_MAXLEN_fuzz_config := 16384
 
 build/fuzz/fuzz_http: tests/fuzz/fuzz_http.c src/http.c src/http_hdr.c include/http.h include/http_hdr.h
 	@mkdir -p build/fuzz
@@ -146,6 +149,19 @@ build/fuzz/fuzz_ws: tests/fuzz/fuzz_ws.c src/ws.c include/ws.h
 build/fuzz/fuzz_proxyproto: tests/fuzz/fuzz_proxyproto.c src/proxyproto.c include/proxyproto.h
 	@mkdir -p build/fuzz
 	clang $(FUZZ_FLAGS) -o $@ $(filter %.c,$^)
+
+# drivers compile the sources they test with the fuzzer's instrumentation (the
+# library objects of $(BUILD) have none)
+build/fuzz/fuzz_response: tests/fuzz/fuzz_response.c src/http.c src/http_hdr.c src/upgrade.c \
+		include/http.h include/http_hdr.h include/upgrade.h include/config.h tests/fuzz/fuzz_check.h
+	@mkdir -p build/fuzz
+	clang $(FUZZ_FLAGS) -o $@ $(filter %.c,$^) $(shell pkg-config --cflags --libs libevent libcrypto) -lhttp_parser
+
+build/fuzz/fuzz_config: tests/fuzz/fuzz_config.c src/config.c src/tls.c include/config.h include/tls.h \
+		tests/fuzz/fuzz_check.h
+	@mkdir -p build/fuzz
+	clang $(FUZZ_FLAGS) -o $@ $(filter %.c,$^) \
+		$(shell pkg-config --cflags --libs libconfig libevent libevent_openssl libssl libcrypto)
 
 fuzz: $(FUZZERS:%=build/fuzz/%)
 	@fail=0; $(foreach f,$(FUZZERS), \

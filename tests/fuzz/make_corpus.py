@@ -3,7 +3,11 @@
 
     /usr/bin/python3 tests/fuzz/make_corpus.py     (from anywhere)
 
-Writes tests/fuzz/corpus/fuzz_http/ and tests/fuzz/corpus/fuzz_ws/ afresh,
+    /usr/bin/python3 tests/fuzz/make_corpus.py fuzz_response fuzz_config
+                                                   (only those drivers' seeds)
+
+Writes tests/fuzz/corpus/<driver>/ afresh for fuzz_http, fuzz_ws,
+fuzz_response and fuzz_config (fuzz_proxyproto's seeds are kept by hand),
 one file per distinct input, named <origin>-<sha1 prefix> (stable across
 runs). Sources:
 
@@ -21,9 +25,26 @@ runs). Sources:
                                        and max_message settings, SCRIPTS
                                        encoded unmasked / masked, UTF8_CASES as
                                        text frames, every opcode, close codes
+  fuzz_response  every response seed of fuzz_http (same sources), answering
+                                       the matching request, the backend
+                                       closing after it
+             tests/unit/check_upgrade.c  resp_cases: each 101 against the
+                                       WebSocket request, the other-protocol
+                                       one and one offering both
+             by hand                   interim heads before finals and 101s,
+                                       each request kind, hostile 101s
+  fuzz_config    etc/switchyard.conf
+             tests/unit/check_config.c  every string literal (macros expanded)
+                                       that is a config text
+             tests/e2e/*.py            string constants that are config texts
+                                       or fragments (fragments appended to a
+                                       minimal config), harness.make_config()
+                                       renderings
+             by hand                   the driver's fixtures (@FIXTURES@):
+                                       includes, a certificate and keys
 
-Each seed starts with the driver's control byte(s); see the header comments
-of fuzz_http.c and fuzz_ws.c for their layout.
+Each seed starts with the driver's control byte(s), except fuzz_config's
+(plain config text); see the header comments of the drivers for the layout.
 """
 
 import ast
@@ -203,7 +224,7 @@ def c_value(elem, consts):
 # ---------------------------------------------------------------------------
 # seeds
 
-SEEDS = {"fuzz_http": {}, "fuzz_ws": {}}
+SEEDS = {"fuzz_http": {}, "fuzz_ws": {}, "fuzz_response": {}, "fuzz_config": {}}
 
 
 def add(driver, origin, data):
@@ -495,7 +516,187 @@ def ws_from_check_ws():
         frame(0x82, payload, MASK) + frame(0x88, b"\x03\xe8", MASK))
 
 
+# ---- fuzz_response ----------------------------------------------------------
+
+# fuzz_response.c REQUESTS and PIECES
+RESP_REQ = {"GET": 0, "HEAD": 1, "GET10": 2, "WS": 3, "FOO": 4, "WS_FOO": 5, "POST": 6, "HEAD10": 7}
+RESP_PIECES = [1, 2, 3, 7, 16, 100, 1024, 65536]
+WS_ACCEPT = b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+
+
+def resp_ctl(req="GET", piece=1024, eof=True):
+    idx = max(i for i, p in enumerate(RESP_PIECES) if p <= piece)
+    return bytes([RESP_REQ[req] | idx << 3 | (0x40 if eof else 0)])
+
+
+def response_from_http():
+    """fuzz_http's response seeds, answering the same kind of request."""
+    by_method = {0: "GET", 1: "HEAD", 2: "GET", 3: "POST"}  # CONNECT: no such request here
+    for data, name in list(SEEDS["fuzz_http"].items()):
+        ctl = data[0]
+        if not ctl & 1:
+            continue
+        req = by_method[(ctl >> 1) & 3]
+        body = data[1:]
+        add("fuzz_response", name.rsplit("-", 1)[0], resp_ctl(req, (ctl >> 3) + 1) + body)
+        if b" 101 " in body[:13] or b"HTTP/1.1 101" in body:
+            for r in ("WS", "WS_FOO"):
+                add("fuzz_response", "http-101", resp_ctl(r) + body)
+
+
+def response_from_check_upgrade():
+    path = os.path.join(ROOT, "tests", "unit", "check_upgrade.c")
+    toks = c_tokens(open(path, encoding="utf-8").read())
+    for case in c_array(toks, "resp_cases"):
+        fields = c_value(case[3], {})
+        if not isinstance(fields, bytes):
+            continue
+        fields = fields.replace(b"foo/1", b"foo/2").replace(b"FOO/1", b"FOO/2")
+        resp = b"HTTP/1.1 101 Switching Protocols\r\n" + fields + b"\r\n" + b"\x81\x02hi"
+        for r in ("WS", "FOO", "WS_FOO", "GET"):
+            add("fuzz_response", "unit-upgrade", resp_ctl(r) + resp)
+
+
+def response_by_hand():
+    ws101 = (b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+             b"Sec-WebSocket-Accept: " + WS_ACCEPT + b"\r\n")
+    cases = [
+        ("WS", ws101 + b"\r\n\x81\x05hello"),
+        ("WS", b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>; rel=preload\r\n\r\n"
+               + ws101 + b"Sec-WebSocket-Protocol: chat\r\nX-End: 1\r\n\r\n"),
+        ("WS", ws101 + b"Sec-WebSocket-Protocol: superchat\r\nConnection: x-hop\r\nX-Hop: 1\r\n\r\n"),
+        ("WS", ws101 + b"Sec-WebSocket-Protocol: mqtt\r\n\r\n"),
+        ("WS", ws101 + b"Content-Length: 0\r\n\r\n"),
+        ("WS", ws101 + b"Sec-WebSocket-Accept: " + WS_ACCEPT + b"\r\n\r\n"),
+        ("WS", b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"),
+        ("WS", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nno"),
+        ("WS", b"HTTP/1.0 101 Switching Protocols\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: "
+               + WS_ACCEPT + b"\r\n\r\n"),
+        ("FOO", b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: foo/2\r\n\r\nbytes"),
+        ("FOO", b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: Foo/2, foo/2\r\nKeep-Alive: 1\r\n\r\n"),
+        ("WS_FOO", b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: Foo/2\r\n\r\n"),
+        ("WS_FOO", ws101 + b"\r\n"),
+        ("WS_FOO", b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket, foo/2\r\nSec-WebSocket-Accept: "
+                   + WS_ACCEPT + b"\r\n\r\n"),
+        ("GET", ws101 + b"\r\n"),
+        ("GET", b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\nX: 1\r\n\r\n"
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close, X-A\r\nX-A: 1\r\n"
+                b"Trailer: X-T\r\nTE: trailers\r\nProxy-Connection: keep-alive\r\nHTTP2-Settings: x\r\n"
+                b"Upgrade: foo\r\nX-B: 2\r\n\r\n" + CHUNKED),
+        ("GET10", b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + CHUNKED),
+        ("GET10", b"HTTP/1.1 200 OK\r\n\r\nclose-delimited"),
+        ("GET10", b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 3\r\n\r\nabc"),
+        ("HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nTransfer-Encoding: chunked\r\n\r\n"),
+        ("HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"),
+        ("HEAD10", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"),
+        ("POST", b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n"),
+        ("POST", b"HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n"),
+        ("GET", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhel"),
+        ("GET", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel"),
+        ("GET", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello"),
+        ("GET", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n\r\n"),
+        ("GET", b"HTTP/1.1 200 \r\nConnection: via, content-length, host\r\nVia: 1.1 other\r\n"
+                b"Content-Length: 2\r\nHost: h\r\n\r\nok"),
+    ]
+    for req, data in cases:
+        for piece, eof in ((1024, True), (1, False), (3, True)):
+            add("fuzz_response", "hand", resp_ctl(req, piece, eof) + data)
+
+
+# ---- fuzz_config --------------------------------------------------------------
+
+CONFIG_KEY_RE = re.compile(r"\b(listen|upstreams|routes|timeouts|limits|admin|tunnel|tls|certificates|"
+                           r"health|servers|access_log|error_log|resolvers|workers|via|user|pid_file)\s*[=:]")
+MIN_CONFIG = (b'listen = ( { address = "127.0.0.1:8080"; } );\n'
+              b'upstreams = ( { name = "app"; servers = ( { address = "127.0.0.1:9000"; } ); } );\n'
+              b'routes = ( { upstream = "app"; } );\n')
+
+
+def config_text(b):
+    """Placeholders of the tests filled in with something plausible."""
+    for k, v in ((b"{port}", b"8080"), (b"%d", b"8080"), (b"%s", b"/tmp/sy-fuzz.sock"),
+                 (b"%%", b"%")):
+        b = b.replace(k, v)
+    return b
+
+
+def add_config(origin, b):
+    b = config_text(b)
+    if not CONFIG_KEY_RE.search(b.decode("latin-1")):
+        return
+    if not re.search(rb"\blisten\s*[=:]", b):
+        b = MIN_CONFIG + b  # a fragment: after a minimal config, so its own section is reached
+    add("fuzz_config", origin, b)
+
+
+def config_from_unit():
+    path = os.path.join(ROOT, "tests", "unit", "check_config.c")
+    toks = c_tokens(open(path, encoding="utf-8").read())
+    for _end, b in string_runs(toks):
+        if re.search(rb"\b(listen|upstreams|routes|timeouts|limits|admin|tunnel)\b\s*[=:]", b):
+            add("fuzz_config", "unit", config_text(b))
+
+
+def config_from_e2e():
+    sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
+    for name in sorted(os.listdir(os.path.join(ROOT, "tests", "e2e"))):
+        if not name.endswith(".py"):
+            continue
+        tree = ast.parse(open(os.path.join(ROOT, "tests", "e2e", name), encoding="utf-8").read())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                add_config("e2e-" + name[:-3].replace("cases_", "").replace("_", ""),
+                           node.value.encode("utf-8"))
+    import harness
+    mk = harness.make_config
+    variants = [
+        mk(8080, {"app": [9000]}),
+        mk(8080, {"app": [9000, ("127.0.0.1:9001", 3)], "ws": ["backend.example:9100"]},
+           routes=[{"name": "ws", "host": "*.example.com", "path_prefix": "/ws", "upstream": "ws",
+                    "upgrade": "forward", "protocols": ["websocket", "foo/2"]},
+                   {"name": "all", "upstream": "app", "upgrade": "strip"}],
+           timeouts={"tunnel_idle": 5000}, limits={"header_bytes": "32k"}, workers=2),
+        mk(8080, {"app": [9000]}, routes=[{"name": "vnc", "upgrade": "terminate",
+                                            "bridge": "127.0.0.1:5900", "subprotocols": ["binary"],
+                                            "origins": ["https://a.example"]}],
+           access_log="syslog", log_level="debug", via="edge-1", workers=None,
+           extra='admin = { address = "127.0.0.1:9901"; allow = [ "10.0.0.0/8" ]; };'),
+    ]
+    for v in variants:
+        add("fuzz_config", "e2e-harness", v.encode())
+
+
+def config_by_hand():
+    with open(os.path.join(ROOT, "etc", "switchyard.conf"), "rb") as f:
+        add("fuzz_config", "etc", f.read())
+    tls = (b'listen = ( { address = "127.0.0.1:8443"; tls = { protocols = "TLSv1.3+";\n'
+           b'  certificates = ( { cert = "@FIXTURES@/cert.pem"; key = "@FIXTURES@/key.pem"; } ); }; } );\n')
+    add("fuzz_config", "fixture", tls + MIN_CONFIG[MIN_CONFIG.index(b"upstreams"):])
+    add("fuzz_config", "fixture", tls.replace(b"@FIXTURES@/key.pem", b"@FIXTURES@/other-key.pem") +
+        MIN_CONFIG[MIN_CONFIG.index(b"upstreams"):])
+    add("fuzz_config", "fixture",
+        b'listen = ( { address = "127.0.0.1:8080"; } );\n@include "@FIXTURES@/upstreams.conf"\n'
+        b'@include "@FIXTURES@/routes.conf"\n@include "@FIXTURES@/timeouts.conf"\n'
+        b'upstreams = ( ); routes = ( );\n')
+    add("fuzz_config", "fixture",
+        b'listen = ( { address = "127.0.0.1:8080"; } );\n@include "@FIXTURES@/routes.conf"\n'
+        b'upstreams = ( { name = "app"; tls = { ca = "@FIXTURES@/cert.pem"; sni = "fuzz.example"; };\n'
+        b'  servers = ( { address = "127.0.0.1:9443"; } ); },\n'
+        b'  { name = "b"; tls = { ca = "@FIXTURES@/missing.pem"; verify = false; };\n'
+        b'  servers = ( { address = "127.0.0.1:9444"; } ); resolve = "0"; } );\n'
+        b'limits = { header_bytes = "1g"; uri_bytes = "1G"; };\n')
+    # more errors than CONFIG_MAX_ERRORS (64) keeps
+    add("fuzz_config", "hand", MIN_CONFIG + b"".join(b"bad%d = %d;\n" % (i, i) for i in range(70)))
+    add("fuzz_config", "fixture", MIN_CONFIG + b'@include "@FIXTURES@/bad.conf"\n')
+    add("fuzz_config", "fixture", MIN_CONFIG + b'@include "@FIXTURES@/self.conf"\n')
+    add("fuzz_config", "fixture", MIN_CONFIG + b'@include "@FIXTURES@/missing.conf"\n')
+
+
 def main():
+    only = sys.argv[1:]
+    for d in only:
+        if d not in SEEDS:
+            sys.exit("unknown driver %s (one of %s)" % (d, ", ".join(SEEDS)))
     for name in ("check_http.c", "check_http_hdr.c", "check_upgrade.c"):
         http_from_unit(name)
     http_by_hand()
@@ -504,7 +705,15 @@ def main():
     http_from_e2e()
     http_upgrade()
     ws_from_check_ws()
+    response_from_http()
+    response_from_check_upgrade()
+    response_by_hand()
+    config_from_unit()
+    config_from_e2e()
+    config_by_hand()
     for driver, seeds in SEEDS.items():
+        if only and driver not in only:
+            continue
         d = os.path.join(OUT, driver)
         shutil.rmtree(d, ignore_errors=True)
         os.makedirs(d)

@@ -1063,6 +1063,99 @@ START_TEST(test_missing_file)
 }
 END_TEST
 
+/* ---- found by tests/fuzz/fuzz_config (issue 16) ------------------------ */
+
+/*
+ * One error, one line: a user value inside a message is quoted with control
+ * bytes escaped (quote()), so that a value holding "\n" cannot forge a second
+ * "FILE:LINE: ..." line in `switchyard -t` output or the log. Upstream and
+ * route names, the 'ca' path and certificate paths were echoed raw.
+ */
+static const char *const ONE_LINE_CASES[] = {
+    /* the fuzzer's input, minimized: a route naming an undefined upstream */
+    LISTEN "routes = ( { upstream = \"a\\nb\"; } );\n",
+    LISTEN "upstreams = ( { name = \"a\\nb\"; servers = ( ); } );\n" ROUTES,
+    LISTEN "upstreams = ( { name = \"a\\x01b\"; servers = ( { address = \"x\"; } ); } );\n" ROUTES,
+    LISTEN "upstreams = ( { name = \"a\\rb\"; servers = ( { address = \"127.0.0.1:1\"; } ); },\n"
+	   "  { name = \"a\\rb\"; servers = ( { address = \"127.0.0.1:2\"; } ); } );\n"
+	   "routes = ( { upstream = \"a\\rb\"; } );\n",
+    LISTEN UPS "routes = ( { name = \"r\\n1\"; } );\n",
+    LISTEN UPS "routes = ( { name = \"r\\n1\"; upgrade = \"terminate\"; } );\n",
+    LISTEN UPS "routes = ( { name = \"r\\n1\"; upgrade = \"terminate\"; upstream = \"app\";\n"
+	       "  bridge = \"127.0.0.1:1\"; } );\n",
+    "listen = ( { address = \"127.0.0.1:8080\"; tls = { certificates = (\n"
+    "  { cert = \"/nonexistent/a\\nb.pem\"; key = \"/nonexistent/k.pem\"; } ); }; } );\n" UPS
+	ROUTES,
+    LISTEN "upstreams = ( { name = \"app\"; tls = { ca = \"/nonexistent/a\\nb.pem\"; };\n"
+	   "  servers = ( { address = \"127.0.0.1:9000\"; } ); } );\n" ROUTES,
+};
+
+START_TEST(test_errors_one_line)
+{
+	struct config_errors errs;
+	struct config *cfg = config_parse("one.conf", ONE_LINE_CASES[_i], &errs);
+
+	ck_assert_ptr_null(cfg);
+	ck_assert_uint_gt(errs.n, 0);
+	for (size_t i = 0; i < errs.n; i++) {
+		ck_assert_msg(strncmp(errs.msg[i], "one.conf:", 9) == 0, "no file in '%s'",
+			      errs.msg[i]);
+		for (const char *c = errs.msg[i]; *c != '\0'; c++)
+			ck_assert_msg((unsigned char)*c >= 0x20 && *c != 0x7f,
+				      "case %d: control byte 0x%02x in '%s'", _i, (unsigned char)*c,
+				      errs.msg[i]);
+	}
+	config_errors_fini(&errs);
+}
+END_TEST
+
+/*
+ * @include of a directory: libconfig 1.5's scanner fails read(2) on it and
+ * exits the process ("input in flex scanner failed", status 2) -- at `-t`, at
+ * start, and at a SIGHUP reload, which kills the running proxy. The loader
+ * must refuse it as an error like any other.
+ */
+START_TEST(test_include_directory)
+{
+	struct config_errors errs;
+	struct config *cfg = config_parse("inc.conf", BASE "@include \"/tmp\"\n", &errs);
+
+	ck_assert_ptr_null(cfg);
+	ck_assert_uint_eq(errs.n, 1);
+	ck_assert_msg(strncmp(errs.msg[0], "inc.conf:4: ", 12) == 0 ||
+			  strncmp(errs.msg[0], "/tmp:", 5) == 0,
+		      "got '%s'", errs.msg[0]);
+	config_errors_fini(&errs);
+}
+END_TEST
+
+/*
+ * An error about a setting read from an @include'd file names that file and
+ * its line there, as libconfig's own syntax errors do; it named the main file
+ * with the included file's line number (a line the main file may not have).
+ */
+START_TEST(test_include_error_names_included_file)
+{
+	char inc[] = "/tmp/check_config_inc_XXXXXX", text[256];
+	struct config_errors errs;
+	int fd = mkstemp(inc);
+	static const char part[] = "\n\n\n\n\nroutes = ( { upstream = \"nope\"; } );\n";
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(write(fd, part, sizeof(part) - 1), (ssize_t)(sizeof(part) - 1));
+	close(fd);
+	snprintf(text, sizeof(text), LISTEN UPS "@include \"%s\"\n", inc);
+	struct config *cfg = config_parse("main.conf", text, &errs);
+	unlink(inc);
+	ck_assert_ptr_null(cfg);
+	ck_assert_uint_eq(errs.n, 1);
+	char want[128];
+	snprintf(want, sizeof(want), "%s:6: undefined upstream 'nope'", inc);
+	ck_assert_str_eq(errs.msg[0], want);
+	config_errors_fini(&errs);
+}
+END_TEST
+
 /* ---- value parsers ---------------------------------------------------- */
 
 static const struct {
@@ -1225,6 +1318,13 @@ static Suite *config_suite(void)
 	tcase_add_test(tc, test_too_many_servers);
 	tcase_add_test(tc, test_error_overflow);
 	tcase_add_test(tc, test_missing_file);
+	suite_add_tcase(s, tc);
+
+	/* regressions from fuzz_config (issue 16) */
+	tc = tcase_create("fuzz");
+	tcase_add_loop_test(tc, test_errors_one_line, 0, (int)N_ELEMS(ONE_LINE_CASES));
+	tcase_add_test(tc, test_include_directory);
+	tcase_add_test(tc, test_include_error_names_included_file);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("parse");
