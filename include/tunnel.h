@@ -9,6 +9,7 @@
 #ifndef SY_TUNNEL_H
 #define SY_TUNNEL_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "config.h"
@@ -52,5 +53,8 @@ void tunnel_bytes(const struct tunnel *t, uint64_t *up, uint64_t *down);
 const char *tunnel_mode_str(const struct tunnel *t);
 /* Milliseconds since a byte last moved either way. */
 uint64_t tunnel_idle_ms(const struct tunnel *t);
+/* How long a side has taken none of the bytes waiting for it (0: none wait);
+ * *client_side says whether that side is the client. */
+uint64_t tunnel_stalled_ms(const struct tunnel *t, bool *client_side);
 
 #endif

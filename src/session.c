@@ -1765,9 +1765,17 @@ static const char *tunnel_mode_of(const struct session *s)
 
 void session_tick(struct session *s)
 {
+	bool client_side;
 	if (!s->tunnel_counted)
 		return;
 	count_tunnel_bytes(s);
+	/* a side that takes no bytes for timeouts.send ends the tunnel, as it would
+	 * end an exchange (checked each second: the bound is send + 1 s) */
+	if (s->tunnel && s->cfg->timeouts.send &&
+	    tunnel_stalled_ms(s->tunnel, &client_side) >= s->cfg->timeouts.send) {
+		session_end(s, client_side ? END_SEND_TIMEOUT : END_BACKEND_TIMEOUT, NULL);
+		return;
+	}
 	if (s->cfg->log_interval == 0 || elapsed_ms(&s->progress_logged) < s->cfg->log_interval)
 		return;
 	clock_gettime(CLOCK_MONOTONIC, &s->progress_logged);

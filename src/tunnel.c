@@ -67,6 +67,8 @@ struct tunnel_dir {
 	bool eof;  /* the source said EOF */
 	bool done; /* ... and the destination got everything and a FIN */
 	uint64_t bytes;
+	struct timespec filled, moved;	  /* last bytes read from src, last written to dst */
+	struct evbuffer_cb_entry *out_cb; /* copy pump: watches dst's output drain */
 };
 
 struct tunnel {
@@ -96,6 +98,30 @@ static uint64_t ms_since(const struct timespec *ts)
 uint64_t tunnel_idle_ms(const struct tunnel *t)
 {
 	return ms_since(&t->last_active);
+}
+
+/* Bytes of d read and not yet written? */
+static bool dir_has_pending(const struct tunnel_dir *d)
+{
+	if (d->dst_bev)
+		return evbuffer_get_length(bufferevent_get_output(d->dst_bev)) > 0;
+	return d->in_pipe > 0 || (d->pending && evbuffer_get_length(d->pending) > 0);
+}
+
+/* How long d's destination has taken none of the bytes waiting for it. */
+static uint64_t dir_stalled_ms(const struct tunnel_dir *d)
+{
+	if (d->done || !dir_has_pending(d))
+		return 0;
+	uint64_t moved = ms_since(&d->moved), filled = ms_since(&d->filled);
+	return moved < filled ? moved : filled;
+}
+
+uint64_t tunnel_stalled_ms(const struct tunnel *t, bool *client_side)
+{
+	uint64_t up = dir_stalled_ms(&t->up), down = dir_stalled_ms(&t->down);
+	*client_side = down >= up; /* down's destination is the client */
+	return down >= up ? down : up;
 }
 
 static void tunnel_finish(struct tunnel *t, enum end_cause cause, const char *detail)
@@ -194,6 +220,7 @@ static int dir_flush(struct tunnel_dir *d)
 		if (n < 0)
 			return errno == EAGAIN ? 0 : -1;
 		d->bytes += (uint64_t)n;
+		now(&d->moved);
 	}
 	if (d->pending) { /* all out: idle tunnels keep no buffer */
 		evbuffer_free(d->pending);
@@ -205,6 +232,7 @@ static int dir_flush(struct tunnel_dir *d)
 			return errno == EAGAIN ? 0 : -1;
 		d->in_pipe -= (size_t)n;
 		d->bytes += (uint64_t)n;
+		now(&d->moved);
 	}
 	return 1;
 }
@@ -268,6 +296,7 @@ static void dir_pump(struct tunnel_dir *d)
 		} else {
 			drained = n < TUNNEL_CHUNK;
 			touch(d->t);
+			d->filled = d->t->last_active;
 		}
 	}
 	/* yield to other tunnels; level-triggered readiness brings us back */
@@ -330,6 +359,13 @@ static struct tunnel_dir *dir_from_dst(struct tunnel *t, struct bufferevent *bev
 	return bev == t->client_bev ? &t->down : &t->up;
 }
 
+/* The destination took bytes: progress for the send timeout. */
+static void copy_out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+	if (info->n_deleted > 0)
+		now(&((struct tunnel_dir *)arg)->moved);
+}
+
 static void copy_try_finish(struct tunnel_dir *d)
 {
 	if (d->eof && !d->done && evbuffer_get_length(bufferevent_get_output(d->dst_bev)) == 0) {
@@ -349,6 +385,7 @@ static void copy_read_cb(struct bufferevent *bev, void *arg)
 	d->bytes += evbuffer_get_length(in);
 	evbuffer_add_buffer(out, in);
 	touch(t);
+	d->filled = t->last_active;
 	if (evbuffer_get_length(out) >= TUNNEL_COPY_HIGH) {
 		bufferevent_disable(bev, EV_READ);
 		bufferevent_setwatermark(d->dst_bev, EV_WRITE, TUNNEL_COPY_HIGH / 2, 0);
@@ -403,7 +440,9 @@ static int tunnel_start_copy(struct tunnel *t, struct bufferevent *client,
 		bufferevent_set_timeouts(bev, NULL, NULL);
 		bufferevent_enable(bev, EV_READ | EV_WRITE);
 	}
-	return 0;
+	t->up.out_cb = evbuffer_add_cb(bufferevent_get_output(backend), copy_out_cb, &t->up);
+	t->down.out_cb = evbuffer_add_cb(bufferevent_get_output(client), copy_out_cb, &t->down);
+	return t->up.out_cb && t->down.out_cb ? 0 : -1;
 }
 
 /* ---- common ---- */
@@ -450,6 +489,8 @@ static void dir_setup(struct tunnel_dir *d, struct tunnel *t, bool from_client, 
 	d->src = src;
 	d->dst = dst;
 	d->pipe[0] = d->pipe[1] = -1;
+	now(&d->filled);
+	d->moved = d->filled;
 }
 
 struct tunnel *tunnel_start(const struct tunnel_params *p, struct bufferevent *client,
@@ -498,6 +539,13 @@ void tunnel_free(struct tunnel *t)
 	dir_free(&t->up);
 	dir_free(&t->down);
 	if (t->client_bev) {
+		/* the buffers may outlive t (a deferred free): stop watching them */
+		if (t->up.out_cb)
+			evbuffer_remove_cb_entry(bufferevent_get_output(t->backend_bev),
+						 t->up.out_cb);
+		if (t->down.out_cb)
+			evbuffer_remove_cb_entry(bufferevent_get_output(t->client_bev),
+						 t->down.out_cb);
 		bufferevent_free(t->client_bev); /* closes its socket */
 		bufferevent_free(t->backend_bev);
 	} else if (t->splice && t->up.src >= 0) {
