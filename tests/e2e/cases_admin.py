@@ -72,6 +72,7 @@ END_CAUSES = ("client_eof", "backend_eof", "client_error", "backend_error", "idl
               "protocol_error", "ping_timeout", "shutdown", "route_removed", "server_down", "client_closed",
               "keepalive_timeout", "tls_handshake_failed", "tls_handshake_timeout", "send_timeout",
               "response_delivered", "linger_done", "backend_cut", "bad_response_body", "backend_failed",
+              "backend_timeout",
               "bad_request_body", "client_cut", "internal")
 LE = ("0.001", "0.005", "0.025", "0.1", "0.25", "1", "2.5", "10", "30", "60", "300", "900", "1800", "3600", "+Inf")
 TEXT = "text/plain; charset=utf-8"
