@@ -763,7 +763,8 @@ static const struct {
     {"bare lf after size", "5\nhello\r\n0\r\n\r\n"},
     {"junk after size cr", "5\rXhello\r\n0\r\n\r\n"},
     {"empty size", "\r\nhello\r\n0\r\n\r\n"},
-    /* whitespace after the size may only lead to ';' or CR: "5 a" must not be read as 5 (or 0x5a) */
+    /* whitespace after the size may only lead to ';' or CR: "5 a" must not be read as 5 (or 0x5a)
+     */
     {"space then hex digit", "5 a\r\nhello\r\n0\r\n\r\n"},
     {"tab then text", "5\tzz\r\nhello\r\n0\r\n\r\n"},
 };
