@@ -170,6 +170,39 @@ def fd_kinds(pid):
     return dict(c)
 
 
+TCP_STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2",
+              6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN", 11: "CLOSING"}
+
+
+def socket_details(pid):
+    """The process's sockets as "local -> remote STATE" (TCP) or "socket:[inode]"."""
+    tcp = {}
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(name) as f:
+                next(f)
+                for ln in f:
+                    p = ln.split()
+                    def addr(h):
+                        ip, port = h.split(":")
+                        if len(ip) == 8:
+                            ip = ".".join(str(b) for b in reversed(bytes.fromhex(ip)))
+                        return "%s:%d" % (ip, int(port, 16))
+                    tcp[p[9]] = "%s -> %s %s" % (addr(p[1]), addr(p[2]), TCP_STATES.get(int(p[3], 16), p[3]))
+        except OSError:
+            pass
+    out = []
+    d = "/proc/%d/fd" % pid
+    for n in os.listdir(d):
+        try:
+            link = os.readlink(os.path.join(d, n))
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            out.append("fd %s: %s" % (n, tcp.get(link[8:-1], link)))
+    return sorted(out)
+
+
 def rss_kb(pid):
     with open("/proc/%d/status" % pid) as f:
         for ln in f:
@@ -240,6 +273,7 @@ class Soak:
         self.stop_load = False
         self.generation = 1
         self.rng = random.Random(args.seed)
+        self.sockets_end = []
 
     # -- processes
     def config(self, variant):
@@ -247,7 +281,9 @@ class Soak:
         return (
             'listen = ( { address = "127.0.0.1:%d"; } );\n'
             "workers = 2;\n"
-            'timeouts = { header = "10s"; connect = "2s"; response = "20s"; };\n'
+            # keepalive 2s: idle pooled upstream connections (up to 32 per server
+            # and worker) are gone before the idle measurements, which compare exactly
+            'timeouts = { header = "10s"; connect = "2s"; response = "20s"; keepalive = "2s"; };\n'
             "limits = { max_connections = %d; };\n"
             'upstreams = ( { name = "app"; retries = 1; servers = ( { address = "127.0.0.1:%d"; },'
             ' { address = "127.0.0.1:%d"; } ); } );\n'
@@ -479,14 +515,15 @@ class Soak:
             self.problems.append("%d load loops did not end" % len(pending))
 
     def idle_point(self, what):
-        """Wait for the proxy to settle (fds stable for 3 s), then take fds and RSS."""
+        """Wait for the proxy to settle (fds stable for 5 s, longer than the 2 s
+        keep-alive of pooled upstream connections), then take fds and RSS."""
         last, stable_since = None, time.monotonic()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             k = fd_kinds(self.proxy.pid)
             if k != last:
                 last, stable_since = k, time.monotonic()
-            elif time.monotonic() - stable_since >= 3:
+            elif time.monotonic() - stable_since >= 5:
                 break
             time.sleep(0.2)
         time.sleep(1)
@@ -513,6 +550,18 @@ class Soak:
             if self.be_procs[i].poll() is not None:
                 self.start_backend(i)
         fds1, rss1 = self.idle_point("end")
+        if fds1.get("socket", 0) > fds0.get("socket", 0):
+            # timers (keep-alive, idle) or a leak: wait a while, then list them
+            print("soak: %d sockets more than after warm-up; waiting up to %d s for them to go"
+                  % (fds1["socket"] - fds0.get("socket", 0), self.args.linger), flush=True)
+            deadline = time.monotonic() + self.args.linger
+            while time.monotonic() < deadline and \
+                    fd_kinds(self.proxy.pid).get("socket", 0) > fds0.get("socket", 0):
+                time.sleep(1)
+            fds1 = fd_kinds(self.proxy.pid)
+            self.sockets_end = socket_details(self.proxy.pid)
+            with open(os.path.join(self.dir, "sockets-end.txt"), "w") as f:
+                f.write("\n".join(self.sockets_end) + "\n")
         alive = self.proxy.poll() is None
         self.proxy.send_signal(signal.SIGTERM)
         try:
@@ -585,6 +634,10 @@ class Soak:
         print("  error log: warn/error lines by kind:")
         for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])[:40]:
             print("    %7d  %s" % (v, k))
+        if self.sockets_end:
+            print("  proxy sockets at end (all %d, also in sockets-end.txt):" % len(self.sockets_end))
+            for ln in self.sockets_end[:80]:
+                print("    " + ln)
         for p in self.problems[:20]:
             print("  problem: %s" % p)
         if san:
@@ -614,6 +667,8 @@ def main():
     ap.add_argument("--kill-every", type=float, default=30)
     ap.add_argument("--reload-every", type=float, default=10)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--linger", type=float, default=90,
+                    help="how long extra sockets at the end may take to go, s")
     ap.add_argument("--dir")
     args = ap.parse_args()
     if args.warmup is None:
