@@ -122,6 +122,20 @@ static const char *const LIMIT_KEYS[] = {"header_bytes",    "header_fields", "ur
 /* ---- error collection ------------------------------------------------- */
 
 /* line 0 means "no line": the message is "FILE: msg". */
+/* Copy in to out with control bytes as \xNN: one message stays one line,
+ * whatever a value in it holds (a name with "\n" cannot forge a line). */
+static void escape_controls_into(char *out, const char *in)
+{
+	for (; *in; in++) {
+		unsigned char c = (unsigned char)*in;
+		if (c < 0x20 || c == 0x7f)
+			out += sprintf(out, "\\x%02x", c);
+		else
+			*out++ = (char)c;
+	}
+	*out = '\0';
+}
+
 static void errors_vadd(struct loader *ld, const char *file, int line, const char *fmt, va_list ap)
     __attribute__((format(printf, 4, 0)));
 
@@ -140,15 +154,21 @@ static void errors_vadd(struct loader *ld, const char *file, int line, const cha
 	va_copy(ap2, ap);
 	int n = vsnprintf(NULL, 0, fmt, ap2);
 	va_end(ap2);
-	size_t size = strlen(file) + strlen(prefix) + 2 + (size_t)(n > 0 ? n : 0) + 1;
-	char *msg = malloc(size);
+	size_t body = (size_t)(n > 0 ? n : 0) + 1;
+	char *text = malloc(body);
+	/* 4 bytes per byte at worst: control bytes become \xNN */
+	char *msg = text ? malloc((strlen(file) + strlen(prefix) + 2 + body) * 4) : NULL;
 	if (msg == NULL) {
 		/* Still fail the load; a NULL slot would trip up the caller. */
+		free(text);
 		errs->dropped++;
 		return;
 	}
-	int off = snprintf(msg, size, "%s%s: ", file, prefix);
-	vsnprintf(msg + off, size - (size_t)off, fmt, ap);
+	escape_controls_into(msg, file);
+	sprintf(msg + strlen(msg), "%s: ", prefix);
+	vsnprintf(text, body, fmt, ap);
+	escape_controls_into(msg + strlen(msg), text);
+	free(text);
 	ld->lines[errs->n] = line;
 	errs->msg[errs->n++] = msg;
 }
@@ -198,12 +218,21 @@ static int setting_line(const config_setting_t *s)
 static void load_err(struct loader *ld, const config_setting_t *s, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* The file a setting came from: an @include'd one, or the main file. */
+static const char *setting_file(const struct loader *ld, const config_setting_t *s)
+{
+	for (; s != NULL; s = config_setting_parent(s))
+		if (config_setting_source_file(s) != NULL)
+			return config_setting_source_file(s);
+	return ld->file;
+}
+
 static void load_err(struct loader *ld, const config_setting_t *s, const char *fmt, ...)
 {
 	va_list ap;
 
 	va_start(ap, fmt);
-	errors_vadd(ld, ld->file, setting_line(s), fmt, ap);
+	errors_vadd(ld, setting_file(ld, s), setting_line(s), fmt, ap);
 	va_end(ap);
 }
 
@@ -1915,11 +1944,11 @@ void config_free(struct config *cfg)
  * error" without errno, and its scanner exits the process when read(2)
  * fails on a directory.
  */
-/* The whole file, NUL-terminated; NULL with the reason in errs. */
-static char *read_text(struct loader *ld)
+/* The whole file at path, NUL-terminated; NULL with *errp set. */
+static char *slurp(const char *path, int *errp)
 {
 	struct stat st;
-	FILE *fp = fopen(ld->file, "r");
+	FILE *fp = fopen(path, "r");
 	char *text = NULL;
 	int err = 0;
 
@@ -1935,13 +1964,84 @@ static char *read_text(struct loader *ld)
 		err = errno ? errno : EIO;
 	if (fp)
 		fclose(fp);
+	*errp = err;
 	if (err) {
-		errors_addf(ld, ld->file, 0, "cannot read: %s", strerror(err));
 		free(text);
 		return NULL;
 	}
 	text[st.st_size] = '\0';
 	return text;
+}
+
+/* The main file; NULL with the reason in errs. */
+static char *read_text(struct loader *ld)
+{
+	int err = 0;
+	char *text = slurp(ld->file, &err);
+	if (text == NULL)
+		errors_addf(ld, ld->file, 0, "cannot read: %s", strerror(err));
+	return text;
+}
+
+#define CONFIG_INCLUDE_DEPTH 10 /* libconfig's own limit */
+
+static int check_includes(struct loader *ld, const char *text, const char *file, int depth);
+
+/* One @include target: a regular file (whose own includes are checked), or
+ * missing (libconfig says so); anything else is refused here. */
+static int check_include_target(struct loader *ld, const char *file, int line, const char *path,
+				int depth)
+{
+	char q[CONFIG_QUOTE_MAX + 16];
+	struct stat st;
+	int err = 0;
+
+	if (stat(path, &st) < 0)
+		return 0;
+	if (!S_ISREG(st.st_mode)) {
+		errors_addf(ld, file, line, "cannot include %s: not a regular file",
+			    quote(q, sizeof(q), path));
+		return -1;
+	}
+	if (depth + 1 >= CONFIG_INCLUDE_DEPTH)
+		return 0;
+	char *text = slurp(path, &err);
+	int rc = text ? check_includes(ld, text, path, depth + 1) : 0;
+	free(text);
+	return rc;
+}
+
+/*
+ * libconfig 1.5 ends the whole process (its scanner's fatal error, exit
+ * status 2) when an @include names something read(2) fails on, such as a
+ * directory: at -t, at start and at a reload. Such targets are refused first,
+ * in included files too. 0 / -1 (the error added).
+ */
+static int check_includes(struct loader *ld, const char *text, const char *file, int depth)
+{
+	int line = 1;
+	for (const char *p = text; *p != '\0'; line++) {
+		const char *eol = strchr(p, '\n');
+		const char *end = eol ? eol : p + strlen(p);
+		const char *q = p;
+		while (q < end && (*q == ' ' || *q == '\t'))
+			q++;
+		if (end - q > 8 && strncmp(q, "@include", 8) == 0) {
+			const char *open = memchr(q + 8, '"', (size_t)(end - q - 8));
+			const char *close =
+			    open ? memchr(open + 1, '"', (size_t)(end - open - 1)) : NULL;
+			if (close) {
+				char *path = strndup(open + 1, (size_t)(close - open - 1));
+				int rc =
+				    path ? check_include_target(ld, file, line, path, depth) : 0;
+				free(path);
+				if (rc < 0)
+					return -1;
+			}
+		}
+		p = eol ? eol + 1 : end;
+	}
+	return 0;
 }
 
 static int config_read_checked(config_t *lc, struct loader *ld, const char *text)
@@ -1988,7 +2088,7 @@ struct config *config_parse(const char *file, const char *text, struct config_er
 		goto fail_cfg;
 	}
 	config_init(&lc);
-	if (config_read_checked(&lc, &ld, text) == 0)
+	if (check_includes(&ld, text, file, 0) == 0 && config_read_checked(&lc, &ld, text) == 0)
 		load_root(&ld, config_root_setting(&lc));
 	config_destroy(&lc);
 	errors_sort(&ld);
