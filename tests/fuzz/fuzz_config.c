@@ -10,20 +10,25 @@
  *
  * The filesystem. config_parse() itself reads files in three places: the
  * @include directive (libconfig opens the path, relative to the process's
- * working directory), TLS certificate and key paths (tls_check_pair() loads
- * and matches them through OpenSSL at load time), and upstream tls.ca (only
+ * working directory; config.c first stats it and reads it for its own
+ * includes), TLS certificate and key paths (tls_check_pair() loads and
+ * matches them through OpenSSL at load time), and upstream tls.ca (only
  * access(R_OK)). It writes nothing: pid_file, logs and unix socket paths are
  * only stored. So that fuzzing reads only harmless files:
  * - "@FIXTURES@" anywhere in the text stands for a scratch directory the
  *   driver fills at start (fixture includes, a certificate and its key, a key
  *   that does not match) and removes at exit;
- * - an @include of anything but a fixture is disabled ('@' becomes '#', a
- *   comment), as libconfig exits the process when it includes a directory and
- *   blocks on a FIFO or a device;
- * - every string value (as libconfig reads it, escapes and concatenation
- *   applied) that names something other than a regular file of at most 1 MiB
- *   or a directory, or anything under /proc, /sys or /dev, makes the driver
- *   skip the input (returns -1: not added to the corpus).
+ * - an @include may name a fixture, nothing, or a directory -- on purpose:
+ *   libconfig 1.5 exits the process when it includes one, and config.c must
+ *   refuse it first. The path is taken both as libconfig reads it (\\ and \"
+ *   unescaped, any other backslash dropped) and as config.c's check does (up
+ *   to the next quote on the line); for anything else (a FIFO or a device
+ *   would block, a regular file elsewhere is nobody's business) the driver
+ *   skips the input (returns -1: not added to the corpus);
+ * - every string value of the text (as libconfig reads it, escapes and
+ *   concatenation applied, includes left out) that names something other
+ *   than a regular file of at most 1 MiB or a directory, or anything under
+ *   /proc, /sys or /dev, makes the driver skip the input too.
  *
  * Checked beyond "no crash, no leak":
  * - failure: at least one error, at most CONFIG_MAX_ERRORS kept; each is
@@ -51,16 +56,6 @@
 
 #include "config.h"
 #include "fuzz_check.h"
-
-/*
- * Checks a known, reported bug still fails: -DFUZZ_SKIP_KNOWN_BUGS turns them
- * off to fuzz past them (each names its regression case in tests/unit).
- */
-#ifdef FUZZ_SKIP_KNOWN_BUGS
-#define CHECK_KNOWN_BUG(cond) ((void)0)
-#else
-#define CHECK_KNOWN_BUG(cond) CHECK(cond)
-#endif
 
 #define FILE_NAME "fuzz.conf"
 #define PLACEHOLDER "@FIXTURES@"
@@ -93,7 +88,7 @@ static const char OTHER_KEY_PEM[] =
     "jAogBspMuO/q2FBF7oJXyJk6/Eweun7/i8krdLdFlZDzksnChiuShQCp\n"
     "-----END PRIVATE KEY-----\n";
 
-/* The fixture directory's files; includes may name the first five. */
+/* The fixture directory's files (the first five are configs to include). */
 static const struct {
 	const char *name, *text;
 } FIXTURES[] = {
@@ -108,7 +103,6 @@ static const struct {
     {"other-key.pem", OTHER_KEY_PEM},
 };
 #define N_FIXTURES (sizeof(FIXTURES) / sizeof(FIXTURES[0]))
-#define N_INCLUDABLE 5
 
 static char fixture_dir[64];
 
@@ -166,37 +160,84 @@ static char *expand(const char *text, size_t len, size_t *out_len)
 	return out;
 }
 
-/* Is path (between the quotes of an @include) one of the includable fixtures? */
-static bool fixture_include(const char *path, size_t len)
+/* Does path name something inside the fixture directory? */
+static bool in_fixtures(const char *path)
 {
-	char want[128];
-	for (size_t i = 0; i < N_INCLUDABLE; i++) {
-		int n = snprintf(want, sizeof(want), "%s/%s", fixture_dir, FIXTURES[i].name);
-		if ((size_t)n == len && memcmp(path, want, len) == 0)
-			return true;
-	}
-	return false;
+	char *real = realpath(path, NULL), *dir = realpath(fixture_dir, NULL);
+	size_t n = dir ? strlen(dir) : 0;
+	bool in = real != NULL && dir != NULL && strncmp(real, dir, n) == 0 && real[n] == '/';
+	free(real);
+	free(dir);
+	return in;
 }
 
 /*
- * libconfig takes a line matching ^[ \t]*@include[ \t]+" as an include (in
- * any state but a string or a comment). Every "@include" that is not exactly
- * a fixture's becomes "#include", a comment, wherever it stands.
+ * The path libconfig 1.5 opens for an "@include" at p (its INCLUDE rules:
+ * \\ and \" unescape, any other backslash is dropped by flex's default rule),
+ * or NULL when none follows. Whether p stands at a line start outside strings
+ * and comments is not looked at: an "@include" libconfig would not take is
+ * checked all the same, which only makes the driver stricter.
  */
-static void disable_includes(char *text, size_t len)
+static char *libconfig_include_path(const char *p, const char *end)
 {
-	for (char *p = text; (p = memmem(p, len - (size_t)(p - text), "@include", 8)); p += 8) {
-		const char *q = p + 8, *end = text + len;
-		while (q < end && (*q == ' ' || *q == '\t'))
-			q++;
-		if (q > p + 8 && q < end && *q == '"') {
-			const char *close = memchr(q + 1, '"', (size_t)(end - q - 1));
-			if (close != NULL && memchr(q + 1, '\\', (size_t)(close - q - 1)) == NULL &&
-			    fixture_include(q + 1, (size_t)(close - q - 1)))
-				continue;
+	const char *q = p + 8;
+	if (q >= end || (*q != ' ' && *q != '\t'))
+		return NULL;
+	while (q < end && (*q == ' ' || *q == '\t'))
+		q++;
+	if (q >= end || *q != '"')
+		return NULL;
+	char *out = malloc((size_t)(end - q)), *o = out;
+	CHECK(out != NULL);
+	for (q++; q < end && *q != '"'; q++) {
+		if (*q == '\\') {
+			if (q + 1 < end && (q[1] == '\\' || q[1] == '"'))
+				*o++ = *++q;
+			continue;
 		}
-		*p = '#';
+		*o++ = *q;
 	}
+	if (q >= end) { /* never closed: nothing is opened */
+		free(out);
+		return NULL;
+	}
+	*o = '\0';
+	return out;
+}
+
+/* The path config.c's check takes: from the first quote after it to the next, on its line. */
+static char *check_include_path(const char *p, const char *end)
+{
+	const char *eol = memchr(p, '\n', (size_t)(end - p));
+	if (eol == NULL)
+		eol = end;
+	const char *open = memchr(p + 8, '"', (size_t)(eol - p - 8));
+	const char *close = open ? memchr(open + 1, '"', (size_t)(eol - open - 1)) : NULL;
+	return close ? strndup(open + 1, (size_t)(close - open - 1)) : NULL;
+}
+
+/* A fixture, nothing at all, or a directory (which config.c must refuse). */
+static bool include_harmless(const char *path)
+{
+	struct stat st;
+	if (path == NULL || stat(path, &st) != 0 || S_ISDIR(st.st_mode))
+		return true;
+	return S_ISREG(st.st_mode) && in_fixtures(path);
+}
+
+/* Every "@include" of the text: may both readings of its path be opened? */
+static bool includes_harmless(const char *text, size_t len)
+{
+	const char *end = text + len;
+	for (const char *p = text; (p = memmem(p, (size_t)(end - p), "@include", 8)); p += 8) {
+		char *a = libconfig_include_path(p, end), *b = check_include_path(p, end);
+		bool ok = include_harmless(a) && include_harmless(b);
+		free(a);
+		free(b);
+		if (!ok)
+			return false;
+	}
+	return true;
 }
 
 /* May the loader open path (as the loader resolves it: relative to the cwd)? */
@@ -235,15 +276,25 @@ static bool strings_harmless(const config_setting_t *s, int depth)
 	}
 }
 
-/* Parse the text with libconfig alone (includes already limited) and look at every string. */
-static bool text_harmless(const char *text)
+/*
+ * Parse the text with libconfig alone, its includes made comments (a
+ * directory would end the process here), and look at every string. When
+ * that fails, so does the loader's parse before it opens any path: included
+ * fixtures are whole settings and cannot mend the main text.
+ */
+static bool text_harmless(const char *text, size_t len)
 {
 	config_t lc;
 	bool ok = true;
+	char *copy = strdup(text);
+	CHECK(copy != NULL);
+	for (char *p = copy; (p = memmem(p, len - (size_t)(p - copy), "@include", 8)); p += 8)
+		*p = '#';
 	config_init(&lc);
-	if (config_read_string(&lc, text) == CONFIG_TRUE)
+	if (config_read_string(&lc, copy) == CONFIG_TRUE)
 		ok = strings_harmless(config_root_setting(&lc), 0);
 	config_destroy(&lc);
+	free(copy);
 	return ok;
 }
 
@@ -257,10 +308,12 @@ static long check_message(const char *msg)
 	if (strncmp(msg, FILE_NAME, flen) == 0) {
 		p = msg + flen;
 	} else {
-		/* libconfig names the included file for an error inside it */
-		CHECK(strncmp(msg, fixture_dir, strlen(fixture_dir)) == 0);
-		p = strchr(msg + strlen(fixture_dir), ':');
-		CHECK(p != NULL && fixture_include(msg, (size_t)(p - msg)));
+		/* an error in an included file names it, as the include wrote it */
+		p = strchr(msg, ':');
+		CHECK(p != NULL && p > msg);
+		char *file = strndup(msg, (size_t)(p - msg));
+		CHECK(file != NULL && in_fixtures(file));
+		free(file);
 	}
 	long line = 0;
 	CHECK(*p == ':');
@@ -275,13 +328,9 @@ static long check_message(const char *msg)
 		p++;
 	}
 	CHECK(p[0] == ' ' && p[1] != '\0');
-	/*
-	 * One error, one line: values are quoted with control bytes escaped.
-	 * Known bug: upstream and route names, the 'ca' path and certificate
-	 * paths are echoed raw (check_config.c test_errors_one_line).
-	 */
+	/* one error, one line: control bytes are escaped (check_config.c test_errors_one_line) */
 	for (const char *c = msg; *c; c++)
-		CHECK_KNOWN_BUG((unsigned char)*c >= 0x20 && *c != 0x7f);
+		CHECK((unsigned char)*c >= 0x20 && *c != 0x7f);
 	return line;
 }
 
@@ -418,8 +467,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	const char *nul = memchr(data, '\0', size);
 	char *text = expand((const char *)data, nul ? (size_t)(nul - (const char *)data) : size, &len);
 	CHECK(text != NULL);
-	disable_includes(text, len);
-	if (!text_harmless(text)) {
+	if (!includes_harmless(text, len) || !text_harmless(text, len)) {
 		free(text);
 		return -1;
 	}

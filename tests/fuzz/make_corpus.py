@@ -41,7 +41,8 @@ runs). Sources:
                                        minimal config), harness.make_config()
                                        renderings
              by hand                   the driver's fixtures (@FIXTURES@):
-                                       includes, a certificate and keys
+                                       includes, a certificate and keys;
+                                       includes of a directory
 
 Each seed starts with the driver's control byte(s), except fuzz_config's
 (plain config text); see the header comments of the drivers for the layout.
@@ -690,6 +691,9 @@ def config_by_hand():
     add("fuzz_config", "fixture", MIN_CONFIG + b'@include "@FIXTURES@/bad.conf"\n')
     add("fuzz_config", "fixture", MIN_CONFIG + b'@include "@FIXTURES@/self.conf"\n')
     add("fuzz_config", "fixture", MIN_CONFIG + b'@include "@FIXTURES@/missing.conf"\n')
+    # a directory: libconfig 1.5 would exit the process, config.c must refuse it first
+    add("fuzz_config", "include-dir", MIN_CONFIG + b'@include "/"\n')
+    add("fuzz_config", "include-dir", MIN_CONFIG + b'  @include\t"@FIXTURES@"\n')
 
 
 def main():

@@ -1113,18 +1113,25 @@ END_TEST
  * @include of a directory: libconfig 1.5's scanner fails read(2) on it and
  * exits the process ("input in flex scanner failed", status 2) -- at `-t`, at
  * start, and at a SIGHUP reload, which kills the running proxy. The loader
- * must refuse it as an error like any other.
+ * must refuse it as an error like any other, however the path is written:
+ * libconfig drops a backslash before anything but '\\' or '"' ("/t\mp" opens
+ * /tmp), which a check of the raw text misses.
  */
+static const char *const INCLUDE_DIRECTORY_CASES[] = {
+    BASE "@include \"/tmp\"\n",
+    BASE "@include \"/t\\mp\"\n",
+    BASE "@include \"\\/\"\n",
+    BASE "  @include\t\"/tmp/\\.\"\n",
+};
+
 START_TEST(test_include_directory)
 {
 	struct config_errors errs;
-	struct config *cfg = config_parse("inc.conf", BASE "@include \"/tmp\"\n", &errs);
+	struct config *cfg = config_parse("inc.conf", INCLUDE_DIRECTORY_CASES[_i], &errs);
 
 	ck_assert_ptr_null(cfg);
 	ck_assert_uint_eq(errs.n, 1);
-	ck_assert_msg(strncmp(errs.msg[0], "inc.conf:4: ", 12) == 0 ||
-			  strncmp(errs.msg[0], "/tmp:", 5) == 0,
-		      "got '%s'", errs.msg[0]);
+	ck_assert_msg(strncmp(errs.msg[0], "inc.conf:4: ", 12) == 0, "got '%s'", errs.msg[0]);
 	config_errors_fini(&errs);
 }
 END_TEST
@@ -1323,7 +1330,7 @@ static Suite *config_suite(void)
 	/* regressions from fuzz_config (issue 16) */
 	tc = tcase_create("fuzz");
 	tcase_add_loop_test(tc, test_errors_one_line, 0, (int)N_ELEMS(ONE_LINE_CASES));
-	tcase_add_test(tc, test_include_directory);
+	tcase_add_loop_test(tc, test_include_directory, 0, (int)N_ELEMS(INCLUDE_DIRECTORY_CASES));
 	tcase_add_test(tc, test_include_error_names_included_file);
 	suite_add_tcase(s, tc);
 
