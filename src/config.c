@@ -1987,6 +1987,28 @@ static char *read_text(struct loader *ld)
 
 static int check_includes(struct loader *ld, const char *text, const char *file, int depth);
 
+/*
+ * The path of an @include as libconfig 1.5 reads it, from after the opening
+ * quote up to the closing one: a backslash drops out and keeps the next byte
+ * ("/t\mp" is /tmp, "\\" a backslash, "\"" a quote). NULL when unclosed.
+ */
+static char *include_path(const char *p, const char *end)
+{
+	char *path = malloc((size_t)(end - p) + 1);
+	size_t n = 0;
+	for (; path && p < end && *p != '"'; p++) {
+		if (*p == '\\' && p + 1 < end)
+			p++;
+		path[n++] = *p;
+	}
+	if (path == NULL || p >= end) {
+		free(path);
+		return NULL;
+	}
+	path[n] = '\0';
+	return path;
+}
+
 /* One @include target: a regular file (whose own includes are checked), or
  * missing (libconfig says so); anything else is refused here. */
 static int check_include_target(struct loader *ld, const char *file, int line, const char *path,
@@ -2028,16 +2050,11 @@ static int check_includes(struct loader *ld, const char *text, const char *file,
 			q++;
 		if (end - q > 8 && strncmp(q, "@include", 8) == 0) {
 			const char *open = memchr(q + 8, '"', (size_t)(end - q - 8));
-			const char *close =
-			    open ? memchr(open + 1, '"', (size_t)(end - open - 1)) : NULL;
-			if (close) {
-				char *path = strndup(open + 1, (size_t)(close - open - 1));
-				int rc =
-				    path ? check_include_target(ld, file, line, path, depth) : 0;
-				free(path);
-				if (rc < 0)
-					return -1;
-			}
+			char *path = open ? include_path(open + 1, end) : NULL;
+			int rc = path ? check_include_target(ld, file, line, path, depth) : 0;
+			free(path);
+			if (rc < 0)
+				return -1;
 		}
 		p = eol ? eol + 1 : end;
 	}
