@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 
-from harness import Reply, check_error_response, eq, fd_kinds, register, wait_listen, wait_until
+from harness import Reply, blackhole_port, check_error_response, eq, fd_kinds, register, wait_listen, wait_until
 from wslib import (UpgradeBackend, check_fds_back, client_recv_exact, read_101, relayed_101, tcase,
                    wait_tunnel_line, ws_key, ws_request)
 
@@ -276,39 +276,12 @@ def connect_refused(t):
     px.wait_fds(base)
 
 
-def _blackhole(t):
-    """A listener whose accept queue is full: a SYN to it is dropped, so a
-    connect hangs until the connect timeout. (A network namespace with an
-    unroutable address would do the same, but needs privileges and tools this
-    suite does not otherwise require; the full backlog needs neither.)"""
-    ls = socket.socket()
-    ls.bind(("127.0.0.1", 0))
-    ls.listen(0)
-    t.held.append(ls)
-    port = ls.getsockname()[1]
-    for _ in range(8):
-        s = socket.socket()
-        s.setblocking(False)
-        t.held.append(s)
-        try:
-            s.connect(("127.0.0.1", port))
-        except BlockingIOError:
-            pass
-    time.sleep(0.2)
-    probe = socket.socket()
-    probe.settimeout(0.5)
-    t.held.append(probe)
-    try:
-        probe.connect(("127.0.0.1", port))
-    except (socket.timeout, OSError):
-        return port
-    raise AssertionError("could not build a black-hole listener (backlog not enforced?)")
-
-
 def connect_timeout(t):
     """The server never answers the SYN: after timeouts.connect (500 ms) the
     connect is logged as timed out and the client gets the 502."""
-    hole = _blackhole(t)
+    hole = blackhole_port(t)
+    if hole is None:
+        raise AssertionError("could not build a black-hole listener (backlog not enforced?)")
     px = t.proxy(hole, timeouts={"connect": "500ms"})
     base = px.fd_count()
     c = px.connect()

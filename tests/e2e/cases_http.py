@@ -12,7 +12,7 @@ import time
 
 import select
 
-from harness import (CONTINUE, Reply, blob, build_request, case, chunked, eq,
+from harness import (CONTINUE, Reply, blackhole_port, blob, build_request, case, chunked, eq,
                      expect_proxy_error, register, sha256, wait_listen)
 
 ADDED_REQ = ("via", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "connection")
@@ -1166,36 +1166,9 @@ def head_with_chunked_response_head_and_304_with_length(t):
     eq((r.status, r.body), (200, b"after"), "request after HEAD and 304 on the same connection")
 
 
-def _blackhole(t):
-    """A listener whose accept queue is full: further SYNs are dropped, so a
-    connect to it hangs until the connect timeout."""
-    ls = socket.socket()
-    ls.bind(("127.0.0.1", 0))
-    ls.listen(0)
-    t.held.append(ls)
-    port = ls.getsockname()[1]
-    for _ in range(8):
-        s = socket.socket()
-        s.setblocking(False)
-        t.held.append(s)
-        try:
-            s.connect(("127.0.0.1", port))
-        except BlockingIOError:
-            pass
-    time.sleep(0.2)
-    probe = socket.socket()
-    probe.settimeout(0.3)
-    t.held.append(probe)
-    try:
-        probe.connect(("127.0.0.1", port))
-        return None  # could not build a black hole here
-    except (socket.timeout, OSError):
-        return port
-
-
 @case()
 def connect_timeout_tries_next_server(t):
-    hole = _blackhole(t)
+    hole = blackhole_port(t)
     assert hole, "could not create a black-hole listener for the test"
     be = t.http_backend(Reply(200, b"second"))
     px = t.proxy(upstreams={"app": [hole, be]}, timeouts={"connect": "300ms"})

@@ -88,6 +88,36 @@ def eq(got, want, what="value"):
         raise AssertionError("%s: got %r, want %r" % (what, got, want))
 
 
+def blackhole_port(t):
+    """A loopback port whose listener's accept queue is full: a SYN to it is
+    dropped, so a connect hangs until the connector's own timeout (a network
+    namespace with an unroutable address would do the same, but needs tools
+    the suite does not otherwise require). None when the kernel here does not
+    enforce the backlog."""
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(0)
+    t.held.append(ls)
+    port = ls.getsockname()[1]
+    for _ in range(8):
+        s = socket.socket()
+        s.setblocking(False)
+        t.held.append(s)
+        try:
+            s.connect(("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+    time.sleep(0.2)
+    probe = socket.socket()
+    probe.settimeout(0.5)
+    t.held.append(probe)
+    try:
+        probe.connect(("127.0.0.1", port))
+        return None
+    except (socket.timeout, OSError):
+        return port
+
+
 def wait_until(pred, timeout=5.0, interval=0.02, what="condition"):
     """Poll pred() until truthy; return its value or raise AssertionError."""
     deadline = time.monotonic() + timeout
