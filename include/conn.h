@@ -1,0 +1,123 @@
+/*
+ * conn: one socket, plain or TLS, with an input and an output evbuffer. The
+ * HTTP phase, the upstream pool, the terminate bridge, TLS tunnels, health
+ * checks and the admin listener use it (libevent bufferevents are not used).
+ *
+ * - Writes are optimistic: bytes added to the output are written from the
+ *   loop as soon as the current callback returns, with no epoll change;
+ *   EV_WRITE is registered only after the kernel (or TLS) says "later".
+ * - Reads go straight into the input, a fixed read size at a time (no
+ *   FIONREAD), and stop while the input holds the read high watermark; they
+ *   resume by themselves once the owner drains it below.
+ * - TLS runs SSL_read / SSL_write on the socket itself, with read-ahead: bytes
+ *   OpenSSL has buffered are read without waiting for the socket.
+ * - Callbacks run only from the event loop, never from inside a conn_* call
+ *   (conn_free included: nothing runs after it).
+ */
+#ifndef SY_CONN_H
+#define SY_CONN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+struct conn;
+struct event_base;
+struct evbuffer;
+struct ssl_st;
+
+enum conn_role {
+	CONN_PLAIN,
+	CONN_TLS_ACCEPT,  /* the server side: the handshake starts with the first bytes */
+	CONN_TLS_CONNECT, /* the client side: the handshake follows conn_connect */
+};
+
+/* Event bits given to the event callback (the same values as libevent's
+ * BEV_EVENT_*): which side failed, and how. */
+#define CONN_READING 0x01
+#define CONN_WRITING 0x02
+#define CONN_EOF 0x10	     /* the peer closed (or sent close_notify) */
+#define CONN_ERROR 0x20	     /* errno or the TLS error: see conn_error() */
+#define CONN_TIMEOUT 0x40    /* conn_set_timeouts */
+#define CONN_CONNECTED 0x80 /* conn_connect done, and the TLS handshake (both roles) */
+
+#define CONN_READ_SIZE (16 * 1024) /* default bytes per read */
+
+typedef void (*conn_data_cb)(struct conn *c, void *arg);
+typedef void (*conn_event_cb)(struct conn *c, short what, void *arg);
+
+/*
+ * A conn over fd (non-blocking; owned from now on, closed by conn_free).
+ * ssl: with a TLS role, the SSL object to run on fd (owned too); NULL for
+ * CONN_PLAIN. Reading and writing start enabled. NULL on failure, with fd
+ * closed and ssl freed.
+ */
+struct conn *conn_new(struct event_base *base, int fd, struct ssl_st *ssl, enum conn_role role);
+
+/*
+ * Start a non-blocking connect of c's socket to sa. The event callback gets
+ * CONN_CONNECTED once connected (and, for CONN_TLS_CONNECT, once the TLS
+ * handshake is done), or CONN_ERROR. Output queued before is sent then.
+ * -1 with errno on an immediate failure.
+ */
+int conn_connect(struct conn *c, const struct sockaddr *sa, socklen_t len);
+
+/* Close the socket, free the SSL and both buffers. */
+void conn_free(struct conn *c);
+
+/*
+ * Free c but keep its socket, which is returned (plain conns only: a
+ * splice tunnel takes the fds over). The buffers are freed: move what they
+ * hold out first.
+ */
+int conn_release_fd(struct conn *c);
+
+struct evbuffer *conn_input(struct conn *c);
+struct evbuffer *conn_output(struct conn *c);
+int conn_fd(const struct conn *c);
+
+/*
+ * read_cb: bytes were added to the input. write_cb: a write left the output
+ * at or below the write low watermark (0 by default: empty). event_cb: see
+ * the CONN_* bits; after CONN_EOF reading stops, after CONN_ERROR or
+ * CONN_TIMEOUT both directions stop.
+ */
+void conn_setcb(struct conn *c, conn_data_cb read_cb, conn_data_cb write_cb,
+		conn_event_cb event_cb, void *arg);
+
+/* EV_READ and/or EV_WRITE: whether the conn reads and writes at all. */
+void conn_enable(struct conn *c, short what);
+void conn_disable(struct conn *c, short what);
+
+/* Stop reading while the input holds high bytes or more (0: no limit). */
+void conn_set_read_high(struct conn *c, size_t high);
+/* Call write_cb when a write leaves at most low bytes in the output. */
+void conn_set_write_low(struct conn *c, size_t low);
+/* Bytes asked of the kernel (or TLS) per read; CONN_READ_SIZE by default. */
+void conn_set_read_size(struct conn *c, size_t size);
+
+/*
+ * read_ms: CONN_TIMEOUT|CONN_READING when reading is on and nothing arrives
+ * for that long; write_ms: CONN_TIMEOUT|CONN_WRITING when the output waits
+ * that long without progress. 0: none. Restarted by each read / write.
+ */
+void conn_set_timeouts(struct conn *c, uint64_t read_ms, uint64_t write_ms);
+
+/* Call read_cb from the loop, without reading (bytes already in the input). */
+void conn_trigger_read(struct conn *c);
+
+/*
+ * Half-close the sending side: close_notify over TLS, shutdown(SHUT_WR) on a
+ * plain socket. Call with the output empty.
+ */
+void conn_shutdown_write(struct conn *c);
+
+/* Is c TLS? Its version ("TLSv1.3") and SNI name (NULL if none); false if not TLS. */
+bool conn_is_tls(const struct conn *c);
+bool conn_tls_info(const struct conn *c, const char **version, const char **sni);
+
+/* Why c failed, for logs: a certificate verify error, the TLS error, errno. */
+const char *conn_error(const struct conn *c, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,764 @@
+/*
+ * conn: a socket with buffers, plain or TLS (see conn.h).
+ *
+ * Two embedded events on the fd: ev_read is registered while the conn
+ * reads (or TLS needs bytes), ev_write only while a write, a connect or
+ * TLS waits for the socket. A flush of new output is not a registration:
+ * the output's evbuffer callback makes ev_write active, so the write runs
+ * from the loop right after the current callback, and only an EAGAIN adds
+ * ev_write to epoll. With the changelist, a registration made and undone
+ * within one loop turn costs no epoll_ctl at all.
+ *
+ * TLS: OpenSSL reads ahead (a read buffer that holds several records), so
+ * bytes it holds are invisible to epoll: after a read that stopped with
+ * bytes still buffered, ev_read is made active instead of waited for.
+ *
+ * A user callback may free the conn; `busy` defers that free until the
+ * handler that called it returns, so no handler touches freed memory.
+ */
+#include "conn.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/event_struct.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#define CONN_TLS_RECORD 16384 /* plaintext per TLS record: one SSL_write each */
+#define CONN_TLS_ROUNDS 4     /* read_size reads per turn while OpenSSL holds more */
+
+enum conn_state {
+	CONN_S_IDLE,	   /* a TLS client before conn_connect */
+	CONN_S_CONNECTING, /* TCP connect in progress */
+	CONN_S_HANDSHAKE,  /* TLS handshake in progress */
+	CONN_S_OPEN,
+};
+
+struct conn {
+	struct event_base *base;
+	int fd;
+	SSL *ssl;
+	enum conn_state state;
+	bool reading, writing;	 /* enabled by the owner */
+	bool read_eof, failed;	 /* the peer closed; an error or timeout stopped both ways */
+	bool read_on, write_on;	 /* ev_read / ev_write added to the loop */
+	bool write_blocked;	 /* the last write met EAGAIN: wait for EV_WRITE */
+	bool hs_wants_write;	 /* the handshake waits to write (else to read) */
+	bool read_wants_write;	 /* SSL_read said WANT_WRITE */
+	bool write_wants_read;	 /* SSL_write said WANT_READ */
+	bool tls_buffered;	 /* OpenSSL holds read bytes epoll cannot see */
+	bool trigger;		 /* conn_trigger_read: call read_cb, read nothing */
+	bool dead;		 /* conn_free from a callback: freed when busy ends */
+	unsigned busy;		 /* user callbacks running */
+	size_t read_high, write_low, read_size;
+	uint64_t read_ms, write_ms;
+	int err;	       /* errno of the failure */
+	unsigned long ssl_err; /* the TLS error of the failure */
+	struct evbuffer *in, *out;
+	struct event ev_read, ev_write;
+	conn_data_cb read_cb, write_cb;
+	conn_event_cb event_cb;
+	void *arg;
+};
+
+static void conn_destroy(struct conn *c);
+
+/* ---- registrations ---- */
+
+static struct timeval *ms_tv(uint64_t ms, struct timeval *tv)
+{
+	if (ms == 0)
+		return NULL;
+	tv->tv_sec = (time_t)(ms / 1000);
+	tv->tv_usec = (suseconds_t)(ms % 1000) * 1000;
+	return tv;
+}
+
+static bool input_full(const struct conn *c)
+{
+	return c->read_high && evbuffer_get_length(c->in) >= c->read_high;
+}
+
+/* Does the conn want bytes from the socket now? */
+static bool wants_read(const struct conn *c)
+{
+	if (c->failed || c->dead)
+		return false;
+	if (c->state == CONN_S_HANDSHAKE)
+		return !c->hs_wants_write;
+	if (c->state != CONN_S_OPEN)
+		return false;
+	return c->write_wants_read || (c->reading && !c->read_eof && !input_full(c));
+}
+
+static bool wants_write(const struct conn *c)
+{
+	if (c->failed || c->dead)
+		return false;
+	switch (c->state) {
+	case CONN_S_CONNECTING:
+		return true;
+	case CONN_S_HANDSHAKE:
+		return c->hs_wants_write;
+	case CONN_S_OPEN:
+		return c->read_wants_write ||
+		       (c->writing && c->write_blocked && evbuffer_get_length(c->out) > 0);
+	case CONN_S_IDLE:
+		break;
+	}
+	return false;
+}
+
+/* Add ev_read (restarting its timeout) or remove it, as wanted. */
+static void read_register(struct conn *c, bool restart_timer)
+{
+	struct timeval tv;
+	bool want = wants_read(c);
+	if (want && (!c->read_on || restart_timer)) {
+		bool timed = c->state == CONN_S_OPEN && c->reading;
+		event_add(&c->ev_read, ms_tv(timed ? c->read_ms : 0, &tv));
+		c->read_on = true;
+	} else if (!want && c->read_on) {
+		event_del(&c->ev_read);
+		c->read_on = false;
+	}
+	/* bytes OpenSSL already holds: no readiness will announce them */
+	if (want && c->tls_buffered && c->reading && !input_full(c))
+		event_active(&c->ev_read, EV_READ, 1);
+}
+
+static void write_register(struct conn *c, bool restart_timer)
+{
+	struct timeval tv;
+	bool want = wants_write(c);
+	if (want && (!c->write_on || restart_timer)) {
+		bool timed = c->state == CONN_S_OPEN;
+		event_add(&c->ev_write, ms_tv(timed ? c->write_ms : 0, &tv));
+		c->write_on = true;
+	} else if (!want && c->write_on) {
+		event_del(&c->ev_write);
+		c->write_on = false;
+	}
+}
+
+/* New output: write it from the loop, once the current callback is over. */
+static void flush_soon(struct conn *c)
+{
+	if (c->state == CONN_S_OPEN && c->writing && !c->failed && !c->dead && !c->write_on &&
+	    evbuffer_get_length(c->out) > 0)
+		event_active(&c->ev_write, EV_WRITE, 1);
+}
+
+/* ---- calling the owner ---- */
+
+/* Each returns false when the callback freed the conn (it is then gone). */
+static bool call_event(struct conn *c, short what)
+{
+	if (c->event_cb == NULL)
+		return true;
+	c->busy++;
+	c->event_cb(c, what, c->arg);
+	c->busy--;
+	if (c->dead && c->busy == 0) {
+		conn_destroy(c);
+		return false;
+	}
+	return !c->dead;
+}
+
+static bool call_data(struct conn *c, conn_data_cb cb)
+{
+	if (cb == NULL)
+		return true;
+	c->busy++;
+	cb(c, c->arg);
+	c->busy--;
+	if (c->dead && c->busy == 0) {
+		conn_destroy(c);
+		return false;
+	}
+	return !c->dead;
+}
+
+/* Stop both ways and tell the owner. */
+static void fail(struct conn *c, short what, int err)
+{
+	c->failed = true;
+	c->err = err;
+	if (c->ssl && c->ssl_err == 0)
+		c->ssl_err = ERR_peek_last_error();
+	ERR_clear_error();
+	read_register(c, false);
+	write_register(c, false);
+	call_event(c, what);
+}
+
+/* ---- reading ---- */
+
+/* One read of up to want bytes into the input: bytes, 0 at EOF, -1 (errno / ssl_err). */
+static ssize_t read_plain(struct conn *c, size_t want)
+{
+	struct evbuffer_iovec v[2];
+	int n = evbuffer_reserve_space(c->in, (ev_ssize_t)want, v, 2);
+	if (n <= 0) {
+		errno = ENOMEM;
+		return -1;
+	}
+	size_t left = want; /* the reservation may offer more than asked */
+	for (int i = 0; i < n; i++) {
+		if (v[i].iov_len > left)
+			v[i].iov_len = left;
+		left -= v[i].iov_len;
+	}
+	ssize_t r = readv(c->fd, (struct iovec *)v, n);
+	size_t got = r > 0 ? (size_t)r : 0;
+	for (int i = 0; i < n; i++) {
+		size_t take = got < v[i].iov_len ? got : v[i].iov_len;
+		v[i].iov_len = take;
+		got -= take;
+	}
+	int saved = errno;
+	evbuffer_commit_space(c->in, v, n);
+	errno = saved;
+	return r;
+}
+
+enum read_result { READ_MORE, READ_WAIT, READ_EOF, READ_ERROR };
+
+static enum read_result read_tls(struct conn *c, size_t want, size_t *got)
+{
+	struct evbuffer_iovec v;
+	*got = 0;
+	if (evbuffer_reserve_space(c->in, (ev_ssize_t)want, &v, 1) < 1) {
+		errno = ENOMEM;
+		return READ_ERROR;
+	}
+	size_t len = v.iov_len < want ? v.iov_len : want;
+	ERR_clear_error();
+	int r = SSL_read(c->ssl, v.iov_base, (int)len);
+	v.iov_len = r > 0 ? (size_t)r : 0;
+	int e = r > 0 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, r);
+	int saved = errno;
+	evbuffer_commit_space(c->in, &v, 1);
+	errno = saved;
+	*got = v.iov_len;
+	switch (e) {
+	case SSL_ERROR_NONE:
+		return READ_MORE;
+	case SSL_ERROR_WANT_READ:
+		return READ_WAIT;
+	case SSL_ERROR_WANT_WRITE:
+		c->read_wants_write = true;
+		return READ_WAIT;
+	case SSL_ERROR_ZERO_RETURN: /* close_notify, or a bare TCP close (IGNORE_UNEXPECTED_EOF) */
+		return READ_EOF;
+	case SSL_ERROR_SYSCALL:
+		if (errno == 0 && ERR_peek_error() == 0)
+			return READ_EOF;
+		c->ssl_err = ERR_peek_last_error();
+		return READ_ERROR;
+	default:
+		c->ssl_err = ERR_peek_last_error();
+		errno = 0;
+		return READ_ERROR;
+	}
+}
+
+/* Bytes per read: read_size, but not past the high watermark. */
+static size_t read_want(const struct conn *c)
+{
+	size_t len = evbuffer_get_length(c->in);
+	if (c->read_high && len + c->read_size > c->read_high)
+		return c->read_high > len ? c->read_high - len : 1;
+	return c->read_size;
+}
+
+static enum read_result read_some(struct conn *c, size_t *total)
+{
+	*total = 0;
+	if (c->ssl == NULL) {
+		ssize_t r = read_plain(c, read_want(c));
+		if (r > 0)
+			*total = (size_t)r;
+		if (r >= 0)
+			return r > 0 ? READ_MORE : READ_EOF;
+		return errno == EAGAIN || errno == EINTR ? READ_WAIT : READ_ERROR;
+	}
+	enum read_result res = READ_MORE;
+	c->tls_buffered = false;
+	for (int round = 0; round < CONN_TLS_ROUNDS && !input_full(c); round++) {
+		size_t got;
+		res = read_tls(c, read_want(c), &got);
+		*total += got;
+		if (res != READ_MORE)
+			return res;
+		if (!SSL_has_pending(c->ssl))
+			return READ_WAIT; /* OpenSSL took all the socket had; epoll says when more come */
+	}
+	/* stopped with bytes in OpenSSL (rounds used up, input full): come back without epoll */
+	c->tls_buffered = SSL_has_pending(c->ssl);
+	return READ_WAIT;
+}
+
+static void do_read(struct conn *c)
+{
+	size_t got;
+	enum read_result res = read_some(c, &got);
+	int err = errno;
+	if (res == READ_EOF)
+		c->read_eof = true;
+	read_register(c, got > 0);
+	write_register(c, false); /* SSL_read may want to write */
+	if (got > 0 && !call_data(c, c->read_cb))
+		return;
+	if (c->failed)
+		return;
+	if (res == READ_EOF)
+		call_event(c, CONN_EOF | CONN_READING);
+	else if (res == READ_ERROR)
+		fail(c, CONN_ERROR | CONN_READING, err);
+}
+
+/* ---- writing ---- */
+
+/* Write what the output holds: 1 all out, 0 blocked, -1 error (errno / ssl_err). */
+static int write_plain(struct conn *c)
+{
+	while (evbuffer_get_length(c->out) > 0) {
+		size_t before = evbuffer_get_length(c->out);
+		int n = evbuffer_write_atmost(c->out, c->fd, -1);
+		if (n < 0)
+			return errno == EAGAIN || errno == EINTR ? 0 : -1;
+		if ((size_t)n < before && evbuffer_get_length(c->out) > 0)
+			return 0; /* a short write: the socket is full, no EAGAIN round trip */
+	}
+	return 1;
+}
+
+static int write_tls(struct conn *c)
+{
+	while (evbuffer_get_length(c->out) > 0) {
+		size_t len = evbuffer_get_length(c->out);
+		if (len > CONN_TLS_RECORD)
+			len = CONN_TLS_RECORD;
+		const void *p = evbuffer_pullup(c->out, (ev_ssize_t)len);
+		ERR_clear_error();
+		int r = SSL_write(c->ssl, p, (int)len);
+		if (r > 0) {
+			evbuffer_drain(c->out, (size_t)r);
+			continue;
+		}
+		switch (SSL_get_error(c->ssl, r)) {
+		case SSL_ERROR_WANT_WRITE:
+			return 0;
+		case SSL_ERROR_WANT_READ:
+			c->write_wants_read = true;
+			return 0;
+		default:
+			c->ssl_err = ERR_peek_last_error();
+			if (errno == 0)
+				errno = EPIPE;
+			return -1;
+		}
+	}
+	return 1;
+}
+
+static void do_write(struct conn *c)
+{
+	size_t before = evbuffer_get_length(c->out);
+	if (!c->writing || before == 0) {
+		c->write_blocked = false;
+		write_register(c, false);
+		return;
+	}
+	int rc = c->ssl ? write_tls(c) : write_plain(c);
+	int err = errno;
+	size_t after = evbuffer_get_length(c->out);
+	c->write_blocked = rc == 0;
+	write_register(c, after < before);
+	read_register(c, false); /* SSL_write may want to read */
+	if (rc < 0) {
+		fail(c, CONN_ERROR | CONN_WRITING, err);
+		return;
+	}
+	if (after < before && after <= c->write_low)
+		call_data(c, c->write_cb);
+}
+
+/* ---- connect and handshake ---- */
+
+static void now_open(struct conn *c)
+{
+	c->state = CONN_S_OPEN;
+	c->tls_buffered = c->ssl && SSL_has_pending(c->ssl); /* data that came with the handshake */
+	read_register(c, false);
+	write_register(c, false);
+	flush_soon(c);
+	call_event(c, CONN_CONNECTED);
+}
+
+static void do_handshake(struct conn *c)
+{
+	ERR_clear_error();
+	int r = SSL_do_handshake(c->ssl);
+	if (r == 1) {
+		now_open(c);
+		return;
+	}
+	switch (SSL_get_error(c->ssl, r)) {
+	case SSL_ERROR_WANT_READ:
+		c->hs_wants_write = false;
+		break;
+	case SSL_ERROR_WANT_WRITE:
+		c->hs_wants_write = true;
+		break;
+	case SSL_ERROR_SYSCALL:
+		fail(c, CONN_ERROR, errno); /* errno 0: the peer closed */
+		return;
+	default:
+		c->ssl_err = ERR_peek_last_error();
+		fail(c, CONN_ERROR, 0);
+		return;
+	}
+	read_register(c, false);
+	write_register(c, false);
+}
+
+static void connect_done(struct conn *c)
+{
+	int err = 0;
+	socklen_t len = sizeof(err);
+	if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+		err = errno;
+	if (err) {
+		fail(c, CONN_ERROR, err);
+		return;
+	}
+	if (c->ssl == NULL) {
+		now_open(c);
+		return;
+	}
+	c->state = CONN_S_HANDSHAKE;
+	do_handshake(c);
+}
+
+/* ---- event handlers ---- */
+
+static void on_timeout(struct conn *c, short side)
+{
+	if (side == CONN_READING)
+		c->reading = false;
+	fail(c, CONN_TIMEOUT | side, ETIMEDOUT);
+}
+
+static void on_readable(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+	if (what & EV_TIMEOUT) { /* persistent: still added, until fail() removes it */
+		on_timeout(c, CONN_READING);
+		return;
+	}
+	if (c->trigger) {
+		c->trigger = false;
+		call_data(c, c->read_cb);
+		return;
+	}
+	if (c->state == CONN_S_HANDSHAKE) {
+		do_handshake(c);
+		return;
+	}
+	if (c->state != CONN_S_OPEN || c->failed)
+		return;
+	if (c->write_wants_read) {
+		c->write_wants_read = false;
+		c->busy++;
+		do_write(c);
+		c->busy--;
+		if (c->dead || c->failed) {
+			if (c->dead && c->busy == 0)
+				conn_destroy(c);
+			return;
+		}
+	}
+	if (c->reading && !c->read_eof)
+		do_read(c);
+	else
+		read_register(c, false);
+}
+
+static void on_writable(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+	if (what & EV_TIMEOUT) {
+		on_timeout(c, CONN_WRITING);
+		return;
+	}
+	switch (c->state) {
+	case CONN_S_CONNECTING:
+		connect_done(c);
+		return;
+	case CONN_S_HANDSHAKE:
+		do_handshake(c);
+		return;
+	case CONN_S_OPEN:
+		break;
+	case CONN_S_IDLE:
+		return;
+	}
+	if (c->failed)
+		return;
+	if (c->read_wants_write) {
+		c->read_wants_write = false;
+		c->busy++;
+		do_read(c);
+		c->busy--;
+		if (c->dead || c->failed) {
+			if (c->dead && c->busy == 0)
+				conn_destroy(c);
+			return;
+		}
+	}
+	do_write(c);
+}
+
+/* The owner drained the input (reading may resume) or filled the output. */
+static void input_changed(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+	struct conn *c = arg;
+	if (info->n_deleted > 0)
+		read_register(c, false);
+}
+
+static void output_changed(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+	struct conn *c = arg;
+	if (info->n_added > 0)
+		flush_soon(c);
+}
+
+/* ---- the interface ---- */
+
+struct conn *conn_new(struct event_base *base, int fd, SSL *ssl, enum conn_role role)
+{
+	struct conn *c = calloc(1, sizeof(*c));
+	if (c == NULL || (c->in = evbuffer_new()) == NULL || (c->out = evbuffer_new()) == NULL)
+		goto fail;
+	c->base = base;
+	c->fd = fd;
+	c->ssl = ssl;
+	c->reading = c->writing = true;
+	c->read_size = CONN_READ_SIZE;
+	if (ssl && SSL_set_fd(ssl, fd) != 1)
+		goto fail;
+	if (role == CONN_TLS_ACCEPT) {
+		SSL_set_accept_state(ssl);
+		c->state = CONN_S_HANDSHAKE; /* the client speaks first */
+	} else {
+		c->state = role == CONN_TLS_CONNECT ? CONN_S_IDLE : CONN_S_OPEN;
+		if (role == CONN_TLS_CONNECT)
+			SSL_set_connect_state(ssl);
+	}
+	event_assign(&c->ev_read, base, fd, EV_READ | EV_PERSIST, on_readable, c);
+	event_assign(&c->ev_write, base, fd, EV_WRITE | EV_PERSIST, on_writable, c);
+	if (evbuffer_add_cb(c->in, input_changed, c) == NULL ||
+	    evbuffer_add_cb(c->out, output_changed, c) == NULL)
+		goto fail;
+	read_register(c, false);
+	return c;
+fail:
+	if (c && c->in)
+		evbuffer_free(c->in);
+	if (c && c->out)
+		evbuffer_free(c->out);
+	free(c);
+	SSL_free(ssl);
+	close(fd);
+	return NULL;
+}
+
+int conn_connect(struct conn *c, const struct sockaddr *sa, socklen_t len)
+{
+	if (connect(c->fd, sa, len) < 0 && errno != EINPROGRESS && errno != EINTR)
+		return -1;
+	/* done or in progress: either way the socket says when by being writable */
+	c->state = CONN_S_CONNECTING;
+	read_register(c, false);
+	write_register(c, false);
+	return 0;
+}
+
+/* Stop every event and the buffers' callbacks. */
+static void conn_quiet(struct conn *c)
+{
+	event_del(&c->ev_read);
+	event_del(&c->ev_write);
+	c->read_on = c->write_on = false;
+	evbuffer_remove_cb(c->in, input_changed, c);
+	evbuffer_remove_cb(c->out, output_changed, c);
+}
+
+static void conn_destroy(struct conn *c)
+{
+	conn_quiet(c);
+	evbuffer_free(c->in);
+	evbuffer_free(c->out);
+	if (c->ssl)
+		SSL_free(c->ssl);
+	if (c->fd >= 0)
+		close(c->fd);
+	free(c);
+}
+
+void conn_free(struct conn *c)
+{
+	if (c == NULL)
+		return;
+	if (c->busy) { /* a callback of ours is on the stack: it frees on return */
+		c->dead = true;
+		conn_quiet(c);
+		return;
+	}
+	conn_destroy(c);
+}
+
+int conn_release_fd(struct conn *c)
+{
+	int fd = c->fd;
+	c->fd = -1;
+	conn_free(c);
+	return fd;
+}
+
+struct evbuffer *conn_input(struct conn *c)
+{
+	return c->in;
+}
+
+struct evbuffer *conn_output(struct conn *c)
+{
+	return c->out;
+}
+
+int conn_fd(const struct conn *c)
+{
+	return c->fd;
+}
+
+void conn_setcb(struct conn *c, conn_data_cb read_cb, conn_data_cb write_cb,
+		conn_event_cb event_cb, void *arg)
+{
+	c->read_cb = read_cb;
+	c->write_cb = write_cb;
+	c->event_cb = event_cb;
+	c->arg = arg;
+}
+
+void conn_enable(struct conn *c, short what)
+{
+	if (what & EV_READ)
+		c->reading = true;
+	if (what & EV_WRITE)
+		c->writing = true;
+	read_register(c, false);
+	write_register(c, false);
+	flush_soon(c);
+}
+
+void conn_disable(struct conn *c, short what)
+{
+	if (what & EV_READ)
+		c->reading = false;
+	if (what & EV_WRITE) {
+		c->writing = false;
+		if (!c->write_on)
+			event_del(&c->ev_write); /* cancels a flush already scheduled */
+	}
+	read_register(c, false);
+	write_register(c, false);
+}
+
+void conn_set_read_high(struct conn *c, size_t high)
+{
+	c->read_high = high;
+	read_register(c, false);
+}
+
+void conn_set_write_low(struct conn *c, size_t low)
+{
+	c->write_low = low;
+}
+
+void conn_set_read_size(struct conn *c, size_t size)
+{
+	c->read_size = size ? size : CONN_READ_SIZE;
+}
+
+void conn_set_timeouts(struct conn *c, uint64_t read_ms, uint64_t write_ms)
+{
+	bool changed = c->read_ms != read_ms || c->write_ms != write_ms;
+	c->read_ms = read_ms;
+	c->write_ms = write_ms;
+	if (changed) {
+		read_register(c, c->read_on);
+		write_register(c, c->write_on);
+	}
+}
+
+void conn_trigger_read(struct conn *c)
+{
+	c->trigger = true;
+	event_active(&c->ev_read, EV_READ, 1);
+}
+
+void conn_shutdown_write(struct conn *c)
+{
+	if (c->ssl) {
+		/* non-blocking: a close_notify that cannot be sent now is lost, as a FIN would be */
+		SSL_set_quiet_shutdown(c->ssl, 0);
+		ERR_clear_error();
+		SSL_shutdown(c->ssl);
+		ERR_clear_error();
+		return;
+	}
+	shutdown(c->fd, SHUT_WR);
+}
+
+bool conn_is_tls(const struct conn *c)
+{
+	return c && c->ssl != NULL;
+}
+
+bool conn_tls_info(const struct conn *c, const char **version, const char **sni)
+{
+	if (c == NULL || c->ssl == NULL)
+		return false;
+	*version = SSL_get_version(c->ssl);
+	*sni = SSL_get_servername(c->ssl, TLSEXT_NAMETYPE_host_name);
+	return true;
+}
+
+const char *conn_error(const struct conn *c, char *buf, size_t len)
+{
+	long v = c && c->ssl ? SSL_get_verify_result(c->ssl) : X509_V_OK;
+	if (v != X509_V_OK) { /* says why, where the error queue says only "verify failed" */
+		snprintf(buf, len, "certificate verify failed: %s",
+			 X509_verify_cert_error_string(v));
+		return buf;
+	}
+	if (c && c->ssl_err) {
+		snprintf(buf, len, "TLS: %s", ERR_reason_error_string(c->ssl_err));
+		return buf;
+	}
+	int err = c ? c->err : errno;
+	snprintf(buf, len, "%s", err ? strerror(err) : "connection closed");
+	return buf;
+}
