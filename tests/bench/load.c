@@ -28,6 +28,15 @@
  * session resumption), so `-w handshake -T` measures TLS handshakes + upgrade
  * per second and `-w throughput -T` wss tunnel throughput.
  *
+ * -N COUNT (handshake, http, throughput): a fixed count of operations for the
+ * runner's syscall count (not timed), gated by stdin: after -u seconds of warm-up
+ * the generator stops starting operations, waits until none is in flight, prints
+ * "warm" and waits for a "go" line; then it starts exactly COUNT operations
+ * (handshakes; requests over the -c connections; for throughput COUNT bytes,
+ * split over the tunnels, all echoed and verified), waits for all of them, prints
+ * "done N" and waits for an "end" line before it closes anything and prints the
+ * JSON result. -d caps the counted phase (seconds).
+ *
  * Every phase is bounded in time (-d, -s) and operations (-n). The proxy's CPU
  * time (utime+stime of --pids from /proc/PID/stat) is sampled at the start and
  * end of the measured window. Output: one JSON object on stdout. */
@@ -73,6 +82,8 @@ struct gc {
 	uint64_t woff, roff; /* throughput stream offsets */
 	size_t want;         /* http: bytes of the full response once the head is parsed */
 	int http_close;
+	int busy;            /* http: a request is in flight */
+	uint64_t wlimit;     /* throughput: write no further than this offset */
 	uint64_t next; /* reload: when to send the next message */
 	SSL *ssl;      /* -T */
 };
@@ -91,6 +102,7 @@ static struct {
 	int tls;
 	const char *sni;
 	double interval_ms; /* reload: per-tunnel message interval */
+	uint64_t fixed;     /* -N: fixed count (bytes for throughput), gated by stdin */
 } o = {.interval_ms = 20,
        .host = "127.0.0.1",
        .conns = 0,
@@ -127,6 +139,17 @@ static int nlost;
 static double lost_at[4096]; /* CLOCK_MONOTONIC seconds of each loss */
 static char lost_why[MAX_REASONS][224];
 static uint64_t max_rtt_ns;
+/* operations that may still start (-N: the count; else unlimited) */
+static uint64_t budget = UINT64_MAX;
+
+static int take(void)
+{
+	if (!budget)
+		return 0;
+	if (budget != UINT64_MAX)
+		budget--;
+	return 1;
+}
 
 static void err(struct gc *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void gc_close(struct gc *c);
@@ -211,6 +234,27 @@ static long proc_rss_kb(void)
 						break;
 				fclose(f);
 			}
+		}
+		if (v > 0)
+			total += v;
+	}
+	return total;
+}
+
+/* sum of VmRSS (/proc/PID/status) over --pids, kB */
+static long proc_vmrss_kb(void)
+{
+	long total = 0;
+	for (int i = 0; i < o.npids; i++) {
+		char p[64], line[256];
+		long v = -1;
+		snprintf(p, sizeof(p), "/proc/%d/status", o.pids[i]);
+		FILE *f = fopen(p, "r");
+		if (f) {
+			while (fgets(line, sizeof(line), f))
+				if (sscanf(line, "VmRSS: %ld kB", &v) == 1)
+					break;
+			fclose(f);
 		}
 		if (v > 0)
 			total += v;
@@ -349,9 +393,14 @@ static void on_connected(struct gc *c)
 	}
 	if (o.wl == W_HTTP) {
 		c->st = S_HTTP;
-		c->t0 = now_ns();
-		if (full_write(c, http_req, (size_t)http_req_len) == 0)
-			gc_events(c, EPOLLIN);
+		c->busy = 0;
+		if (running && take()) {
+			c->t0 = now_ns();
+			c->busy = 1;
+			if (full_write(c, http_req, (size_t)http_req_len) < 0)
+				return;
+		}
+		gc_events(c, EPOLLIN);
 		return;
 	}
 	char key[25], buf[512];
@@ -402,7 +451,7 @@ static void on_upgraded(struct gc *c)
 	case W_HANDSHAKE:
 		sample(c->t0);
 		gc_close(c);
-		if (running)
+		if (running && take())
 			gc_connect(c);
 		return;
 	default:
@@ -539,10 +588,12 @@ static void thr_pump(struct gc *c)
 			bytes += (uint64_t)n;
 	}
 	int want_out = 0;
-	while (running && c->woff - c->roff < o.window) {
+	while (running && c->woff - c->roff < o.window && c->woff < c->wlimit) {
 		size_t len = CHUNK - (size_t)(c->woff % CHUNK);
 		if (len > o.window - (c->woff - c->roff))
 			len = o.window - (c->woff - c->roff);
+		if (len > c->wlimit - c->woff)
+			len = (size_t)(c->wlimit - c->woff);
 		ssize_t w = io_write(c, pat + (c->woff + base) % PAT_LEN, len);
 		if (w < 0) {
 			if (errno == EAGAIN) {
@@ -598,14 +649,16 @@ static void on_http(struct gc *c)
 	sample(c->t0);
 	c->want = 0;
 	c->rlen = 0;
+	c->busy = 0;
 	if (c->http_close) { /* peer limits requests per connection: reconnect */
 		gc_close(c);
 		if (running)
 			gc_connect(c);
 		return;
 	}
-	if (running && ops < o.max_ops) {
+	if (running && ops < o.max_ops && take()) {
 		c->t0 = now_ns();
+		c->busy = 1;
 		full_write(c, http_req, (size_t)http_req_len);
 	}
 }
@@ -710,6 +763,132 @@ static void measure(double *secs, double *cpu)
 	*secs = (double)(now_ns() - t_start) / 1e9;
 	*cpu = proc_cpu() - cpu0;
 	measuring = 0;
+}
+
+/* ---- -N: a fixed count of operations, gated by stdin (syscall counts) ---- */
+
+/* 1 when no operation is in flight */
+static int quiet(void)
+{
+	for (int i = 0; i < o.conns; i++) {
+		struct gc *c = &conns[i];
+		switch (o.wl) {
+		case W_HANDSHAKE:
+			if (c->st != S_FREE)
+				return 0;
+			break;
+		case W_HTTP:
+			if (c->st != S_HTTP || c->busy)
+				return 0;
+			break;
+		default:
+			if (c->st == S_THR && c->roff != c->woff)
+				return 0;
+		}
+	}
+	return 1;
+}
+
+/* waits for a line "want" on stdin (blocking: nothing is in flight meanwhile) */
+static int await_line(const char *want)
+{
+	char line[64];
+	while (fgets(line, sizeof(line), stdin)) {
+		line[strcspn(line, "\r\n")] = 0;
+		if (!strcmp(line, want))
+			return 0;
+		fprintf(stderr, "bench_load: expected '%s', got '%s'\n", want, line);
+	}
+	err(NULL, "stdin closed while waiting for '%s'", want);
+	return -1;
+}
+
+static int fixed_done(void)
+{
+	if (o.wl != W_THROUGHPUT)
+		return ops >= o.fixed;
+	for (int i = 0; i < o.conns; i++)
+		if (conns[i].roff < conns[i].wlimit)
+			return 0;
+	return 1;
+}
+
+static void fixed_main(double *secs, double *cpu)
+{
+	/* warm-up: the workload as usual, then let everything in flight finish */
+	uint64_t t = now_ns(), dl = t + (uint64_t)(o.warmup * 1e9);
+	running = 1;
+	if (o.wl == W_HANDSHAKE || o.wl == W_HTTP)
+		for (int i = 0; i < o.conns; i++)
+			gc_connect(&conns[i]);
+	else
+		for (int i = 0; i < o.conns; i++) {
+			conns[i].st = S_THR;
+			thr_pump(&conns[i]);
+		}
+	while (now_ns() < dl && !errors)
+		loop_once(5);
+	running = 0;
+	dl = now_ns() + 20000000000ull;
+	while (!quiet() && !errors && now_ns() < dl)
+		loop_once(5);
+	if (!errors && !quiet())
+		err(NULL, "fixed: operations still in flight 20 s after the warm-up");
+	/* let the server finish its side (closes after the last handshakes) */
+	dl = now_ns() + 200000000ull;
+	while (now_ns() < dl && !errors)
+		loop_once(5);
+	if (errors)
+		return;
+	printf("warm\n");
+	fflush(stdout);
+	if (await_line("go") < 0)
+		return;
+	ops = bytes = 0;
+	nsamples = 0;
+	measuring = 1;
+	running = 1;
+	double cpu0 = proc_cpu();
+	uint64_t t0 = now_ns();
+	dl = t0 + (uint64_t)(o.duration * 1e9);
+	if (o.wl == W_THROUGHPUT) {
+		uint64_t share = o.fixed / (uint64_t)o.conns;
+		for (int i = 0; i < o.conns; i++) {
+			struct gc *c = &conns[i];
+			c->wlimit = c->woff + share + (i == 0 ? o.fixed % (uint64_t)o.conns : 0);
+			thr_pump(c);
+		}
+	} else {
+		budget = o.fixed;
+		for (int i = 0; i < o.conns && budget; i++) {
+			struct gc *c = &conns[i];
+			if (o.wl == W_HANDSHAKE) {
+				take();
+				gc_connect(c);
+			} else if (take()) {
+				c->t0 = now_ns();
+				c->busy = 1;
+				full_write(c, http_req, (size_t)http_req_len);
+			}
+		}
+	}
+	while (!fixed_done() && !errors && now_ns() < dl)
+		loop_once(5);
+	*secs = (double)(now_ns() - t0) / 1e9;
+	*cpu = proc_cpu() - cpu0;
+	running = 0;
+	measuring = 0;
+	if (!errors && !fixed_done())
+		err(NULL, "fixed: %llu of %llu %s done after %.0f s", (unsigned long long)(
+		    o.wl == W_THROUGHPUT ? bytes : ops), (unsigned long long)o.fixed,
+		    o.wl == W_THROUGHPUT ? "bytes" : "operations", o.duration);
+	/* a few more ms for the server's side of the last operation */
+	dl = now_ns() + 50000000ull;
+	while (now_ns() < dl && !errors)
+		loop_once(5);
+	printf("done %llu\n", (unsigned long long)(o.wl == W_THROUGHPUT ? bytes : ops));
+	fflush(stdout);
+	await_line("end");
 }
 
 /* ---- reload: commands on stdin ---- */
@@ -889,7 +1068,7 @@ static void usage(const char *a0)
 	fprintf(stderr,
 		"usage: %s -w handshake|rtt|throughput|idle|http|reload -p PORT [-a ADDR] [-c N]\n"
 		"       [-d SECS] [-u WARMUP] [-n MAXOPS] [-W WINDOW] [-s SETUP_TIMEOUT] [-P pid,pid]\n"
-		"       [-T [-S SNI]] [-i INTERVAL_MS]\n",
+		"       [-T [-S SNI]] [-i INTERVAL_MS] [-N FIXED_COUNT]\n",
 		a0);
 	exit(2);
 }
@@ -898,7 +1077,7 @@ int main(int argc, char **argv)
 {
 	int opt;
 	const char *w = NULL;
-	while ((opt = getopt(argc, argv, "w:p:a:c:d:u:n:W:s:P:TS:i:")) != -1) {
+	while ((opt = getopt(argc, argv, "w:p:a:c:d:u:n:W:s:P:TS:i:N:")) != -1) {
 		switch (opt) {
 		case 'w': w = optarg; break;
 		case 'p': o.port = atoi(optarg); break;
@@ -912,6 +1091,7 @@ int main(int argc, char **argv)
 		case 'T': o.tls = 1; break;
 		case 'S': o.sni = optarg; break;
 		case 'i': o.interval_ms = atof(optarg); break;
+		case 'N': o.fixed = strtoull(optarg, NULL, 10); break;
 		case 'P':
 			for (char *s = strtok(optarg, ","); s && o.npids < 16; s = strtok(NULL, ","))
 				o.pids[o.npids++] = atoi(s);
@@ -938,6 +1118,10 @@ int main(int argc, char **argv)
 	if (o.conns <= 0)
 		o.conns = o.wl == W_HANDSHAKE ? 64 : o.wl == W_RTT ? 1 : o.wl == W_THROUGHPUT ? 10
 					  : o.wl == W_IDLE ? 5000 : o.wl == W_RELOAD ? 200 : 50;
+	if (o.fixed && o.wl != W_HANDSHAKE && o.wl != W_HTTP && o.wl != W_THROUGHPUT) {
+		fprintf(stderr, "bench_load: -N works with handshake, http and throughput\n");
+		return 2;
+	}
 	if (o.window < CHUNK)
 		o.window = CHUNK;
 	if (o.window > 1024 * 1024)
@@ -994,16 +1178,30 @@ int main(int argc, char **argv)
 		conns[i].id = i;
 		conns[i].fd = -1;
 		conns[i].rb = xmalloc(RBUF);
+		conns[i].wlimit = UINT64_MAX;
 	}
 	maxsamples = o.max_ops < 20000000 ? o.max_ops : 20000000;
 	samples = xmalloc(maxsamples * sizeof(*samples));
 	iobuf = xmalloc(256 * 1024);
 
 	double secs = 0, cpu = 0;
-	long rss0 = 0, rss1 = 0;
+	long rss0 = 0, rss1 = 0, vm0 = 0, vm1 = 0;
 	int ntun = o.conns;
 	int ok = 0;
 
+	if (o.fixed) {
+		if (o.wl == W_THROUGHPUT) {
+			pat = xmalloc(2 * PAT_LEN);
+			for (size_t i = 0; i < PAT_LEN; i += 8) {
+				uint64_t x = rng_next();
+				memcpy(pat + i, &x, PAT_LEN - i < 8 ? PAT_LEN - i : 8);
+			}
+			memcpy(pat + PAT_LEN, pat, PAT_LEN);
+			if (setup_tunnels() == 0)
+				fixed_main(&secs, &cpu);
+		} else
+			fixed_main(&secs, &cpu);
+	} else
 	switch (o.wl) {
 	case W_HANDSHAKE:
 	case W_HTTP: {
@@ -1059,6 +1257,7 @@ int main(int argc, char **argv)
 		while (now_ns() < dl)
 			loop_once(10);
 		rss0 = proc_rss_kb();
+		vm0 = proc_vmrss_kb();
 		o.conns = n;
 		double c0 = proc_cpu();
 		uint64_t t0 = now_ns();
@@ -1071,6 +1270,7 @@ int main(int argc, char **argv)
 		while (now_ns() < dl && !errors)
 			loop_once(10);
 		rss1 = proc_rss_kb();
+		vm1 = proc_vmrss_kb();
 		if (errors)
 			break;
 		for (int i = 0; i < o.conns; i++)
@@ -1124,8 +1324,10 @@ int main(int argc, char **argv)
 	printf("\"bytes\": %llu, \"mbps\": %.1f, ", (unsigned long long)bytes,
 	       secs > 0 ? (double)bytes / secs / 1e6 : 0.0);
 	printf("\"proxy_cpu_s\": %.3f, \"npids\": %d, ", cpu, o.npids);
-	printf("\"rss_before_kb\": %ld, \"rss_after_kb\": %ld, \"rss_per_tunnel_b\": %.1f}\n", rss0,
+	printf("\"rss_before_kb\": %ld, \"rss_after_kb\": %ld, \"rss_per_tunnel_b\": %.1f, ", rss0,
 	       rss1, o.wl == W_IDLE && ntun ? (double)(rss1 - rss0) * 1024.0 / ntun : 0.0);
+	printf("\"vmrss_before_kb\": %ld, \"vmrss_after_kb\": %ld, \"vmrss_per_tunnel_b\": %.1f}\n",
+	       vm0, vm1, o.wl == W_IDLE && ntun ? (double)(vm1 - vm0) * 1024.0 / ntun : 0.0);
 	fflush(stdout);
 	return ok ? 0 : 1;
 }
