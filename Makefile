@@ -2,7 +2,7 @@
 # `make WERROR=1`, `make V=1` for full commands, `make deps` installs packages.
 
 CC       ?= cc
-PKGS     := libevent libevent_openssl libevent_pthreads libssl libcrypto libconfig
+PKGS     := libevent libevent_pthreads libssl libcrypto libconfig
 CFLAGS   ?= -O2 -g
 WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
             -Wno-unused-parameter

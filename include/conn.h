@@ -37,12 +37,13 @@ enum conn_role {
  * BEV_EVENT_*): which side failed, and how. */
 #define CONN_READING 0x01
 #define CONN_WRITING 0x02
-#define CONN_EOF 0x10	     /* the peer closed (or sent close_notify) */
-#define CONN_ERROR 0x20	     /* errno or the TLS error: see conn_error() */
-#define CONN_TIMEOUT 0x40    /* conn_set_timeouts */
+#define CONN_EOF 0x10	    /* the peer closed (or sent close_notify) */
+#define CONN_ERROR 0x20	    /* errno or the TLS error: see conn_error() */
+#define CONN_TIMEOUT 0x40   /* conn_set_timeouts */
 #define CONN_CONNECTED 0x80 /* conn_connect done, and the TLS handshake (both roles) */
 
 #define CONN_READ_SIZE (16 * 1024) /* default bytes per read */
+#define CONN_READ_MAX (64 * 1024)  /* the most conn_set_read_size allows */
 
 typedef void (*conn_data_cb)(struct conn *c, void *arg);
 typedef void (*conn_event_cb)(struct conn *c, short what, void *arg);
@@ -83,10 +84,11 @@ int conn_fd(const struct conn *c);
  * the CONN_* bits; after CONN_EOF reading stops, after CONN_ERROR or
  * CONN_TIMEOUT both directions stop.
  */
-void conn_setcb(struct conn *c, conn_data_cb read_cb, conn_data_cb write_cb,
-		conn_event_cb event_cb, void *arg);
+void conn_setcb(struct conn *c, conn_data_cb read_cb, conn_data_cb write_cb, conn_event_cb event_cb,
+		void *arg);
 
-/* EV_READ and/or EV_WRITE: whether the conn reads and writes at all. */
+/* EV_READ and/or EV_WRITE: whether the conn reads and writes at all.
+ * Enabling EV_READ after CONN_EOF reads again (and meets the EOF again). */
 void conn_enable(struct conn *c, short what);
 void conn_disable(struct conn *c, short what);
 
@@ -94,7 +96,8 @@ void conn_disable(struct conn *c, short what);
 void conn_set_read_high(struct conn *c, size_t high);
 /* Call write_cb when a write leaves at most low bytes in the output. */
 void conn_set_write_low(struct conn *c, size_t low);
-/* Bytes asked of the kernel (or TLS) per read; CONN_READ_SIZE by default. */
+/* Bytes asked of the kernel (or TLS) per read; CONN_READ_SIZE by default,
+ * CONN_READ_MAX at most. */
 void conn_set_read_size(struct conn *c, size_t size);
 
 /*

@@ -1,8 +1,9 @@
 /*
- * tls: the only module that includes OpenSSL's SSL headers. Server contexts
- * for TLS listeners (certificates chosen by SNI, ALPN http/1.1 only, tickets
- * on, TLS 1.2+ by default) and client contexts for TLS upstreams (verified by
- * default), wrapped as libevent bufferevents.
+ * tls: TLS contexts (with conn.c, the only modules that include OpenSSL's
+ * SSL headers). Server contexts for TLS listeners (certificates chosen by
+ * SNI, ALPN http/1.1 only, tickets on, TLS 1.2+ by default) and client
+ * contexts for TLS upstreams (verified by default). Connections run on
+ * conn.c, which does the TLS reads and writes.
  */
 #ifndef SY_TLS_H
 #define SY_TLS_H
@@ -13,7 +14,7 @@
 #include "config.h"
 
 struct event_base;
-struct bufferevent;
+struct conn;
 struct tls_server;
 struct tls_client;
 
@@ -28,32 +29,20 @@ void tls_server_free(struct tls_server *srv);
 /* Index of the certificate serving name (NULL/unknown: 0, the default). */
 size_t tls_server_pick(const struct tls_server *srv, const char *name);
 
-/* A bufferevent that accepts TLS on fd (owns fd and SSL). NULL on failure (fd closed). */
-struct bufferevent *tls_server_accept(struct tls_server *srv, struct event_base *base, int fd);
+/* A conn that accepts TLS on fd (owns fd). NULL on failure (fd closed). */
+struct conn *tls_server_accept(struct tls_server *srv, struct event_base *base, int fd);
 
 /* Context for an upstream. NULL on failure with a reason in err. */
 struct tls_client *tls_client_new(const struct config_tls_client *cfg, char *err, size_t errlen);
 void tls_client_free(struct tls_client *cli);
 
 /*
- * A bufferevent for a TLS connection to an upstream, not yet connected
- * (call bufferevent_socket_connect). host names the server for SNI and
- * verification unless the config names one. NULL on failure.
+ * A conn for a TLS connection to an upstream over fd (owned; not yet
+ * connected: call conn_connect). host names the server for SNI and
+ * verification unless the config names one. NULL on failure (fd closed).
  */
-struct bufferevent *tls_client_bev(struct tls_client *cli, struct event_base *base,
-				   const char *host);
-
-/* Is bev a TLS bufferevent? */
-bool tls_bev_is_tls(struct bufferevent *bev);
-/* Negotiated version ("TLSv1.3") and SNI name (NULL if none). false if not TLS. */
-bool tls_bev_info(struct bufferevent *bev, const char **version, const char **sni);
-/* The TLS or socket error behind a failed bufferevent, for logs. */
-const char *tls_bev_error(struct bufferevent *bev, char *buf, size_t len);
-/*
- * Half-close the sending side: close_notify on TLS, shutdown(SHUT_WR) on a
- * plain socket. Call with the output buffer empty.
- */
-void tls_bev_shutdown_write(struct bufferevent *bev);
+struct conn *tls_client_conn(struct tls_client *cli, struct event_base *base, int fd,
+			     const char *host);
 
 /* Does the certificate file load and match the key? 0, or -1 with a reason. */
 int tls_check_pair(const char *cert, const char *key, char *err, size_t errlen);

@@ -1,7 +1,7 @@
 /*
  * tunnel: the raw byte tunnel after a 101. Two directions, each a pump from
  * one socket to the other: splice(2) through a pipe borrowed from the pool
- * when both ends are plain TCP, else a copy pump over bufferevents with
+ * when both ends are plain TCP, else a copy pump over conns with
  * watermarks. EOF on one side becomes shutdown(SHUT_WR) on the other once
  * everything read from it has been written; the tunnel ends when both
  * directions are done, on an error, or on the idle / lifetime timer.
@@ -16,7 +16,7 @@
 #include "end.h"
 
 struct event_base;
-struct bufferevent;
+struct conn;
 struct splice_pool;
 struct tunnel;
 
@@ -34,14 +34,14 @@ struct tunnel_params {
 };
 
 /*
- * Start a tunnel over two connected bufferevents. Their output buffers may
+ * Start a tunnel over two connected conns. Their output buffers may
  * already hold bytes due to that side (the relayed 101, early data); those go
- * first. Input buffers must be empty. Takes ownership of both bufferevents and
+ * first. Input buffers must be empty. Takes ownership of both conns and
  * their sockets, also on failure (NULL: both are closed). done is called once,
  * from an event callback; the owner then calls tunnel_free().
  */
-struct tunnel *tunnel_start(const struct tunnel_params *p, struct bufferevent *client,
-			    struct bufferevent *backend);
+struct tunnel *tunnel_start(const struct tunnel_params *p, struct conn *client,
+			    struct conn *backend);
 
 /* Close both sockets and free everything. */
 void tunnel_free(struct tunnel *t);

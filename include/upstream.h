@@ -14,18 +14,18 @@
 #include <stdbool.h>
 
 struct event_base;
-struct bufferevent;
-
-/*
- * Start a non-blocking connect to sa (TCP or AF_UNIX). Returns a bufferevent
- * that owns the socket (BEV_OPT_CLOSE_ON_FREE); the caller sets callbacks and
- * gets BEV_EVENT_CONNECTED or an error. NULL with errno set on immediate failure.
- */
+struct conn;
 struct tls_client;
 
-/* tls: NULL for plain TCP; host: the name for SNI / verification with TLS. */
-struct bufferevent *upstream_connect(struct event_base *base, const struct sockaddr *sa,
-				     socklen_t len, struct tls_client *tls, const char *host);
+/*
+ * Start a non-blocking connect to sa (TCP or AF_UNIX). Returns a conn that
+ * owns the socket; the caller sets callbacks and gets CONN_CONNECTED (after
+ * the TLS handshake with tls) or an error. NULL with errno set on immediate
+ * failure. tls: NULL for plain TCP; host: the name for SNI / verification
+ * with TLS.
+ */
+struct conn *upstream_connect(struct event_base *base, const struct sockaddr *sa, socklen_t len,
+			      struct tls_client *tls, const char *host);
 
 /*
  * Idle keep-alive connections to one server. A parked connection is watched:
@@ -40,10 +40,10 @@ struct upstream_idle {
 	uint64_t idle_ms;
 };
 
-/* Park bev (takes ownership; freed when the list is full). */
-void upstream_idle_park(struct upstream_idle *idle, struct bufferevent *bev);
+/* Park conn (takes ownership; freed when the list is full). */
+void upstream_idle_park(struct upstream_idle *idle, struct conn *conn);
 /* Take the most recently parked connection, callbacks cleared; NULL if none. */
-struct bufferevent *upstream_idle_take(struct upstream_idle *idle);
+struct conn *upstream_idle_take(struct upstream_idle *idle);
 /* Close every parked connection. */
 void upstream_idle_drain(struct upstream_idle *idle);
 

@@ -13,7 +13,7 @@
 #include "end.h"
 
 struct event_base;
-struct bufferevent;
+struct conn;
 struct wsbridge;
 
 /* Why it ended (end.h); detail (a close code, what broke, or NULL) is valid during the call. */
@@ -31,10 +31,10 @@ struct wsbridge_params {
 /*
  * Start bridging. The client's output already holds the 101; its input may
  * hold frames sent right after the handshake. Takes ownership of both
- * bufferevents (also on failure, when it returns NULL after closing them).
+ * conns (also on failure, when it returns NULL after closing them).
  */
-struct wsbridge *wsbridge_start(const struct wsbridge_params *p, struct bufferevent *client,
-				struct bufferevent *backend);
+struct wsbridge *wsbridge_start(const struct wsbridge_params *p, struct conn *client,
+				struct conn *backend);
 void wsbridge_free(struct wsbridge *b);
 
 /* Send close 1001 "going away" and finish once it is written (graceful stop,

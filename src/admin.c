@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
+#include "conn.h"
 #include <event2/event.h>
 
 #include "health.h"
@@ -48,7 +48,7 @@ struct admin {
 
 struct admin_conn {
 	struct admin *a;
-	struct bufferevent *bev;
+	struct conn *conn;
 	int family; /* the peer's: AF_UNIX, AF_INET, AF_INET6 */
 	unsigned char peer[16];
 	struct worker_tunnels *query; /* /tunnels waiting for the workers */
@@ -91,7 +91,7 @@ bool admin_peer_allowed(const struct config_admin *cfg, int family, const unsign
 
 /* ---- responses ---- */
 
-static void conn_free(struct admin_conn *c)
+static void admin_conn_free(struct admin_conn *c)
 {
 	struct admin *a = c->a;
 	if (c->query)
@@ -103,25 +103,25 @@ static void conn_free(struct admin_conn *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	a->n_conns--;
-	bufferevent_free(c->bev);
+	conn_free(c->conn);
 	free(c);
 }
 
-static void conn_written(struct bufferevent *bev, void *arg)
+static void admin_conn_written(struct conn *conn, void *arg)
 {
-	conn_free(arg);
+	admin_conn_free(arg);
 }
 
-static void conn_event(struct bufferevent *bev, short what, void *arg)
+static void admin_conn_event(struct conn *conn, short what, void *arg)
 {
-	conn_free(arg);
+	admin_conn_free(arg);
 }
 
 /* One whole response, then the connection closes once it is written. */
 static void reply(struct admin_conn *c, int status, const char *type, struct evbuffer *body,
 		  const char *extra)
 {
-	struct evbuffer *out = bufferevent_get_output(c->bev);
+	struct evbuffer *out = conn_output(c->conn);
 	evbuffer_add_printf(out,
 			    "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
 			    "Cache-Control: no-store\r\n%sConnection: close\r\n\r\n",
@@ -129,9 +129,9 @@ static void reply(struct admin_conn *c, int status, const char *type, struct evb
 			    extra ? extra : "");
 	if (!c->head)
 		evbuffer_add_buffer(out, body);
-	bufferevent_disable(c->bev, EV_READ);
-	bufferevent_setcb(c->bev, NULL, conn_written, conn_event, c);
-	bufferevent_enable(c->bev, EV_WRITE);
+	conn_disable(c->conn, EV_READ);
+	conn_setcb(c->conn, NULL, admin_conn_written, admin_conn_event, c);
+	conn_enable(c->conn, EV_WRITE);
 }
 
 static void reply_text(struct admin_conn *c, int status, const char *extra, const char *fmt, ...)
@@ -142,7 +142,7 @@ static void reply_text(struct admin_conn *c, int status, const char *extra, cons
 	struct evbuffer *body = evbuffer_new();
 	va_list ap;
 	if (body == NULL) {
-		conn_free(c);
+		admin_conn_free(c);
 		return;
 	}
 	va_start(ap, fmt);
@@ -182,7 +182,7 @@ static void get_metrics(struct admin_conn *c)
 	    .openssl = env->openssl,
 	};
 	if (body == NULL) {
-		conn_free(c);
+		admin_conn_free(c);
 		return;
 	}
 	metrics_render(env->metrics, env->health, &p, body);
@@ -244,7 +244,7 @@ static void get_servers(struct admin_conn *c)
 {
 	struct servers_json sj = {.out = evbuffer_new()};
 	if (sj.out == NULL) {
-		conn_free(c);
+		admin_conn_free(c);
 		return;
 	}
 	evbuffer_add(sj.out, "[", 1);
@@ -260,7 +260,7 @@ static void tunnels_done(struct evbuffer *json, size_t count, void *arg)
 	struct evbuffer *body = evbuffer_new();
 	c->query = NULL;
 	if (body == NULL) {
-		conn_free(c);
+		admin_conn_free(c);
 		return;
 	}
 	evbuffer_add(body, "[", 1);
@@ -417,10 +417,10 @@ static void dispatch(struct admin_conn *c, const struct http_msg *req)
 		get_servers(c);
 }
 
-static void conn_read(struct bufferevent *bev, void *arg)
+static void admin_conn_read(struct conn *conn, void *arg)
 {
 	struct admin_conn *c = arg;
-	struct evbuffer *in = bufferevent_get_input(bev);
+	struct evbuffer *in = conn_input(conn);
 	size_t len = evbuffer_get_length(in), head_len = 0;
 	const char *buf = (const char *)evbuffer_pullup(in, -1);
 	struct http_error err;
@@ -466,12 +466,12 @@ static void admin_accept(void *arg, int fd, const struct sockaddr *sa, socklen_t
 {
 	struct admin *a = arg;
 	struct admin_conn *c = a->n_conns < ADMIN_MAX_CONNS ? calloc(1, sizeof(*c)) : NULL;
-	struct timeval tv = {ADMIN_TIMEOUT_S, 0};
-
-	if (c == NULL ||
-	    (c->bev = bufferevent_socket_new(a->base, fd, BEV_OPT_CLOSE_ON_FREE)) == NULL) {
-		free(c);
+	if (c == NULL) {
 		close(fd);
+		return;
+	}
+	if ((c->conn = conn_new(a->base, fd, NULL, CONN_PLAIN)) == NULL) { /* fd closed */
+		free(c);
 		return;
 	}
 	c->a = a;
@@ -486,9 +486,9 @@ static void admin_accept(void *arg, int fd, const struct sockaddr *sa, socklen_t
 	a->conns = c;
 	a->n_conns++;
 	(void)len;
-	bufferevent_setcb(c->bev, conn_read, NULL, conn_event, c);
-	bufferevent_set_timeouts(c->bev, &tv, &tv);
-	bufferevent_enable(c->bev, EV_READ);
+	conn_setcb(c->conn, admin_conn_read, NULL, admin_conn_event, c);
+	conn_set_timeouts(c->conn, ADMIN_TIMEOUT_S * 1000, ADMIN_TIMEOUT_S * 1000);
+	conn_enable(c->conn, EV_READ);
 }
 
 /* ---- the listener ---- */
@@ -564,7 +564,7 @@ void admin_free(struct admin *a)
 	if (a == NULL)
 		return;
 	while (a->conns)
-		conn_free(a->conns);
+		admin_conn_free(a->conns);
 	if (a->l)
 		listener_free(a->l);
 	if (a->resume)

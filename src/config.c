@@ -1075,8 +1075,8 @@ static void load_upstream_policy(struct loader *ld, const config_setting_t *e,
 	load_upstream_hash_key(ld, e, up);
 	load_enum(ld, e, "proxy_protocol", versions, "v1 or v2", &v);
 	up->proxy_protocol = (unsigned)v;
-	/* the header precedes the TLS handshake, which libevent's TLS bufferevent
-	 * cannot put anything before */
+	/* the header would precede the TLS handshake, which conn.c does not
+	 * put anything before */
 	if (v && up->tls.enabled)
 		load_err(ld, config_setting_get_member(e, "proxy_protocol"),
 			 "'proxy_protocol' with 'tls' is not supported");

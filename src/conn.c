@@ -23,7 +23,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -47,17 +46,17 @@ struct conn {
 	int fd;
 	SSL *ssl;
 	enum conn_state state;
-	bool reading, writing;	 /* enabled by the owner */
-	bool read_eof, failed;	 /* the peer closed; an error or timeout stopped both ways */
-	bool read_on, write_on;	 /* ev_read / ev_write added to the loop */
-	bool write_blocked;	 /* the last write met EAGAIN: wait for EV_WRITE */
-	bool hs_wants_write;	 /* the handshake waits to write (else to read) */
-	bool read_wants_write;	 /* SSL_read said WANT_WRITE */
-	bool write_wants_read;	 /* SSL_write said WANT_READ */
-	bool tls_buffered;	 /* OpenSSL holds read bytes epoll cannot see */
-	bool trigger;		 /* conn_trigger_read: call read_cb, read nothing */
-	bool dead;		 /* conn_free from a callback: freed when busy ends */
-	unsigned busy;		 /* user callbacks running */
+	bool reading, writing;	/* enabled by the owner */
+	bool read_eof, failed;	/* the peer closed; an error or timeout stopped both ways */
+	bool read_on, write_on; /* ev_read / ev_write added to the loop */
+	bool write_blocked;	/* the last write met EAGAIN: wait for EV_WRITE */
+	bool hs_wants_write;	/* the handshake waits to write (else to read) */
+	bool read_wants_write;	/* SSL_read said WANT_WRITE */
+	bool write_wants_read;	/* SSL_write said WANT_READ */
+	bool tls_buffered;	/* OpenSSL holds read bytes epoll cannot see */
+	bool trigger;		/* conn_trigger_read: call read_cb, read nothing */
+	bool dead;		/* conn_free from a callback: freed when busy ends */
+	unsigned busy;		/* user callbacks running */
 	size_t read_high, write_low, read_size;
 	uint64_t read_ms, write_ms;
 	int err;	       /* errno of the failure */
@@ -203,56 +202,44 @@ static void fail(struct conn *c, short what, int err)
 
 /* ---- reading ---- */
 
-/* One read of up to want bytes into the input: bytes, 0 at EOF, -1 (errno / ssl_err). */
-static ssize_t read_plain(struct conn *c, size_t want)
+/*
+ * Reads land in a per-thread scratch buffer and are then added to the input
+ * at their exact size: reserving read_size in the input instead would pin a
+ * read_size chain to every small message (and to every idle keep-alive
+ * connection's input). The copy costs little beside the syscall or the
+ * decryption.
+ */
+static _Thread_local char scratch[CONN_READ_MAX];
+
+static ssize_t add_input(struct conn *c, ssize_t n)
 {
-	struct evbuffer_iovec v[2];
-	int n = evbuffer_reserve_space(c->in, (ev_ssize_t)want, v, 2);
-	if (n <= 0) {
+	if (n > 0 && evbuffer_add(c->in, scratch, (size_t)n) < 0) {
 		errno = ENOMEM;
 		return -1;
 	}
-	size_t left = want; /* the reservation may offer more than asked */
-	for (int i = 0; i < n; i++) {
-		if (v[i].iov_len > left)
-			v[i].iov_len = left;
-		left -= v[i].iov_len;
-	}
-	ssize_t r = readv(c->fd, (struct iovec *)v, n);
-	size_t got = r > 0 ? (size_t)r : 0;
-	for (int i = 0; i < n; i++) {
-		size_t take = got < v[i].iov_len ? got : v[i].iov_len;
-		v[i].iov_len = take;
-		got -= take;
-	}
-	int saved = errno;
-	evbuffer_commit_space(c->in, v, n);
-	errno = saved;
-	return r;
+	return n;
+}
+
+/* One read of up to want bytes into the input: bytes, 0 at EOF, -1 (errno). */
+static ssize_t read_plain(struct conn *c, size_t want)
+{
+	return add_input(c, read(c->fd, scratch, want));
 }
 
 enum read_result { READ_MORE, READ_WAIT, READ_EOF, READ_ERROR };
 
 static enum read_result read_tls(struct conn *c, size_t want, size_t *got)
 {
-	struct evbuffer_iovec v;
 	*got = 0;
-	if (evbuffer_reserve_space(c->in, (ev_ssize_t)want, &v, 1) < 1) {
-		errno = ENOMEM;
-		return READ_ERROR;
-	}
-	size_t len = v.iov_len < want ? v.iov_len : want;
 	ERR_clear_error();
-	int r = SSL_read(c->ssl, v.iov_base, (int)len);
-	v.iov_len = r > 0 ? (size_t)r : 0;
-	int e = r > 0 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, r);
-	int saved = errno;
-	evbuffer_commit_space(c->in, &v, 1);
-	errno = saved;
-	*got = v.iov_len;
-	switch (e) {
-	case SSL_ERROR_NONE:
+	int r = SSL_read(c->ssl, scratch, (int)want);
+	if (r > 0) {
+		if (add_input(c, r) < 0)
+			return READ_ERROR;
+		*got = (size_t)r;
 		return READ_MORE;
+	}
+	switch (SSL_get_error(c->ssl, r)) {
 	case SSL_ERROR_WANT_READ:
 		return READ_WAIT;
 	case SSL_ERROR_WANT_WRITE:
@@ -301,7 +288,8 @@ static enum read_result read_some(struct conn *c, size_t *total)
 		if (res != READ_MORE)
 			return res;
 		if (!SSL_has_pending(c->ssl))
-			return READ_WAIT; /* OpenSSL took all the socket had; epoll says when more come */
+			return READ_WAIT; /* OpenSSL took all the socket had; epoll says when more
+					     come */
 	}
 	/* stopped with bytes in OpenSSL (rounds used up, input full): come back without epoll */
 	c->tls_buffered = SSL_has_pending(c->ssl);
@@ -653,8 +641,8 @@ int conn_fd(const struct conn *c)
 	return c->fd;
 }
 
-void conn_setcb(struct conn *c, conn_data_cb read_cb, conn_data_cb write_cb,
-		conn_event_cb event_cb, void *arg)
+void conn_setcb(struct conn *c, conn_data_cb read_cb, conn_data_cb write_cb, conn_event_cb event_cb,
+		void *arg)
 {
 	c->read_cb = read_cb;
 	c->write_cb = write_cb;
@@ -664,8 +652,10 @@ void conn_setcb(struct conn *c, conn_data_cb read_cb, conn_data_cb write_cb,
 
 void conn_enable(struct conn *c, short what)
 {
-	if (what & EV_READ)
+	if (what & EV_READ) { /* after an EOF too: a closed socket says so again */
 		c->reading = true;
+		c->read_eof = false;
+	}
 	if (what & EV_WRITE)
 		c->writing = true;
 	read_register(c, false);
@@ -699,7 +689,7 @@ void conn_set_write_low(struct conn *c, size_t low)
 
 void conn_set_read_size(struct conn *c, size_t size)
 {
-	c->read_size = size ? size : CONN_READ_SIZE;
+	c->read_size = size == 0 ? CONN_READ_SIZE : size < CONN_READ_MAX ? size : CONN_READ_MAX;
 }
 
 void conn_set_timeouts(struct conn *c, uint64_t read_ms, uint64_t write_ms)
@@ -722,7 +712,8 @@ void conn_trigger_read(struct conn *c)
 void conn_shutdown_write(struct conn *c)
 {
 	if (c->ssl) {
-		/* non-blocking: a close_notify that cannot be sent now is lost, as a FIN would be */
+		/* non-blocking: a close_notify that cannot be sent now is lost, as a FIN would be
+		 */
 		SSL_set_quiet_shutdown(c->ssl, 0);
 		ERR_clear_error();
 		SSL_shutdown(c->ssl);

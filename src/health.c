@@ -15,7 +15,7 @@
 #include <time.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
+#include "conn.h"
 #include <event2/event.h>
 
 #include "generation.h"
@@ -51,7 +51,7 @@ struct health_check {
 	struct tls_client *tls;		 /* ... and its TLS context, NULL = plain */
 	const struct config_server *srv; /* ... and the server (name, port) */
 	struct event *timer;		 /* next check, or the timeout of this one */
-	struct bufferevent *bev;	 /* the check in flight */
+	struct conn *conn;		 /* the check in flight */
 	bool closing;			 /* passed; a WebSocket close frame is draining */
 	char ws_accept[UPGRADE_WS_ACCEPT_LEN + 1];
 	unsigned passes, failures; /* results in a row */
@@ -347,9 +347,9 @@ static uint64_t check_random(struct health *h)
 
 static void check_drop_conn(struct health_check *c)
 {
-	if (c->bev)
-		bufferevent_free(c->bev);
-	c->bev = NULL;
+	if (c->conn)
+		conn_free(c->conn);
+	c->conn = NULL;
 	c->closing = false;
 }
 
@@ -410,16 +410,16 @@ static void check_fail(struct health_check *c, const char *fmt, ...)
 }
 
 /* A passed WebSocket check says goodbye with a close frame before closing. */
-static void check_close_written(struct bufferevent *bev, void *arg)
+static void check_close_written(struct conn *conn, void *arg)
 {
 	struct health_check *c = arg;
 	check_drop_conn(c);
 	check_schedule(c, false);
 }
 
-static void check_close_event(struct bufferevent *bev, short what, void *arg)
+static void check_close_event(struct conn *conn, short what, void *arg)
 {
-	check_close_written(bev, arg);
+	check_close_written(conn, arg);
 }
 
 static void check_ws_goodbye(struct health_check *c)
@@ -432,8 +432,8 @@ static void check_ws_goodbye(struct health_check *c)
 	frame[6] = 0x03 ^ frame[2];
 	frame[7] = 0xe8 ^ frame[3];
 	c->closing = true;
-	bufferevent_setcb(c->bev, NULL, check_close_written, check_close_event, c);
-	bufferevent_write(c->bev, frame, sizeof(frame));
+	conn_setcb(c->conn, NULL, check_close_written, check_close_event, c);
+	evbuffer_add(conn_output(c->conn), frame, sizeof(frame));
 	evtimer_add(c->timer, &tv);
 }
 
@@ -503,9 +503,9 @@ static bool check_read_head(struct health_check *c, struct evbuffer *in)
 	return interim;
 }
 
-static void check_read_cb(struct bufferevent *bev, void *arg)
+static void check_read_cb(struct conn *conn, void *arg)
 {
-	struct evbuffer *in = bufferevent_get_input(bev);
+	struct evbuffer *in = conn_input(conn);
 	while (check_read_head(arg, in))
 		;
 }
@@ -513,7 +513,7 @@ static void check_read_cb(struct bufferevent *bev, void *arg)
 static int check_send_request(struct health_check *c)
 {
 	const struct config_health *cfg = c->cfg;
-	struct evbuffer *out = bufferevent_get_output(c->bev);
+	struct evbuffer *out = conn_output(c->conn);
 	char key[UPGRADE_WS_KEY_LEN + 1], named[300];
 	const char *host = cfg->host ? cfg->host : c->hs->addr.text;
 
@@ -542,22 +542,22 @@ static int check_send_request(struct health_check *c)
 		   : 0;
 }
 
-static void check_event_cb(struct bufferevent *bev, short what, void *arg)
+static void check_event_cb(struct conn *conn, short what, void *arg)
 {
 	struct health_check *c = arg;
 	char why[200];
 
-	if (what & BEV_EVENT_CONNECTED) {
+	if (what & CONN_CONNECTED) {
 		if (c->cfg->type == CONFIG_HEALTH_TCP)
 			check_result(c, true, NULL);
 		else if (check_send_request(c) < 0)
 			check_fail(c, "cannot write the request");
 		return;
 	}
-	if (what & BEV_EVENT_EOF)
+	if (what & CONN_EOF)
 		check_fail(c, "connection closed before a complete response");
 	else
-		check_fail(c, "%s", tls_bev_error(bev, why, sizeof(why)));
+		check_fail(c, "%s", conn_error(conn, why, sizeof(why)));
 }
 
 static void check_start(struct health_check *c)
@@ -565,14 +565,14 @@ static void check_start(struct health_check *c)
 	const struct config_addr *a = &c->hs->addr;
 	struct timeval tv = ms_tv(c->cfg->timeout);
 
-	c->bev = upstream_connect(c->h->base, (const struct sockaddr *)&a->ss, a->len, c->tls,
-				  c->srv->name ? c->srv->name : a->text);
-	if (c->bev == NULL) {
+	c->conn = upstream_connect(c->h->base, (const struct sockaddr *)&a->ss, a->len, c->tls,
+				   c->srv->name ? c->srv->name : a->text);
+	if (c->conn == NULL) {
 		check_fail(c, "connect: %s", strerror(errno));
 		return;
 	}
-	bufferevent_setcb(c->bev, check_read_cb, NULL, check_event_cb, c);
-	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	conn_setcb(c->conn, check_read_cb, NULL, check_event_cb, c);
+	conn_enable(c->conn, EV_READ | EV_WRITE);
 	evtimer_add(c->timer, &tv);
 }
 
@@ -580,10 +580,10 @@ static void check_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct health_check *c = arg;
 	if (c->closing) { /* the close frame did not drain in time: enough */
-		check_close_written(c->bev, c);
+		check_close_written(c->conn, c);
 		return;
 	}
-	if (c->bev) {
+	if (c->conn) {
 		check_fail(c, "no answer within %llu ms", (unsigned long long)c->cfg->timeout);
 		return;
 	}

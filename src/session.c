@@ -25,7 +25,7 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
+#include "conn.h"
 #include <event2/event.h>
 
 #include "balance.h"
@@ -80,8 +80,8 @@ struct session {
 	enum session_timer timer_kind;
 	struct event *timer;
 
-	struct bufferevent *client;
-	struct bufferevent *backend;
+	struct conn *client;
+	struct conn *backend;
 	struct tunnel *tunnel;
 	struct wsbridge *wsb;
 	/* terminate routes: the chosen subprotocol, pointing into req.raw */
@@ -137,12 +137,12 @@ static void backend_connected(struct session *s);
 static void terminate_dispatch(struct session *s);
 static void terminate_connected(struct session *s);
 static void session_tunnel_done_cb(void *arg, enum end_cause cause, const char *detail);
-static void client_event_cb(struct bufferevent *bev, short what, void *arg);
-static void client_read_cb(struct bufferevent *bev, void *arg);
-static void client_write_cb(struct bufferevent *bev, void *arg);
-static void backend_event_cb(struct bufferevent *bev, short what, void *arg);
-static void backend_read_cb(struct bufferevent *bev, void *arg);
-static void backend_write_cb(struct bufferevent *bev, void *arg);
+static void client_event_cb(struct conn *conn, short what, void *arg);
+static void client_read_cb(struct conn *conn, void *arg);
+static void client_write_cb(struct conn *conn, void *arg);
+static void backend_event_cb(struct conn *conn, short what, void *arg);
+static void backend_read_cb(struct conn *conn, void *arg);
+static void backend_write_cb(struct conn *conn, void *arg);
 
 static const char *session_state_str(enum session_state st)
 {
@@ -286,7 +286,7 @@ static void log_request_common(struct session *s, struct log_json *j)
 	log_json_cstr(j, "upstream", pooled ? s->cfg->upstreams[s->upstream].name : NULL);
 	log_json_cstr(j, "server", server_text(s));
 	const char *version, *sni;
-	if (s->client && tls_bev_info(s->client, &version, &sni)) {
+	if (s->client && conn_tls_info(s->client, &version, &sni)) {
 		log_json_cstr(j, "tls", version);
 		log_json_cstr(j, "sni", sni);
 	}
@@ -379,7 +379,7 @@ static void server_let_go(struct session *s);
 static void backend_drop(struct session *s)
 {
 	if (s->backend) {
-		bufferevent_free(s->backend); /* BEV_OPT_CLOSE_ON_FREE closes the socket */
+		conn_free(s->backend); /* closes the socket */
 		s->backend = NULL;
 	}
 	server_let_go(s);
@@ -394,7 +394,7 @@ static void session_free(struct session *s)
 	wsbridge_free(s->wsb);
 	backend_drop(s);
 	if (s->client)
-		bufferevent_free(s->client);
+		conn_free(s->client);
 	http_reader_free(s->req_reader);
 	http_reader_free(s->resp_reader);
 	http_msg_fini(&s->req);
@@ -417,9 +417,9 @@ void session_end(struct session *s, enum end_cause cause, const char *detail)
 	log_msg(LOG_LEVEL_DEBUG, s->id, "close in %s: %s", session_state_str(s->state), text);
 	s->state = SESSION_CLOSED;
 	if (s->client)
-		bufferevent_disable(s->client, EV_READ | EV_WRITE);
+		conn_disable(s->client, EV_READ | EV_WRITE);
 	if (s->backend)
-		bufferevent_disable(s->backend, EV_READ | EV_WRITE);
+		conn_disable(s->backend, EV_READ | EV_WRITE);
 	/* free from our own event so the callback that called us can return safely */
 	event_del(s->timer);
 	s->timer_kind = TIMER_FREE;
@@ -463,17 +463,17 @@ static void exchange_abort_flush(struct session *s, enum end_cause cause)
 static void linger_start(struct session *s)
 {
 	s->state = SESSION_LINGER;
-	bufferevent_setcb(s->client, client_read_cb, client_write_cb, client_event_cb, s);
-	bufferevent_enable(s->client, EV_READ | EV_WRITE);
+	conn_setcb(s->client, client_read_cb, client_write_cb, client_event_cb, s);
+	conn_enable(s->client, EV_READ | EV_WRITE);
 	timer_arm(s, TIMER_LINGER, s->cfg->timeouts.send ? s->cfg->timeouts.send : 60000);
-	if (evbuffer_get_length(bufferevent_get_output(s->client)) == 0)
+	if (evbuffer_get_length(conn_output(s->client)) == 0)
 		client_write_cb(s->client, s);
 }
 
 /* Answer with a short text/plain error, log it, then close the connection. */
 static void session_error(struct session *s, int status, const char *reason)
 {
-	struct evbuffer *out = bufferevent_get_output(s->client);
+	struct evbuffer *out = conn_output(s->client);
 	const char *extra =
 	    status == 426 ? "Sec-WebSocket-Version: 13\r\nUpgrade: websocket\r\n" : "";
 	size_t before = evbuffer_get_length(out);
@@ -529,8 +529,8 @@ static void session_wait_request(struct session *s)
 {
 	s->state = SESSION_READ_REQ;
 	exchange_reset(s);
-	bufferevent_setcb(s->client, client_read_cb, client_write_cb, client_event_cb, s);
-	bufferevent_enable(s->client, EV_READ);
+	conn_setcb(s->client, client_read_cb, client_write_cb, client_event_cb, s);
+	conn_enable(s->client, EV_READ);
 	timer_arm(s, TIMER_KEEPALIVE, s->cfg->timeouts.keepalive);
 	session_read_request(s);
 }
@@ -581,7 +581,7 @@ static void session_dispatch(struct session *s)
 
 static void session_read_request(struct session *s)
 {
-	struct evbuffer *in = bufferevent_get_input(s->client);
+	struct evbuffer *in = conn_input(s->client);
 	size_t len = evbuffer_get_length(in), head_len = 0;
 	struct http_error err = {400, "malformed request"};
 
@@ -756,7 +756,7 @@ static bool connect_reuse(struct session *s)
 	metrics_add(&metrics_of(s)->pool_reused, 1);
 	s->backend_reused = true;
 	s->backend_spoke = false;
-	bufferevent_setcb(s->backend, backend_read_cb, backend_write_cb, backend_event_cb, s);
+	conn_setcb(s->backend, backend_read_cb, backend_write_cb, backend_event_cb, s);
 	backend_connected(s);
 	return true;
 }
@@ -764,7 +764,7 @@ static bool connect_reuse(struct session *s)
 /*
  * The PROXY protocol header goes first on the new backend connection: the
  * client's address and port (the one a PROXY header in named, if any), and
- * ours it connected to. Written before the connect completes; libevent
+ * ours it connected to. Written before the connect completes; the conn
  * sends it once it does.
  */
 static int proxy_header(struct session *s, unsigned version)
@@ -777,13 +777,13 @@ static int proxy_header(struct session *s, unsigned version)
 	size_t n = 0;
 
 	if (config_parse_address(s->client_addr, &client) < 0 ||
-	    getsockname(bufferevent_getfd(s->client), (struct sockaddr *)&dst, &dst_len) < 0)
+	    getsockname(conn_fd(s->client), (struct sockaddr *)&dst, &dst_len) < 0)
 		return -1;
 	if (version == 1)
 		n = proxyproto_write_v1((char *)buf, sizeof(buf), src, (struct sockaddr *)&dst);
 	else
 		n = proxyproto_write_v2(buf, sizeof(buf), src, (struct sockaddr *)&dst);
-	return n > 0 ? evbuffer_add(bufferevent_get_output(s->backend), buf, n) : -1;
+	return n > 0 ? evbuffer_add(conn_output(s->backend), buf, n) : -1;
 }
 
 static void connect_fresh(struct session *s)
@@ -813,7 +813,7 @@ static void connect_fresh(struct session *s)
 		session_error(s, 500, "cannot write the PROXY protocol header");
 		return;
 	}
-	bufferevent_setcb(s->backend, backend_read_cb, backend_write_cb, backend_event_cb, s);
+	conn_setcb(s->backend, backend_read_cb, backend_write_cb, backend_event_cb, s);
 	timer_arm(s, TIMER_CONNECT, s->cfg->timeouts.connect);
 }
 
@@ -847,7 +847,7 @@ static int write_request_head(struct session *s)
 		o.connection = NULL;
 	}
 	s->req_chunk_out = o.chunked;
-	return http_hdr_write_request(&s->req, &o, bufferevent_get_output(s->backend));
+	return http_hdr_write_request(&s->req, &o, conn_output(s->backend));
 }
 
 /*
@@ -859,10 +859,8 @@ static int write_request_head(struct session *s)
  */
 static void backend_timeouts(struct session *s, bool reading)
 {
-	uint64_t rd_ms = reading ? s->cfg->timeouts.response : 0, wr_ms = s->cfg->timeouts.send;
-	struct timeval rd = {(time_t)(rd_ms / 1000), (suseconds_t)(rd_ms % 1000) * 1000};
-	struct timeval wr = {(time_t)(wr_ms / 1000), (suseconds_t)(wr_ms % 1000) * 1000};
-	bufferevent_set_timeouts(s->backend, rd_ms ? &rd : NULL, wr_ms ? &wr : NULL);
+	conn_set_timeouts(s->backend, reading ? s->cfg->timeouts.response : 0,
+			  s->cfg->timeouts.send);
 }
 
 static void backend_connected(struct session *s)
@@ -876,7 +874,7 @@ static void backend_connected(struct session *s)
 		session_error(s, 500, "out of memory");
 		return;
 	}
-	bufferevent_enable(s->backend, EV_READ | EV_WRITE);
+	conn_enable(s->backend, EV_READ | EV_WRITE);
 	timer_stop(s);
 	exchange_pump(s);
 	if (s->state == SESSION_EXCHANGE && s->req_body_done && !s->resp_head_done)
@@ -934,15 +932,15 @@ static ssize_t relay_body(struct http_reader *r, struct evbuffer *in, struct evb
 }
 
 /* Pause a source whose destination is full; resume when it drains. */
-static void flow_control(struct bufferevent *src, struct bufferevent *dst, bool src_done)
+static void flow_control(struct conn *src, struct conn *dst, bool src_done)
 {
 	if (src_done)
 		return;
-	if (evbuffer_get_length(bufferevent_get_output(dst)) >= SESSION_HIGH_WATER) {
-		bufferevent_disable(src, EV_READ);
-		bufferevent_setwatermark(dst, EV_WRITE, SESSION_HIGH_WATER / 2, 0);
+	if (evbuffer_get_length(conn_output(dst)) >= SESSION_HIGH_WATER) {
+		conn_disable(src, EV_READ);
+		conn_set_write_low(dst, SESSION_HIGH_WATER / 2);
 	} else {
-		bufferevent_enable(src, EV_READ);
+		conn_enable(src, EV_READ);
 	}
 }
 
@@ -951,9 +949,8 @@ static void pump_request_body(struct session *s)
 	bool done;
 	if (s->req_body_done || s->backend == NULL)
 		return;
-	ssize_t n =
-	    relay_body(s->req_reader, bufferevent_get_input(s->client),
-		       bufferevent_get_output(s->backend), s->req_chunk_out, s->client_eof, &done);
+	ssize_t n = relay_body(s->req_reader, conn_input(s->client), conn_output(s->backend),
+			       s->req_chunk_out, s->client_eof, &done);
 	if (n < 0) {
 		if (s->resp_head_done)
 			exchange_abort(s, END_BAD_REQUEST_BODY);
@@ -977,8 +974,8 @@ static bool backend_reusable(const struct session *s)
 	return s->backend && u->keepalive > 0 && !u->proxy_protocol && !s->wg->retired &&
 	       s->up.decision != UPGRADE_FORWARD && s->req_body_done && s->resp->keep_alive &&
 	       s->resp->body != HTTP_BODY_CLOSE && !s->backend_eof &&
-	       evbuffer_get_length(bufferevent_get_input(s->backend)) == 0 &&
-	       evbuffer_get_length(bufferevent_get_output(s->backend)) == 0;
+	       evbuffer_get_length(conn_input(s->backend)) == 0 &&
+	       evbuffer_get_length(conn_output(s->backend)) == 0;
 }
 
 static void exchange_finish(struct session *s)
@@ -1005,10 +1002,10 @@ static void pump_response_body(struct session *s)
 	bool done;
 	if (!s->resp_head_done || s->resp_body_done || s->backend == NULL)
 		return;
-	struct evbuffer *out = bufferevent_get_output(s->client);
+	struct evbuffer *out = conn_output(s->client);
 	size_t before = evbuffer_get_length(out);
-	ssize_t n = relay_body(s->resp_reader, bufferevent_get_input(s->backend), out,
-			       s->resp_chunk_out, s->backend_eof, &done);
+	ssize_t n = relay_body(s->resp_reader, conn_input(s->backend), out, s->resp_chunk_out,
+			       s->backend_eof, &done);
 	s->bytes_out += evbuffer_get_length(out) - before;
 	if (n < 0) {
 		exchange_abort_flush(s, s->backend_eof ? END_BACKEND_CUT : END_BAD_RESPONSE_BODY);
@@ -1047,12 +1044,12 @@ static void http_phase_end(struct session *s, enum session_state next)
 
 static void session_start_tunnel(struct session *s)
 {
-	struct evbuffer *client_out = bufferevent_get_output(s->client);
+	struct evbuffer *client_out = conn_output(s->client);
 	struct tunnel_params p = {
 	    .base = s->w->base,
 	    /* splice needs plain sockets on both ends */
-	    .mode = tls_bev_is_tls(s->client) || tls_bev_is_tls(s->backend) ? CONFIG_TUNNEL_COPY
-									    : s->cfg->tunnel_mode,
+	    .mode = conn_is_tls(s->client) || conn_is_tls(s->backend) ? CONFIG_TUNNEL_COPY
+								      : s->cfg->tunnel_mode,
 	    .pipes = s->w->pipes,
 	    .idle_ms = s->cfg->timeouts.tunnel_idle,
 	    .max_ms = s->cfg->timeouts.tunnel_max,
@@ -1060,10 +1057,10 @@ static void session_start_tunnel(struct session *s)
 	    .arg = s,
 	};
 	/* bytes read past either head go first, in order, exactly once */
-	evbuffer_add_buffer(client_out, bufferevent_get_input(s->backend));
-	evbuffer_add_buffer(bufferevent_get_output(s->backend), bufferevent_get_input(s->client));
+	evbuffer_add_buffer(client_out, conn_input(s->backend));
+	evbuffer_add_buffer(conn_output(s->backend), conn_input(s->client));
 	timer_stop(s);
-	bufferevent_set_timeouts(s->backend, NULL, NULL); /* the tunnel has its own */
+	conn_set_timeouts(s->backend, 0, 0); /* the tunnel has its own */
 	log_access(s);
 	s->tunnel = tunnel_start(&p, s->client, s->backend);
 	s->client = s->backend = NULL; /* owned (or closed) by the tunnel now */
@@ -1094,7 +1091,7 @@ static void relay_switch(struct session *s)
 	count_upgrade(s, METRICS_UPGRADE_FORWARDED);
 	snprintf(s->protocol, sizeof(s->protocol), "%.*s", (int)upg->value_len, upg->value);
 	struct http_hdr_opts o = {.via = s->cfg->via, .extra = extra, .extra_len = (size_t)n};
-	struct evbuffer *out = bufferevent_get_output(s->client);
+	struct evbuffer *out = conn_output(s->client);
 	size_t before = evbuffer_get_length(out);
 	http_hdr_write_response(s->resp, &o, out);
 	s->head101_len = evbuffer_get_length(out) - before;
@@ -1118,7 +1115,7 @@ static void relay_interim(struct session *s)
 	if (s->req.version_minor == 0)
 		return;
 	struct http_hdr_opts o = {.via = s->cfg->via};
-	struct evbuffer *out = bufferevent_get_output(s->client);
+	struct evbuffer *out = conn_output(s->client);
 	size_t before = evbuffer_get_length(out);
 	http_hdr_write_response(s->resp, &o, out);
 	s->bytes_out += evbuffer_get_length(out) - before;
@@ -1140,7 +1137,7 @@ static void relay_final_head(struct session *s)
 		o.connection = "close";
 	else if (s->req.version_minor == 0)
 		o.connection = "keep-alive";
-	struct evbuffer *out = bufferevent_get_output(s->client);
+	struct evbuffer *out = conn_output(s->client);
 	size_t before = evbuffer_get_length(out);
 	http_hdr_write_response(s->resp, &o, out);
 	s->bytes_out += evbuffer_get_length(out) - before;
@@ -1149,13 +1146,13 @@ static void relay_final_head(struct session *s)
 	timer_stop(s);
 	backend_timeouts(s, true);
 	if (s->up.decision == UPGRADE_FORWARD)
-		evbuffer_drain(bufferevent_get_input(s->client), (size_t)-1); /* RFC 9931 */
+		evbuffer_drain(conn_input(s->client), (size_t)-1); /* RFC 9931 */
 }
 
 /* Parse response heads until a final one (or a 101) has been relayed. */
 static void read_response_head(struct session *s)
 {
-	struct evbuffer *in = bufferevent_get_input(s->backend);
+	struct evbuffer *in = conn_input(s->backend);
 	while (!s->resp_head_done && s->state == SESSION_EXCHANGE) {
 		size_t len = evbuffer_get_length(in), head_len = 0;
 		struct http_error err = {502, "malformed response"};
@@ -1187,7 +1184,7 @@ static void read_response_head(struct session *s)
 		relay_interim(s);
 		/* a client that does not read the 1xx flood stops our reading */
 		flow_control(s->backend, s->client, false);
-		if (evbuffer_get_length(bufferevent_get_output(s->client)) >= SESSION_HIGH_WATER)
+		if (evbuffer_get_length(conn_output(s->client)) >= SESSION_HIGH_WATER)
 			return;
 	}
 }
@@ -1274,14 +1271,14 @@ static void terminate_dispatch(struct session *s)
 		session_error(s, 502, "WebSocket bridge backend unreachable");
 		return;
 	}
-	bufferevent_setcb(s->backend, backend_read_cb, backend_write_cb, backend_event_cb, s);
+	conn_setcb(s->backend, backend_read_cb, backend_write_cb, backend_event_cb, s);
 	s->state = SESSION_CONNECT;
 	timer_arm(s, TIMER_CONNECT, s->cfg->timeouts.connect);
 }
 
 static void write_handshake_101(struct session *s)
 {
-	struct evbuffer *out = bufferevent_get_output(s->client);
+	struct evbuffer *out = conn_output(s->client);
 	size_t before = evbuffer_get_length(out);
 	evbuffer_add_printf(out,
 			    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
@@ -1321,7 +1318,7 @@ static void terminate_connected(struct session *s)
 
 /* ---- callbacks ---- */
 
-static void client_read_cb(struct bufferevent *bev, void *arg)
+static void client_read_cb(struct conn *conn, void *arg)
 {
 	struct session *s = arg;
 	switch (s->state) {
@@ -1332,57 +1329,57 @@ static void client_read_cb(struct bufferevent *bev, void *arg)
 		pump_request_body(s);
 		break;
 	case SESSION_LINGER:
-		evbuffer_drain(bufferevent_get_input(bev), (size_t)-1);
+		evbuffer_drain(conn_input(conn), (size_t)-1);
 		break;
 	default:
 		break; /* CONNECT: keep the bytes until the request can be forwarded */
 	}
 }
 
-static void client_write_cb(struct bufferevent *bev, void *arg)
+static void client_write_cb(struct conn *conn, void *arg)
 {
 	struct session *s = arg;
 	if (s->state == SESSION_LINGER) {
-		if (evbuffer_get_length(bufferevent_get_output(bev)) > 0)
+		if (evbuffer_get_length(conn_output(conn)) > 0)
 			return;
 		if (s->client_eof || s->stop_after_flush) {
 			session_end(s, END_RESPONSE_DONE, NULL);
 			return;
 		}
 		/* everything was said: half-close, then drain until the client closes */
-		tls_bev_shutdown_write(bev);
+		conn_shutdown_write(conn);
 		timer_arm(s, TIMER_LINGER, SESSION_LINGER_MS);
 		return;
 	}
 	if (s->state == SESSION_EXCHANGE && s->backend) {
-		bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+		conn_set_write_low(conn, 0);
 		if (!s->resp_head_done) { /* interim answers drained: on to the rest */
-			bufferevent_enable(s->backend, EV_READ);
+			conn_enable(s->backend, EV_READ);
 			read_response_head(s);
 		}
 		pump_response_body(s);
 	}
 }
 
-static void client_event_cb(struct bufferevent *bev, short what, void *arg)
+static void client_event_cb(struct conn *conn, short what, void *arg)
 {
 	struct session *s = arg;
 	bool in_exchange = s->state == SESSION_EXCHANGE || s->state == SESSION_CONNECT;
-	if (what & BEV_EVENT_CONNECTED) {
+	if (what & CONN_CONNECTED) {
 		s->tls_ready = true; /* TLS handshake done */
 		return;
 	}
 	if (s->tls_front && !s->tls_ready) {
 		char why[256];
 		log_msg(LOG_LEVEL_INFO, s->id, "TLS handshake failed: %s",
-			tls_bev_error(bev, why, sizeof(why)));
+			conn_error(conn, why, sizeof(why)));
 		session_end(s, END_TLS_HANDSHAKE, NULL);
 		return;
 	}
 	/* an "EOF" while writing (TLS peer gone) means nothing more can be delivered */
-	if (what & (BEV_EVENT_TIMEOUT | BEV_EVENT_ERROR | BEV_EVENT_WRITING)) {
+	if (what & (CONN_TIMEOUT | CONN_ERROR | CONN_WRITING)) {
 		enum end_cause why =
-		    (what & BEV_EVENT_TIMEOUT) ? END_SEND_TIMEOUT : END_CLIENT_CONN_ERROR;
+		    (what & CONN_TIMEOUT) ? END_SEND_TIMEOUT : END_CLIENT_CONN_ERROR;
 		if (in_exchange)
 			exchange_abort(s, why);
 		else
@@ -1398,19 +1395,16 @@ static void client_event_cb(struct bufferevent *bev, short what, void *arg)
 		return;
 	}
 	if (in_exchange ||
-	    (s->state == SESSION_LINGER && evbuffer_get_length(bufferevent_get_output(bev)) > 0)) {
-		/*
-		 * A half-closed client still gets its answer. libevent's TLS
-		 * bufferevent stops writing at EOF too: enabling re-arms it.
-		 */
-		bufferevent_disable(bev, EV_READ);
-		bufferevent_enable(bev, EV_WRITE);
+	    (s->state == SESSION_LINGER && evbuffer_get_length(conn_output(conn)) > 0)) {
+		/* a half-closed client still gets its answer */
+		conn_disable(conn, EV_READ);
+		conn_enable(conn, EV_WRITE);
 		return;
 	}
 	session_end(s, END_CLIENT_CLOSED, NULL);
 }
 
-static void backend_read_cb(struct bufferevent *bev, void *arg)
+static void backend_read_cb(struct conn *conn, void *arg)
 {
 	struct session *s = arg;
 	s->backend_spoke = true;
@@ -1470,12 +1464,12 @@ static bool retry_other(struct session *s, const char *what)
 	return true;
 }
 
-static void backend_write_cb(struct bufferevent *bev, void *arg)
+static void backend_write_cb(struct conn *conn, void *arg)
 {
 	struct session *s = arg;
 	if (s->state != SESSION_EXCHANGE)
 		return;
-	bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+	conn_set_write_low(conn, 0);
 	pump_request_body(s);
 }
 
@@ -1515,29 +1509,29 @@ static void backend_stalled(struct session *s, bool writing)
 		exchange_abort_flush(s, END_BACKEND_TIMEOUT);
 }
 
-static void backend_event_cb(struct bufferevent *bev, short what, void *arg)
+static void backend_event_cb(struct conn *conn, short what, void *arg)
 {
 	struct session *s = arg;
 	if (s->state == SESSION_CONNECT) {
 		bool terminate = s->route->upgrade == CONFIG_UPGRADE_TERMINATE;
-		if (what & BEV_EVENT_CONNECTED)
+		if (what & CONN_CONNECTED)
 			terminate ? terminate_connected(s) : backend_connected(s);
 		else if (terminate)
 			session_error(s, 502, "WebSocket bridge backend unreachable");
 		else {
 			char why[256];
-			connect_failed(s, tls_bev_error(bev, why, sizeof(why)));
+			connect_failed(s, conn_error(conn, why, sizeof(why)));
 		}
 		return;
 	}
 	if (s->state != SESSION_EXCHANGE)
 		return;
-	if (what & BEV_EVENT_EOF) {
+	if (what & CONN_EOF) {
 		backend_eof(s);
 		return;
 	}
-	if (what & BEV_EVENT_TIMEOUT) {
-		backend_stalled(s, what & BEV_EVENT_WRITING);
+	if (what & CONN_TIMEOUT) {
+		backend_stalled(s, what & CONN_WRITING);
 		return;
 	}
 	if (backend_gone(s, "failed"))
@@ -1608,7 +1602,7 @@ static void format_peer(struct session *s, const struct sockaddr *sa)
 static void session_free_partial(struct session *s)
 {
 	if (s->client)
-		bufferevent_free(s->client);
+		conn_free(s->client);
 	http_reader_free(s->req_reader);
 	http_reader_free(s->resp_reader);
 	resp_free(s);
@@ -1639,10 +1633,9 @@ static struct session *session_new(struct worker *w, int fd, struct tls_server *
 	s->req_reader = http_reader_new(HTTP_MSG_REQUEST);
 	s->resp_reader = http_reader_new(HTTP_MSG_RESPONSE);
 	s->tls_front = tls != NULL;
-	s->client = tls ? tls_server_accept(tls, w->base, fd)
-			: bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
-	if (s->client == NULL && tls == NULL)
-		close(fd); /* tls_server_accept closes it itself */
+	/* on failure both close fd */
+	s->client =
+	    tls ? tls_server_accept(tls, w->base, fd) : conn_new(w->base, fd, NULL, CONN_PLAIN);
 	if (!s->timer || !s->req_reader || !s->resp_reader || !s->resp || !s->client) {
 		session_free_partial(s);
 		return NULL;
@@ -1667,12 +1660,8 @@ void session_accept(struct worker *w, int fd, const struct sockaddr *sa, socklen
 	/* bound what one client can make us buffer while a response is in flight */
 	size_t high = s->limits.header_bytes + 1 > SESSION_HIGH_WATER ? s->limits.header_bytes + 1
 								      : SESSION_HIGH_WATER;
-	bufferevent_setwatermark(s->client, EV_READ, 0, high);
-	if (s->cfg->timeouts.send) {
-		struct timeval tv = {(time_t)(s->cfg->timeouts.send / 1000),
-				     (suseconds_t)(s->cfg->timeouts.send % 1000) * 1000};
-		bufferevent_set_timeouts(s->client, NULL, &tv);
-	}
+	conn_set_read_high(s->client, high);
+	conn_set_timeouts(s->client, 0, s->cfg->timeouts.send);
 	clock_gettime(CLOCK_MONOTONIC, &s->started);
 	session_wait_request(s);
 	/* a new connection has no keep-alive grace: the header clock runs now */
@@ -1684,8 +1673,7 @@ void session_shutdown(struct session *s)
 {
 	s->shutdown_requested = true;
 	s->close_after = true;
-	if (s->state == SESSION_READ_REQ &&
-	    evbuffer_get_length(bufferevent_get_input(s->client)) == 0)
+	if (s->state == SESSION_READ_REQ && evbuffer_get_length(conn_input(s->client)) == 0)
 		session_end(s, END_SHUTDOWN, NULL);
 }
 
@@ -1710,7 +1698,7 @@ void session_stop(struct session *s, enum end_cause cause, bool now)
 		break;
 	case SESSION_LINGER: /* an answer is on its way: deliver it, then close */
 		s->stop_after_flush = true;
-		if (now || evbuffer_get_length(bufferevent_get_output(s->client)) == 0)
+		if (now || evbuffer_get_length(conn_output(s->client)) == 0)
 			session_end(s, cause, NULL);
 		break;
 	default: /* a tunnel is logged by session_end */

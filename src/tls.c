@@ -9,6 +9,8 @@
  */
 #include "tls.h"
 
+#include "conn.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,8 +19,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <event2/bufferevent.h>
-#include <event2/bufferevent_ssl.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -57,6 +57,22 @@ static int min_version(const char *protocols)
 	if (protocols && strncmp(protocols, "TLSv1.3", 7) == 0)
 		return TLS1_3_VERSION;
 	return TLS1_2_VERSION; /* 1.0 and 1.1 are never enabled */
+}
+
+/*
+ * For conn.c's direct TLS pump: read ahead (one read(2) fetches several
+ * records, which conn.c drains through SSL_has_pending), a read buffer
+ * that holds TLS_READ_BUFFER bytes of records, buffers given back while a
+ * connection is idle, and writes that may stop between records.
+ */
+#define TLS_READ_BUFFER (64 * 1024)
+
+static void tune_io(SSL_CTX *ctx)
+{
+	SSL_CTX_set_read_ahead(ctx, 1);
+	SSL_CTX_set_default_read_buffer_len(ctx, TLS_READ_BUFFER);
+	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
+				  SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 }
 
 static int alpn_select_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
@@ -151,6 +167,7 @@ static SSL_CTX *server_ctx_new(const struct config_tls_server *cfg, const struct
 	SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_RENEGOTIATION |
 				     SSL_OP_IGNORE_UNEXPECTED_EOF);
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+	tune_io(ctx);
 	SSL_CTX_set_alpn_select_cb(ctx, alpn_select_cb, NULL);
 	if (SSL_CTX_use_certificate_chain_file(ctx, c->cert) != 1) {
 		set_err(err, errlen, c->cert, "cannot load certificate");
@@ -206,23 +223,14 @@ void tls_server_free(struct tls_server *srv)
 	free(srv);
 }
 
-struct bufferevent *tls_server_accept(struct tls_server *srv, struct event_base *base, int fd)
+struct conn *tls_server_accept(struct tls_server *srv, struct event_base *base, int fd)
 {
 	SSL *ssl = SSL_new(srv->certs[0].ctx);
 	if (ssl == NULL) {
 		close(fd);
 		return NULL;
 	}
-	struct bufferevent *bev = bufferevent_openssl_socket_new(
-	    base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
-	if (bev == NULL) {
-		SSL_free(ssl);
-		close(fd);
-		return NULL;
-	}
-	/* a peer that closes without close_notify is an EOF, not an error */
-	bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
-	return bev;
+	return conn_new(base, fd, ssl, CONN_TLS_ACCEPT);
 }
 
 struct tls_client *tls_client_new(const struct config_tls_client *cfg, char *err, size_t errlen)
@@ -234,7 +242,8 @@ struct tls_client *tls_client_new(const struct config_tls_client *cfg, char *err
 		return NULL;
 	}
 	SSL_CTX_set_min_proto_version(cli->ctx, TLS1_2_VERSION);
-	SSL_CTX_set_options(cli->ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
+	SSL_CTX_set_options(cli->ctx, SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_RENEGOTIATION);
+	tune_io(cli->ctx);
 	cli->verify = cfg->verify;
 	if (cfg->verify) {
 		int ok = cfg->ca ? SSL_CTX_load_verify_locations(cli->ctx, cfg->ca, NULL)
@@ -263,69 +272,19 @@ void tls_client_free(struct tls_client *cli)
 	free(cli);
 }
 
-struct bufferevent *tls_client_bev(struct tls_client *cli, struct event_base *base,
-				   const char *host)
+struct conn *tls_client_conn(struct tls_client *cli, struct event_base *base, int fd,
+			     const char *host)
 {
 	const char *name = cli->sni ? cli->sni : host;
 	SSL *ssl = SSL_new(cli->ctx);
-	if (ssl == NULL)
+	if (ssl == NULL) {
+		close(fd);
 		return NULL;
+	}
 	SSL_set_tlsext_host_name(ssl, name);
 	if (cli->verify) /* checks the name (or IP address) against the certificate */
 		SSL_set1_host(ssl, name);
-	struct bufferevent *bev = bufferevent_openssl_socket_new(
-	    base, -1, ssl, BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
-	if (bev == NULL) {
-		SSL_free(ssl);
-		return NULL;
-	}
-	bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
-	return bev;
-}
-
-bool tls_bev_is_tls(struct bufferevent *bev)
-{
-	return bev && bufferevent_openssl_get_ssl(bev) != NULL;
-}
-
-bool tls_bev_info(struct bufferevent *bev, const char **version, const char **sni)
-{
-	SSL *ssl = bev ? bufferevent_openssl_get_ssl(bev) : NULL;
-	if (ssl == NULL)
-		return false;
-	*version = SSL_get_version(ssl);
-	*sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
-	return true;
-}
-
-const char *tls_bev_error(struct bufferevent *bev, char *buf, size_t len)
-{
-	SSL *ssl = bev ? bufferevent_openssl_get_ssl(bev) : NULL;
-	long v = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
-	if (v != X509_V_OK) { /* says why, where the error queue says only "verify failed" */
-		snprintf(buf, len, "certificate verify failed: %s",
-			 X509_verify_cert_error_string(v));
-		return buf;
-	}
-	unsigned long e = bev ? bufferevent_get_openssl_error(bev) : 0;
-	if (e) {
-		snprintf(buf, len, "TLS: %s", ERR_reason_error_string(e));
-		return buf;
-	}
-	snprintf(buf, len, "%s", errno ? strerror(errno) : "connection closed");
-	return buf;
-}
-
-void tls_bev_shutdown_write(struct bufferevent *bev)
-{
-	SSL *ssl = bufferevent_openssl_get_ssl(bev);
-	if (ssl) {
-		/* non-blocking: a close_notify that cannot be sent now is lost, as with FIN */
-		SSL_set_quiet_shutdown(ssl, 0);
-		SSL_shutdown(ssl);
-		return;
-	}
-	shutdown(bufferevent_getfd(bev), SHUT_WR);
+	return conn_new(base, fd, ssl, CONN_TLS_CONNECT);
 }
 
 int tls_check_pair(const char *cert, const char *key, char *err, size_t errlen)

@@ -8,8 +8,8 @@
  * destination stops its source without any buffer growing. A pipe is held
  * only while it has bytes in it.
  *
- * Copy pump: the two bufferevents, with a high-water mark on each output;
- * used when splice is off (and later for TLS).
+ * Copy pump: the two conns, with a high-water mark on each output; used
+ * when splice is off and for TLS.
  *
  * In both, EOF from a source becomes shutdown(SHUT_WR) on its destination
  * once all its bytes are written, and the tunnel ends when both directions
@@ -27,7 +27,7 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
+#include "conn.h"
 #include <event2/event.h>
 #include <event2/event_struct.h>
 
@@ -63,7 +63,7 @@ struct tunnel_dir {
 	int pipe[2];
 	size_t in_pipe;
 	/* copy pump */
-	struct bufferevent *src_bev, *dst_bev;
+	struct conn *src_conn, *dst_conn;
 	bool eof;  /* the source said EOF */
 	bool done; /* ... and the destination got everything and a FIN */
 	uint64_t bytes;
@@ -76,8 +76,8 @@ struct tunnel {
 	bool splice;
 	bool finished;
 	struct tunnel_dir up, down;
-	struct bufferevent *client_bev, *backend_bev; /* copy pump only */
-	struct tunnel_end ends[2];		      /* splice pump: client, backend */
+	struct conn *client_conn, *backend_conn; /* copy pump only */
+	struct tunnel_end ends[2];		 /* splice pump: client, backend */
 	struct event timer;
 	struct timespec started, last_active;
 	struct tunnel_dir *first_eof; /* who half-closed first: names who closed */
@@ -103,8 +103,8 @@ uint64_t tunnel_idle_ms(const struct tunnel *t)
 /* Bytes of d read and not yet written? */
 static bool dir_has_pending(const struct tunnel_dir *d)
 {
-	if (d->dst_bev)
-		return evbuffer_get_length(bufferevent_get_output(d->dst_bev)) > 0;
+	if (d->dst_conn)
+		return evbuffer_get_length(conn_output(d->dst_conn)) > 0;
 	return d->in_pipe > 0 || (d->pending && evbuffer_get_length(d->pending) > 0);
 }
 
@@ -133,10 +133,10 @@ static void tunnel_finish(struct tunnel *t, enum end_cause cause, const char *de
 	for (int i = 0; i < 2; i++)
 		if (t->ends[i].want)
 			event_del(&t->ends[i].ev);
-	if (t->client_bev)
-		bufferevent_disable(t->client_bev, EV_READ | EV_WRITE);
-	if (t->backend_bev)
-		bufferevent_disable(t->backend_bev, EV_READ | EV_WRITE);
+	if (t->client_conn)
+		conn_disable(t->client_conn, EV_READ | EV_WRITE);
+	if (t->backend_conn)
+		conn_disable(t->backend_conn, EV_READ | EV_WRITE);
 	t->p.done(t->p.arg, cause, detail);
 }
 
@@ -315,22 +315,15 @@ static int dir_init_splice(struct tunnel_dir *d, struct evbuffer *out)
 	return 0;
 }
 
-/* Take the fds out of the HTTP-phase bufferevents and free those. */
-static int tunnel_start_splice(struct tunnel *t, struct bufferevent *client,
-			       struct bufferevent *backend)
+/* Take the fds out of the HTTP-phase conns and free those. */
+static int tunnel_start_splice(struct tunnel *t, struct conn *client, struct conn *backend)
 {
-	/*
-	 * Detach the sockets first: that also unfreezes the output buffers, which
-	 * libevent keeps frozen at the front while a socket is attached.
-	 */
-	bufferevent_setfd(client, -1);
-	bufferevent_setfd(backend, -1);
 	/* the bytes due to each side sit in the output of the side they go to */
-	int rc = dir_init_splice(&t->up, bufferevent_get_output(backend));
+	int rc = dir_init_splice(&t->up, conn_output(backend));
 	if (rc == 0)
-		rc = dir_init_splice(&t->down, bufferevent_get_output(client));
-	bufferevent_free(client);
-	bufferevent_free(backend);
+		rc = dir_init_splice(&t->down, conn_output(client));
+	conn_release_fd(client); /* the fds are t->up.src and t->up.dst */
+	conn_release_fd(backend);
 	if (rc < 0)
 		return -1;
 	for (int i = 0; i < 2; i++)
@@ -349,14 +342,14 @@ static int tunnel_start_splice(struct tunnel *t, struct bufferevent *client,
 
 /* ---- copy pump ---- */
 
-static struct tunnel_dir *dir_from_src(struct tunnel *t, struct bufferevent *bev)
+static struct tunnel_dir *dir_from_src(struct tunnel *t, struct conn *conn)
 {
-	return bev == t->client_bev ? &t->up : &t->down;
+	return conn == t->client_conn ? &t->up : &t->down;
 }
 
-static struct tunnel_dir *dir_from_dst(struct tunnel *t, struct bufferevent *bev)
+static struct tunnel_dir *dir_from_dst(struct tunnel *t, struct conn *conn)
 {
-	return bev == t->client_bev ? &t->down : &t->up;
+	return conn == t->client_conn ? &t->down : &t->up;
 }
 
 /* The destination took bytes: progress for the send timeout. */
@@ -368,18 +361,18 @@ static void copy_out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *inf
 
 static void copy_try_finish(struct tunnel_dir *d)
 {
-	if (d->eof && !d->done && evbuffer_get_length(bufferevent_get_output(d->dst_bev)) == 0) {
-		tls_bev_shutdown_write(d->dst_bev); /* FIN, or close_notify over TLS */
+	if (d->eof && !d->done && evbuffer_get_length(conn_output(d->dst_conn)) == 0) {
+		conn_shutdown_write(d->dst_conn); /* FIN, or close_notify over TLS */
 		dir_done(d);
 	}
 }
 
-static void copy_read_cb(struct bufferevent *bev, void *arg)
+static void copy_read_cb(struct conn *conn, void *arg)
 {
 	struct tunnel *t = arg;
-	struct tunnel_dir *d = dir_from_src(t, bev);
-	struct evbuffer *in = bufferevent_get_input(bev);
-	struct evbuffer *out = bufferevent_get_output(d->dst_bev);
+	struct tunnel_dir *d = dir_from_src(t, conn);
+	struct evbuffer *in = conn_input(conn);
+	struct evbuffer *out = conn_output(d->dst_conn);
 	if (t->finished)
 		return;
 	d->bytes += evbuffer_get_length(in);
@@ -387,61 +380,63 @@ static void copy_read_cb(struct bufferevent *bev, void *arg)
 	touch(t);
 	d->filled = t->last_active;
 	if (evbuffer_get_length(out) >= TUNNEL_COPY_HIGH) {
-		bufferevent_disable(bev, EV_READ);
-		bufferevent_setwatermark(d->dst_bev, EV_WRITE, TUNNEL_COPY_HIGH / 2, 0);
+		conn_disable(conn, EV_READ);
+		conn_set_write_low(d->dst_conn, TUNNEL_COPY_HIGH / 2);
 	}
 }
 
-static void copy_write_cb(struct bufferevent *bev, void *arg)
+static void copy_write_cb(struct conn *conn, void *arg)
 {
 	struct tunnel *t = arg;
-	struct tunnel_dir *d = dir_from_dst(t, bev);
+	struct tunnel_dir *d = dir_from_dst(t, conn);
 	if (t->finished)
 		return;
 	if (d->eof) {
-		bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+		conn_set_write_low(conn, 0);
 		copy_try_finish(d);
 		return;
 	}
-	bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
-	bufferevent_enable(d->src_bev, EV_READ);
+	conn_set_write_low(conn, 0);
+	conn_enable(d->src_conn, EV_READ);
 }
 
-static void copy_event_cb(struct bufferevent *bev, short what, void *arg)
+static void copy_event_cb(struct conn *conn, short what, void *arg)
 {
 	struct tunnel *t = arg;
-	struct tunnel_dir *d = dir_from_src(t, bev);
+	struct tunnel_dir *d = dir_from_src(t, conn);
 	if (t->finished)
 		return;
-	if (what & BEV_EVENT_EOF) {
+	if (what & CONN_EOF) {
 		d->eof = true;
-		bufferevent_setwatermark(d->dst_bev, EV_WRITE, 0, 0);
+		conn_set_write_low(d->dst_conn, 0);
 		copy_try_finish(d);
 		return;
 	}
 	/* reading or writing, the error is on this socket */
-	dir_error(d, bev == t->client_bev, EVUTIL_SOCKET_ERROR());
+	char why[160];
+	tunnel_finish(t, conn == t->client_conn ? END_CLIENT_ERROR : END_BACKEND_ERROR,
+		      conn_error(conn, why, sizeof(why)));
 }
 
-static int tunnel_start_copy(struct tunnel *t, struct bufferevent *client,
-			     struct bufferevent *backend)
+static int tunnel_start_copy(struct tunnel *t, struct conn *client, struct conn *backend)
 {
-	t->client_bev = client;
-	t->backend_bev = backend;
-	t->up.src_bev = t->down.dst_bev = client;
-	t->up.dst_bev = t->down.src_bev = backend;
-	t->up.bytes = evbuffer_get_length(bufferevent_get_output(backend));
-	t->down.bytes = evbuffer_get_length(bufferevent_get_output(client));
+	t->client_conn = client;
+	t->backend_conn = backend;
+	t->up.src_conn = t->down.dst_conn = client;
+	t->up.dst_conn = t->down.src_conn = backend;
+	t->up.bytes = evbuffer_get_length(conn_output(backend));
+	t->down.bytes = evbuffer_get_length(conn_output(client));
 	for (int i = 0; i < 2; i++) {
-		struct bufferevent *bev = i ? backend : client;
-		bufferevent_setcb(bev, copy_read_cb, copy_write_cb, copy_event_cb, t);
-		bufferevent_setwatermark(bev, EV_READ, 0, TUNNEL_CHUNK);
-		bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
-		bufferevent_set_timeouts(bev, NULL, NULL);
-		bufferevent_enable(bev, EV_READ | EV_WRITE);
+		struct conn *conn = i ? backend : client;
+		conn_setcb(conn, copy_read_cb, copy_write_cb, copy_event_cb, t);
+		conn_set_read_high(conn, TUNNEL_CHUNK);
+		conn_set_write_low(conn, 0);
+		conn_set_timeouts(conn, 0, 0);
+		conn_set_read_size(conn, TUNNEL_CHUNK);
+		conn_enable(conn, EV_READ | EV_WRITE);
 	}
-	t->up.out_cb = evbuffer_add_cb(bufferevent_get_output(backend), copy_out_cb, &t->up);
-	t->down.out_cb = evbuffer_add_cb(bufferevent_get_output(client), copy_out_cb, &t->down);
+	t->up.out_cb = evbuffer_add_cb(conn_output(backend), copy_out_cb, &t->up);
+	t->down.out_cb = evbuffer_add_cb(conn_output(client), copy_out_cb, &t->down);
 	return t->up.out_cb && t->down.out_cb ? 0 : -1;
 }
 
@@ -493,15 +488,15 @@ static void dir_setup(struct tunnel_dir *d, struct tunnel *t, bool from_client, 
 	d->moved = d->filled;
 }
 
-struct tunnel *tunnel_start(const struct tunnel_params *p, struct bufferevent *client,
-			    struct bufferevent *backend)
+struct tunnel *tunnel_start(const struct tunnel_params *p, struct conn *client,
+			    struct conn *backend)
 {
 	struct tunnel *t = calloc(1, sizeof(*t));
 	if (t == NULL)
 		return NULL;
 	t->p = *p;
 	t->splice = p->mode == CONFIG_TUNNEL_SPLICE && p->pipes != NULL;
-	int cfd = bufferevent_getfd(client), bfd = bufferevent_getfd(backend);
+	int cfd = conn_fd(client), bfd = conn_fd(backend);
 	dir_setup(&t->up, t, true, cfd, bfd);
 	dir_setup(&t->down, t, false, bfd, cfd);
 	now(&t->started);
@@ -514,8 +509,7 @@ struct tunnel *tunnel_start(const struct tunnel_params *p, struct bufferevent *c
 	timer_arm(t);
 	return t;
 fail:
-	/* only the splice start can fail, after freeing the bufferevents; tunnel_free closes the
-	 * fds */
+	/* only the splice start can fail, after freeing the conns; tunnel_free closes the fds */
 	tunnel_free(t);
 	return NULL;
 }
@@ -538,16 +532,14 @@ void tunnel_free(struct tunnel *t)
 	event_del(&t->timer);
 	dir_free(&t->up);
 	dir_free(&t->down);
-	if (t->client_bev) {
+	if (t->client_conn) {
 		/* the buffers may outlive t (a deferred free): stop watching them */
 		if (t->up.out_cb)
-			evbuffer_remove_cb_entry(bufferevent_get_output(t->backend_bev),
-						 t->up.out_cb);
+			evbuffer_remove_cb_entry(conn_output(t->backend_conn), t->up.out_cb);
 		if (t->down.out_cb)
-			evbuffer_remove_cb_entry(bufferevent_get_output(t->client_bev),
-						 t->down.out_cb);
-		bufferevent_free(t->client_bev); /* closes its socket */
-		bufferevent_free(t->backend_bev);
+			evbuffer_remove_cb_entry(conn_output(t->client_conn), t->down.out_cb);
+		conn_free(t->client_conn); /* closes its socket */
+		conn_free(t->backend_conn);
 	} else if (t->splice && t->up.src >= 0) {
 		close(t->up.src);
 		close(t->up.dst);

@@ -11,10 +11,10 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 
 #include "balance.h"
+#include "conn.h"
 #include "health.h"
 #include "tls.h"
 
@@ -30,43 +30,34 @@ static void host_of(const char *addr, char *out, size_t cap)
 	out[n] = 0;
 }
 
-/* A bufferevent for a plain socket of sa's family, not yet connected. */
-static struct bufferevent *plain_bev(struct event_base *base, const struct sockaddr *sa)
+struct conn *upstream_connect(struct event_base *base, const struct sockaddr *sa, socklen_t len,
+			      struct tls_client *tls, const char *host)
 {
+	char name[256];
 	int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return NULL;
-	struct bufferevent *bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
-	if (bev == NULL)
-		close(fd);
-	return bev;
-}
-
-struct bufferevent *upstream_connect(struct event_base *base, const struct sockaddr *sa,
-				     socklen_t len, struct tls_client *tls, const char *host)
-{
-	char name[256];
-	struct bufferevent *bev;
+	int one = 1; /* small heads and tunnel frames must not wait for Nagle */
+	if (sa->sa_family != AF_UNIX)
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	struct conn *c;
 	if (tls) {
 		host_of(host, name, sizeof(name));
-		bev = tls_client_bev(tls, base, name);
+		c = tls_client_conn(tls, base, fd, name);
 	} else {
-		bev = plain_bev(base, sa);
+		c = conn_new(base, fd, NULL, CONN_PLAIN);
 	}
-	if (bev == NULL) {
+	if (c == NULL) {
 		errno = errno ? errno : ENOMEM;
 		return NULL;
 	}
-	if (bufferevent_socket_connect(bev, sa, (int)len) < 0) {
+	if (conn_connect(c, sa, len) < 0) {
 		int err = errno;
-		bufferevent_free(bev);
+		conn_free(c);
 		errno = err;
 		return NULL;
 	}
-	int one = 1; /* small heads and tunnel frames must not wait for Nagle */
-	if (sa->sa_family != AF_UNIX)
-		setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	return bev;
+	return c;
 }
 
 int upstream_bridge_addr(const struct config_route *route, struct sockaddr_storage *ss,
@@ -90,7 +81,7 @@ int upstream_bridge_addr(const struct config_route *route, struct sockaddr_stora
 
 struct upstream_conn {
 	struct upstream_idle *idle;
-	struct bufferevent *bev;
+	struct conn *conn;
 	struct upstream_conn *next, *prev;
 };
 
@@ -108,55 +99,54 @@ static void idle_unlink(struct upstream_conn *c)
 static void idle_drop(struct upstream_conn *c)
 {
 	idle_unlink(c);
-	bufferevent_free(c->bev);
+	conn_free(c->conn);
 	free(c);
 }
 
 /* A parked connection must stay silent: anything it says ends it. */
-static void idle_read_cb(struct bufferevent *bev, void *arg)
+static void idle_read_cb(struct conn *conn, void *arg)
 {
 	idle_drop(arg);
 }
 
-static void idle_event_cb(struct bufferevent *bev, short what, void *arg)
+static void idle_event_cb(struct conn *conn, short what, void *arg)
 {
 	idle_drop(arg);
 }
 
-void upstream_idle_park(struct upstream_idle *idle, struct bufferevent *bev)
+void upstream_idle_park(struct upstream_idle *idle, struct conn *conn)
 {
 	struct upstream_conn *c = idle->n < idle->max ? calloc(1, sizeof(*c)) : NULL;
 	if (c == NULL) {
-		bufferevent_free(bev);
+		conn_free(conn);
 		return;
 	}
 	c->idle = idle;
-	c->bev = bev;
+	c->conn = conn;
 	c->next = idle->head;
 	if (idle->head)
 		idle->head->prev = c;
 	idle->head = c;
 	idle->n++;
-	struct timeval tv = {(time_t)(idle->idle_ms / 1000),
-			     (suseconds_t)(idle->idle_ms % 1000) * 1000};
-	bufferevent_setcb(bev, idle_read_cb, NULL, idle_event_cb, c);
-	bufferevent_setwatermark(bev, EV_READ | EV_WRITE, 0, 0);
-	bufferevent_set_timeouts(bev, idle->idle_ms ? &tv : NULL, NULL);
-	bufferevent_disable(bev, EV_WRITE);
-	bufferevent_enable(bev, EV_READ);
+	conn_setcb(conn, idle_read_cb, NULL, idle_event_cb, c);
+	conn_set_read_high(conn, 0);
+	conn_set_write_low(conn, 0);
+	conn_set_timeouts(conn, idle->idle_ms, 0);
+	conn_disable(conn, EV_WRITE);
+	conn_enable(conn, EV_READ);
 }
 
-struct bufferevent *upstream_idle_take(struct upstream_idle *idle)
+struct conn *upstream_idle_take(struct upstream_idle *idle)
 {
 	struct upstream_conn *c = idle->head;
 	if (c == NULL)
 		return NULL;
-	struct bufferevent *bev = c->bev;
+	struct conn *conn = c->conn;
 	idle_unlink(c);
 	free(c);
-	bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
-	bufferevent_set_timeouts(bev, NULL, NULL);
-	return bev;
+	conn_setcb(conn, NULL, NULL, NULL, NULL);
+	conn_set_timeouts(conn, 0, 0);
+	return conn;
 }
 
 void upstream_idle_drain(struct upstream_idle *idle)

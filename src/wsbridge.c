@@ -16,7 +16,7 @@
 #include <sys/socket.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
+#include "conn.h"
 #include <event2/event.h>
 
 #include "tls.h"
@@ -28,7 +28,7 @@
 
 struct wsbridge {
 	struct wsbridge_params p;
-	struct bufferevent *client, *backend;
+	struct conn *client, *backend;
 	struct ws_reader reader;
 	struct event *timer;
 	bool awaiting_pong;
@@ -53,8 +53,8 @@ static void bridge_finish(struct wsbridge *b)
 		return;
 	b->finished = true;
 	event_del(b->timer);
-	bufferevent_disable(b->client, EV_READ | EV_WRITE);
-	bufferevent_disable(b->backend, EV_READ | EV_WRITE);
+	conn_disable(b->client, EV_READ | EV_WRITE);
+	conn_disable(b->backend, EV_READ | EV_WRITE);
 	b->p.done(b->p.arg, b->cause, b->detail[0] ? b->detail : NULL);
 }
 
@@ -62,7 +62,7 @@ static void send_frame(struct wsbridge *b, enum ws_opcode op, const void *data, 
 {
 	uint8_t hdr[WS_MAX_HEADER];
 	size_t n = ws_frame_header(hdr, true, op, len, NULL);
-	struct evbuffer *out = bufferevent_get_output(b->client);
+	struct evbuffer *out = conn_output(b->client);
 	evbuffer_add(out, hdr, n);
 	evbuffer_add(out, data, len);
 }
@@ -76,9 +76,9 @@ static void arm_timer(struct wsbridge *b, uint64_t ms)
 /* EOF to the backend, but only after the bytes still owed to it. */
 static void shut_backend_when_flushed(struct wsbridge *b)
 {
-	if (b->backend_shut || evbuffer_get_length(bufferevent_get_output(b->backend)) > 0)
+	if (b->backend_shut || evbuffer_get_length(conn_output(b->backend)) > 0)
 		return; /* backend_write_cb calls again once the output drains */
-	tls_bev_shutdown_write(b->backend);
+	conn_shutdown_write(b->backend);
 	b->backend_shut = true;
 }
 
@@ -86,7 +86,7 @@ static void shut_backend_when_flushed(struct wsbridge *b)
 static void finish_when_flushed(struct wsbridge *b)
 {
 	if (b->close_sent && b->client_closed && b->backend_shut &&
-	    evbuffer_get_length(bufferevent_get_output(b->client)) == 0)
+	    evbuffer_get_length(conn_output(b->client)) == 0)
 		bridge_finish(b);
 }
 
@@ -102,9 +102,9 @@ static void bridge_close(struct wsbridge *b, uint16_t code, const char *text, en
 	b->close_sent = true;
 	b->cause = cause;
 	snprintf(b->detail, sizeof(b->detail), "%s", detail ? detail : "");
-	bufferevent_disable(b->backend, EV_READ);
+	conn_disable(b->backend, EV_READ);
 	shut_backend_when_flushed(b);
-	bufferevent_enable(b->client, EV_WRITE);
+	conn_enable(b->client, EV_WRITE);
 	arm_timer(b, WSB_CLOSE_WAIT_MS);
 }
 
@@ -140,7 +140,7 @@ static int b64_group(const uint8_t in[4], uint8_t out[3])
 
 static void data_base64(struct wsbridge *b, const uint8_t *data, size_t len, bool last)
 {
-	struct evbuffer *out = bufferevent_get_output(b->backend);
+	struct evbuffer *out = conn_output(b->backend);
 	for (size_t i = 0; i < len; i++) {
 		b->b64[b->b64_len++] = data[i];
 		if (b->b64_len < 4)
@@ -171,7 +171,7 @@ static void on_data(void *arg, enum ws_opcode op, const uint8_t *data, size_t le
 		data_base64(b, data, len, last);
 		return;
 	}
-	evbuffer_add(bufferevent_get_output(b->backend), data, len);
+	evbuffer_add(conn_output(b->backend), data, len);
 	b->up += len;
 }
 
@@ -214,14 +214,14 @@ static void protocol_error(struct wsbridge *b, uint16_t code, const char *what)
 	bridge_close(b, code, what, END_PROTOCOL_ERROR, why);
 }
 
-static void client_read_cb(struct bufferevent *bev, void *arg)
+static void client_read_cb(struct conn *conn, void *arg)
 {
 	struct wsbridge *b = arg;
-	struct evbuffer *in = bufferevent_get_input(bev);
+	struct evbuffer *in = conn_input(conn);
 	while (!b->finished && !b->client_closed && evbuffer_get_length(in) > 0) {
-		if (evbuffer_get_length(bufferevent_get_output(b->backend)) >= WSB_HIGH_WATER) {
-			bufferevent_disable(bev, EV_READ);
-			bufferevent_setwatermark(b->backend, EV_WRITE, WSB_HIGH_WATER / 2, 0);
+		if (evbuffer_get_length(conn_output(b->backend)) >= WSB_HIGH_WATER) {
+			conn_disable(conn, EV_READ);
+			conn_set_write_low(b->backend, WSB_HIGH_WATER / 2);
 			return;
 		}
 		struct evbuffer_iovec v;
@@ -269,12 +269,12 @@ static void send_base64(struct wsbridge *b, struct evbuffer *in, size_t n)
 
 static void forward_backend(struct wsbridge *b, bool ignore_water)
 {
-	struct evbuffer *in = bufferevent_get_input(b->backend);
-	struct evbuffer *out = bufferevent_get_output(b->client);
+	struct evbuffer *in = conn_input(b->backend);
+	struct evbuffer *out = conn_output(b->client);
 	while (evbuffer_get_length(in) > 0) {
 		if (!ignore_water && evbuffer_get_length(out) >= WSB_HIGH_WATER) {
-			bufferevent_disable(b->backend, EV_READ);
-			bufferevent_setwatermark(b->client, EV_WRITE, WSB_HIGH_WATER / 2, 0);
+			conn_disable(b->backend, EV_READ);
+			conn_set_write_low(b->client, WSB_HIGH_WATER / 2);
 			return;
 		}
 		size_t n = evbuffer_get_length(in);
@@ -291,17 +291,17 @@ static void forward_backend(struct wsbridge *b, bool ignore_water)
 	}
 }
 
-static void backend_read_cb(struct bufferevent *bev, void *arg)
+static void backend_read_cb(struct conn *conn, void *arg)
 {
 	struct wsbridge *b = arg;
 	if (!b->finished && !b->close_sent)
 		forward_backend(b, false);
 }
 
-static void backend_write_cb(struct bufferevent *bev, void *arg)
+static void backend_write_cb(struct conn *conn, void *arg)
 {
 	struct wsbridge *b = arg;
-	bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+	conn_set_write_low(conn, 0);
 	if (b->finished)
 		return;
 	if (b->close_sent) {
@@ -309,30 +309,30 @@ static void backend_write_cb(struct bufferevent *bev, void *arg)
 		finish_when_flushed(b);
 		return;
 	}
-	bufferevent_enable(b->client, EV_READ);
+	conn_enable(b->client, EV_READ);
 	client_read_cb(b->client, b);
 }
 
-static void client_write_cb(struct bufferevent *bev, void *arg)
+static void client_write_cb(struct conn *conn, void *arg)
 {
 	struct wsbridge *b = arg;
-	bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+	conn_set_write_low(conn, 0);
 	if (b->finished)
 		return;
 	if (b->close_sent) {
 		finish_when_flushed(b);
 		return;
 	}
-	bufferevent_enable(b->backend, EV_READ);
+	conn_enable(b->backend, EV_READ);
 	forward_backend(b, false);
 }
 
-static void backend_event_cb(struct bufferevent *bev, short what, void *arg)
+static void backend_event_cb(struct conn *conn, short what, void *arg)
 {
 	struct wsbridge *b = arg;
 	if (b->finished || b->close_sent)
 		return;
-	if (what & BEV_EVENT_EOF) {
+	if (what & CONN_EOF) {
 		forward_backend(b, true); /* what the backend said before EOF still goes out */
 		bridge_close(b, WS_CLOSE_NORMAL, "", END_BACKEND_EOF, NULL);
 		return;
@@ -340,13 +340,13 @@ static void backend_event_cb(struct bufferevent *bev, short what, void *arg)
 	bridge_close(b, WS_CLOSE_INTERNAL, "backend error", END_BACKEND_CONN_ERROR, NULL);
 }
 
-static void client_event_cb(struct bufferevent *bev, short what, void *arg)
+static void client_event_cb(struct conn *conn, short what, void *arg)
 {
 	struct wsbridge *b = arg;
 	if (b->finished)
 		return;
 	if (!b->close_sent)
-		b->cause = (what & BEV_EVENT_EOF) ? END_CLIENT_NO_CLOSE : END_CLIENT_CONN_ERROR;
+		b->cause = (what & CONN_EOF) ? END_CLIENT_NO_CLOSE : END_CLIENT_CONN_ERROR;
 	bridge_finish(b);
 }
 
@@ -368,30 +368,30 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 	arm_timer(b, b->p.ping_ms);
 }
 
-struct wsbridge *wsbridge_start(const struct wsbridge_params *p, struct bufferevent *client,
-				struct bufferevent *backend)
+struct wsbridge *wsbridge_start(const struct wsbridge_params *p, struct conn *client,
+				struct conn *backend)
 {
 	struct wsbridge *b = calloc(1, sizeof(*b));
 	if (b == NULL || (b->timer = evtimer_new(p->base, timer_cb, b)) == NULL) {
 		free(b);
-		bufferevent_free(client);
-		bufferevent_free(backend);
+		conn_free(client);
+		conn_free(backend);
 		return NULL;
 	}
 	b->p = *p;
 	b->client = client;
 	b->backend = backend;
 	ws_reader_init(&b->reader, true, p->max_message);
-	bufferevent_setcb(client, client_read_cb, client_write_cb, client_event_cb, b);
-	bufferevent_setcb(backend, backend_read_cb, backend_write_cb, backend_event_cb, b);
-	bufferevent_set_timeouts(client, NULL, NULL);
-	bufferevent_enable(client, EV_READ | EV_WRITE);
-	bufferevent_enable(backend, EV_READ | EV_WRITE);
+	conn_setcb(client, client_read_cb, client_write_cb, client_event_cb, b);
+	conn_setcb(backend, backend_read_cb, backend_write_cb, backend_event_cb, b);
+	conn_set_timeouts(client, 0, 0);
+	conn_enable(client, EV_READ | EV_WRITE);
+	conn_enable(backend, EV_READ | EV_WRITE);
 	if (p->ping_ms)
 		arm_timer(b, p->ping_ms);
 	/* frames that came with the handshake, decoded from the loop (done() must not
 	 * run before we return) */
-	bufferevent_trigger(client, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+	conn_trigger_read(client);
 	return b;
 }
 
@@ -405,8 +405,8 @@ void wsbridge_free(struct wsbridge *b)
 	if (b == NULL)
 		return;
 	event_free(b->timer);
-	bufferevent_free(b->client);
-	bufferevent_free(b->backend);
+	conn_free(b->client);
+	conn_free(b->backend);
 	free(b);
 }
 

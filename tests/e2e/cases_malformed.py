@@ -277,7 +277,11 @@ def body_case(raw):
         t.note("backend received %r" % got)
         eq(be.connections, 1, "backend connections")
         assert b"/smuggled" not in got, "request after the bad chunked body reached the backend: %r" % got
-        eq(got.count(b" HTTP/1.1\r\n"), 1, "requests at the backend (%r)" % got)
+        # the whole request arrives in one read, so the bad chunk is found in the same
+        # turn as the connect completes: nothing was written to the backend yet (writes
+        # go out once the turn is over), and none of it is sent (bufferevents sent the
+        # head as the connection closed)
+        eq(got.count(b" HTTP/1.1\r\n"), 0, "requests at the backend (%r)" % got)
         assert b"\r\n0\r\n\r\n" not in got, "the bad body was completed toward the backend: %r" % got
         px.wait_fds(base)
     return fn

@@ -1,7 +1,7 @@
 /*
  * check_tunnel: the byte tunnel over real sockets in one process. Two
  * connection pairs stand for client <-> proxy and proxy <-> backend; the
- * proxy-side ends are wrapped in bufferevents as a session hands them over,
+ * proxy-side ends are wrapped in conns as a session hands them over,
  * the test drives the other ends with non-blocking I/O while running the
  * event loop in a bounded loop. Every tunnel test runs in splice and copy
  * mode, over TCP and over AF_UNIX socketpairs.
@@ -21,10 +21,10 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 
 #include "splice.h"
+#include "conn.h"
 #include "tunnel.h"
 
 #define N(a) (sizeof(a) / sizeof((a)[0]))
@@ -204,15 +204,14 @@ static void done_cb(void *arg, enum end_cause cause, const char *detail)
 	end_text(cause, detail, f->reason, sizeof(f->reason));
 }
 
-static struct bufferevent *wrap(struct fix *f, int fd, const char *handed_over)
+static struct conn *wrap(struct fix *f, int fd, const char *handed_over)
 {
-	struct bufferevent *bev = bufferevent_socket_new(f->base, fd, BEV_OPT_CLOSE_ON_FREE);
-	ck_assert_ptr_nonnull(bev);
-	bufferevent_enable(bev, EV_READ | EV_WRITE); /* as during the HTTP phase */
+	struct conn *c = conn_new(f->base, fd, NULL, CONN_PLAIN);
+	ck_assert_ptr_nonnull(c);
+	conn_enable(c, EV_READ | EV_WRITE); /* as during the HTTP phase */
 	if (handed_over)
-		ck_assert_int_eq(
-		    evbuffer_add(bufferevent_get_output(bev), handed_over, strlen(handed_over)), 0);
-	return bev;
+		ck_assert_int_eq(evbuffer_add(conn_output(c), handed_over, strlen(handed_over)), 0);
+	return c;
 }
 
 /* to_client / to_backend: bytes already due to that side (the 101, early data). */
@@ -233,8 +232,8 @@ static void fix_start(struct fix *f, int variant, const char *to_client, const c
 		unix_pair(&f->client.fd, &f->c_proxy);
 		unix_pair(&f->b_proxy, &f->backend.fd);
 	}
-	struct bufferevent *c = wrap(f, f->c_proxy, to_client);
-	struct bufferevent *b = wrap(f, f->b_proxy, to_backend);
+	struct conn *c = wrap(f, f->c_proxy, to_client);
+	struct conn *b = wrap(f, f->b_proxy, to_backend);
 	struct tunnel_params p = {
 	    .base = f->base,
 	    .mode = f->v->splice ? CONFIG_TUNNEL_SPLICE : CONFIG_TUNNEL_COPY,
@@ -294,8 +293,7 @@ static bool client_eof(struct fix *f)
 static void fix_end(struct fix *f)
 {
 	tunnel_free(f->t);
-	/* libevent 2.1 finalizes a freed bufferevent (and closes its socket) on the next turn */
-	event_base_loop(f->base, EVLOOP_NONBLOCK);
+	event_base_loop(f->base, EVLOOP_NONBLOCK); /* nothing of the tunnel may run any more */
 	/* the tunnel closed both proxy-side sockets */
 	ck_assert_msg(!fd_is_open(f->c_proxy), "client socket left open");
 	ck_assert_msg(!fd_is_open(f->b_proxy), "backend socket left open");
@@ -681,9 +679,8 @@ START_TEST(test_mode_selection)
 					  .mode = cases[i].mode,
 					  .pipes = cases[i].with_pool ? pool : NULL,
 					  .done = done_cb};
-		struct tunnel *t =
-		    tunnel_start(&p, bufferevent_socket_new(base, b, BEV_OPT_CLOSE_ON_FREE),
-				 bufferevent_socket_new(base, c, BEV_OPT_CLOSE_ON_FREE));
+		struct tunnel *t = tunnel_start(&p, conn_new(base, b, NULL, CONN_PLAIN),
+						conn_new(base, c, NULL, CONN_PLAIN));
 		ck_assert_ptr_nonnull(t);
 		ck_assert_str_eq(tunnel_mode_str(t), cases[i].want);
 		tunnel_free(t);
