@@ -46,6 +46,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <sys/epoll.h>
+#include <sched.h>
 #include <sys/resource.h>
 
 #include <openssl/err.h>
@@ -127,6 +128,7 @@ static int measuring; /* ops and samples count only while set */
 static int running;   /* new operations may start */
 static uint64_t ops;
 static uint64_t bytes;
+static double own_core_busy = -1; /* share of the generator's CPU busy while measuring */
 static uint32_t *samples;
 static size_t nsamples, maxsamples;
 static int established, in_setup, setup_started, echoed;
@@ -239,6 +241,31 @@ static long proc_rss_kb(void)
 			total += v;
 	}
 	return total;
+}
+
+/* busy and total jiffies of one CPU (/proc/stat); 0 on success */
+static int cpu_jiffies(int cpu, unsigned long long *busy, unsigned long long *total)
+{
+	char want[16], line[512];
+	int wl = snprintf(want, sizeof(want), "cpu%d ", cpu);
+	FILE *f = fopen("/proc/stat", "r");
+	if (!f)
+		return -1;
+	int rc = -1;
+	while (fgets(line, sizeof(line), f)) {
+		if (strncmp(line, want, (size_t)wl) != 0)
+			continue;
+		unsigned long long v[8] = {0};
+		if (sscanf(line + wl, "%llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2],
+			   &v[3], &v[4], &v[5], &v[6], &v[7]) >= 5) {
+			*total = v[0] + v[1] + v[2] + v[3] + v[4] + v[5] + v[6] + v[7];
+			*busy = *total - v[3] - v[4]; /* all but idle and iowait */
+			rc = 0;
+		}
+		break;
+	}
+	fclose(f);
+	return rc;
 }
 
 /* sum of VmRSS (/proc/PID/status) over --pids, kB */
@@ -748,12 +775,17 @@ static void measure(double *secs, double *cpu)
 	uint64_t t_end = t_meas + (uint64_t)(o.duration * 1e9);
 	double cpu0 = 0;
 	uint64_t t_start = t_meas;
+	/* the core this generator runs on (pinned by the runner, shared with the backend) */
+	int core = sched_getcpu();
+	unsigned long long b0 = 0, j0 = 0, b1, j1;
 	running = 1;
 	while (running) {
 		loop_once(5);
 		uint64_t now = now_ns();
 		if (!measuring && now >= t_meas && running) {
 			cpu0 = proc_cpu();
+			if (core < 0 || cpu_jiffies(core, &b0, &j0) < 0)
+				core = -1;
 			t_start = now_ns();
 			measuring = 1;
 		}
@@ -762,6 +794,8 @@ static void measure(double *secs, double *cpu)
 	}
 	*secs = (double)(now_ns() - t_start) / 1e9;
 	*cpu = proc_cpu() - cpu0;
+	if (core >= 0 && cpu_jiffies(core, &b1, &j1) == 0 && j1 > j0)
+		own_core_busy = (double)(b1 - b0) / (double)(j1 - j0);
 	measuring = 0;
 }
 
@@ -1324,6 +1358,8 @@ int main(int argc, char **argv)
 	printf("\"bytes\": %llu, \"mbps\": %.1f, ", (unsigned long long)bytes,
 	       secs > 0 ? (double)bytes / secs / 1e6 : 0.0);
 	printf("\"proxy_cpu_s\": %.3f, \"npids\": %d, ", cpu, o.npids);
+	if (own_core_busy >= 0)
+		printf("\"gen_core_busy\": %.3f, ", own_core_busy);
 	printf("\"rss_before_kb\": %ld, \"rss_after_kb\": %ld, \"rss_per_tunnel_b\": %.1f, ", rss0,
 	       rss1, o.wl == W_IDLE && ntun ? (double)(rss1 - rss0) * 1024.0 / ntun : 0.0);
 	printf("\"vmrss_before_kb\": %ld, \"vmrss_after_kb\": %ld, \"vmrss_per_tunnel_b\": %.1f}\n",

@@ -215,6 +215,8 @@ def stop_proc(p, timeout=5.0, name=None):
             f"{timeout}s, killing it")
         p.kill()
         p.wait()
+        return True
+    return False
 
 
 class Target:
@@ -229,6 +231,7 @@ class Target:
         self.proc = None
         self.logf = None
         self.seen = []        # every pid of the server seen (reload): killed if left over
+        self.slow_stop = False  # stop() needed SIGKILL (SIGTERM not done within 5 s)
 
     def available(self):
         if self.name == "direct":
@@ -398,7 +401,9 @@ class Target:
     def stop(self):
         if self.reload:
             self.pids()
-        stop_proc(self.proc, name=self.name)
+        # the generator has closed every connection by now: a server that still has
+        # something to wait for (a tunnel it did not see close) is worth a note
+        self.slow_stop = stop_proc(self.proc, name=self.name)
         self.proc = None
         if self.logf:
             self.logf.close()
@@ -766,6 +771,13 @@ def key(k, scale=1.0):
     return lambda r: r[k] * scale if k in r else None
 
 
+def busy_pct(r):
+    """the proxy's CPU time over the measured window, in % of one core"""
+    if not r.get("npids") or not r.get("secs"):
+        return None
+    return r["proxy_cpu_s"] / r["secs"] * 100
+
+
 # (workload, label, extractor, higher_is_better, format)
 METRICS = [
     ("handshake", "handshakes/s", key("rate"), True, "{:,.0f}"),
@@ -781,6 +793,8 @@ METRICS = [
     ("rtt1000", "proxy CPU per msg (µs)", cpu_per(1e6, "ops"), False, "{:.1f}"),
     ("throughput", "MB/s echoed", key("mbps"), True, "{:,.0f}"),
     ("throughput", "proxy CPU s per GB", cpu_per(1e9, "bytes"), False, "{:.2f}"),
+    ("throughput", "proxy core busy (%)", busy_pct, False, "{:.0f}"),
+    ("throughput", "generator + backend core busy (%)", key("gen_core_busy", 100), False, "{:.0f}"),
     ("idle", "RSS per idle tunnel, smaps_rollup Rss (bytes)",
      lambda r: r.get("rss_per_tunnel_b") if r.get("npids") else None, False, "{:,.0f}"),
     ("idle", "RSS per idle tunnel, VmRSS growth (bytes)",
@@ -795,6 +809,9 @@ METRICS = [
     ("tls_handshake", "proxy CPU per handshake (µs)", cpu_per(1e6, "ops"), False, "{:.1f}"),
     ("wss_throughput", "MB/s echoed", key("mbps"), True, "{:,.0f}"),
     ("wss_throughput", "proxy CPU s per GB", cpu_per(1e9, "bytes"), False, "{:.2f}"),
+    ("wss_throughput", "proxy core busy (%)", busy_pct, False, "{:.0f}"),
+    ("wss_throughput", "generator + backend core busy (%)", key("gen_core_busy", 100), False,
+     "{:.0f}"),
     ("reload", "tunnels lost of 200 (1 run)", key("lost"), False, "{:,.0f}"),
     ("reload", "RSS growth per reload, all processes (bytes, 1 run)", key("rss_per_reload_b"),
      False, "{:,.0f}"),
@@ -863,7 +880,7 @@ def build_table(res, targets):
         else:
             sums = {t: summarize(res[wl].get(t, []), fn) for t in targets}
             cells += [fmt_cell(sums[t], fmt) for t in targets]
-            if wl == "reload":  # counts and growths near 0: ratios mean nothing
+            if wl == "reload" or "busy" in label:  # ratios mean nothing here
                 cells += ["–"] * len(ratio_cols)
             else:
                 cells += [ratio(sums["switchyard"], sums[p]) for p in ratio_cols]
@@ -1204,7 +1221,10 @@ def main_block(args, res, targets, skipped, notes, started, elapsed, sysres=None
              "dropped tunnel, a crashed proxy) shows **FAILED**. Ratios are "
              "switchyard ÷ peer on medians (higher is better for rates, lower for CPU, "
              "latency and memory). Proxy CPU is utime+stime of the proxy's processes "
-             "(/proc/PID/stat) over the measured window; MB/s counts bytes echoed back to "
+             "(/proc/PID/stat) over the measured window; \"proxy core busy\" is that CPU "
+             "time ÷ the window (100 % = CPU 0 saturated), \"generator + backend core busy\" "
+             "the non-idle share of CPU 1 (/proc/stat) in the window: near 100 % the "
+             "generator's core, not the proxy, bounds MB/s; MB/s counts bytes echoed back to "
              "the generator (each crossed the proxy twice). 1 MB = 10^6 bytes.")
     L.append("- Peers: `nginx`, `haproxy` — default buffers (nginx `proxy_buffer_size` 4 KiB "
              "here, i.e. one page; HAProxy `tune.bufsize` 16 KiB), as in tests/bench/peers/; "
@@ -1460,6 +1480,10 @@ def main():
                 finally:
                     tgt.stop()
                     stop_proc(backend)
+                if tgt.slow_stop:
+                    r["slow_stop"] = True
+                    notes.append(f"round {rnd + 1}, {t}, {wl}: still running 5 s after SIGTERM "
+                                 "with the generator gone (killed); the run itself is counted")
                 r["round"] = rnd + 1
                 r["loadavg"] = loadavg()
                 res[wl][t].append(r)
