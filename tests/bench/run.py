@@ -1118,14 +1118,15 @@ def syscalls_block(args, sysres, targets, started, elapsed):
 
 
 def stale(args):
-    """True if the switchyard binary measured is older than HEAD's commit or than a file
-    under src/ or include/ (so it was not built from what the version line names)."""
+    """True if the switchyard binary measured is older than the last commit that changed
+    src/, include/ or the Makefile, or than a file under src/ or include/ (so it was not
+    built from what the version line names)."""
     try:
         built = os.stat(args.switchyard_orig).st_mtime
     except (OSError, AttributeError):
         return False
-    r = subprocess.run(["git", "-C", REPO, "log", "-1", "--format=%ct"], capture_output=True,
-                       text=True)
+    r = subprocess.run(["git", "-C", REPO, "log", "-1", "--format=%ct", "--", "src", "include",
+                        "Makefile"], capture_output=True, text=True)
     if r.stdout.strip().isdigit() and int(r.stdout.strip()) > built + 1:
         return True
     for d in ("src", "include"):
@@ -1155,6 +1156,10 @@ def versions(args, targets):
     if "switchyard" in targets:
         sv = first_line([args.switchyard, "-V"])
         commit = first_line(["git", "-C", REPO, "log", "-1", "--format=%h %s"])
+        src_commit = first_line(["git", "-C", REPO, "log", "-1", "--format=%h", "--", "src",
+                                 "include", "Makefile"])
+        if src_commit and src_commit != commit.split()[0]:
+            commit += f"; src/ last changed in {src_commit}"
         dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "src", "include"],
                                capture_output=True, text=True).stdout.strip()
         v["switchyard"] = f"{sv} (commit {commit}{', src modified' if dirty else ''}" + \
@@ -1213,7 +1218,7 @@ def main_block(args, res, targets, skipped, notes, started, elapsed, sysres=None
     L += machine_lines(args, targets, elapsed)
     pin_txt = ("proxy pinned to CPU 0, backend and load generator to CPU 1 (taskset)"
                if args.pin else "no CPU pinning (fewer than 2 CPUs)")
-    L.append(f"- Method: {args.rounds} rounds; in each, every workload runs against every target in "
+    L.append(f"- Method: {args.rounds} round{'s' if args.rounds != 1 else ''}; in each, every workload runs against every target in "
              "turn (target order rotated per round), with a fresh backend and proxy per run; "
              f"{args.warmup} s warm-up + {args.duration} s measured per timed workload; "
              f"{pin_txt}. Cells are the median ±spread ((max−min)/median) of the rounds; "
