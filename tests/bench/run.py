@@ -15,6 +15,12 @@ table in BENCHMARKS.md between generated-section markers; the rest of that file
 (hand-written notes, before/after lines) is kept. Raw results go to
 tests/bench/out/results.json.
 
+The `syscalls` pass (issue 14; alone: `make bench ONLY=syscalls`, else after the
+timed rounds) is never timed: for switchyard, nginx and HAProxy, `bench_load -N`
+does a fixed count of warm HTTP requests, WebSocket handshakes and wss bytes while
+`strace -c -f` is attached to every process of the server; counts per operation
+go to their own section (markers SYSCALLS_BEGIN/END) and into the goal lines.
+
 Standard library only. Run `python3 tests/bench/run.py --help`.
 """
 import argparse
@@ -74,7 +80,8 @@ WORKLOADS = {
 TARGETS = ["direct", "switchyard", "nginx", "nginx-tuned", "haproxy", "haproxy-splice",
            "haproxy-tuned"]
 PEERS = ["nginx", "nginx-tuned", "haproxy", "haproxy-splice", "haproxy-tuned"]
-# Peers tuned for bulk tunnels as their docs advise (issue 14): they run only the
+# Peers tuned for bulk tunnels (issue 14: 64 KiB buffers, HAProxy also splicing on the
+# plain row; BENCHMARKS.md says which docs each setting follows): they run only the
 # tunnel throughput rows; the other rows, idle memory above all (bigger buffers
 # cost memory), keep the default-configured peers.
 TUNED_TARGETS = {"nginx-tuned", "haproxy-tuned"}
