@@ -29,9 +29,6 @@ static void listener_accept_ev_cb(struct evconnlistener *ev, evutil_socket_t fd,
 				  struct sockaddr *sa, int len, void *arg)
 {
 	struct listener *l = arg;
-	int one = 1;
-	/* small heads and tunnel frames must not wait for Nagle */
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	l->on_accept(l->arg, fd, sa, (socklen_t)len);
 }
 
@@ -59,6 +56,10 @@ int listener_bind(const struct config_addr *addr, bool reuseport)
 	    (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) ||
 	    bind(fd, sa, addr->len) < 0 || listen(fd, LISTENER_BACKLOG) < 0)
 		goto fail;
+	/* small heads and tunnel frames must not wait for Nagle; accepted sockets
+	 * inherit it from here (one syscall less per connection) */
+	if (sa->sa_family != AF_UNIX)
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	return fd;
 fail:;
 	int err = errno;

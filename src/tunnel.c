@@ -315,6 +315,18 @@ static int dir_init_splice(struct tunnel_dir *d, struct evbuffer *out)
 	return 0;
 }
 
+/*
+ * Write the handed-over bytes (the 101) now if the socket takes them, then
+ * wait for what the direction needs next: no EPOLLOUT round trip. A failed
+ * write waits for EV_WRITE too, so that the pump meets the error from the
+ * loop: done() must not run before tunnel_start returns.
+ */
+static void dir_start(struct tunnel_dir *d)
+{
+	int flushed = d->pending ? dir_flush(d) : 1;
+	dir_wait(d, flushed != 1);
+}
+
 /* Take the fds out of the HTTP-phase conns and free those. */
 static int tunnel_start_splice(struct tunnel *t, struct conn *client, struct conn *backend)
 {
@@ -322,22 +334,22 @@ static int tunnel_start_splice(struct tunnel *t, struct conn *client, struct con
 	int rc = dir_init_splice(&t->up, conn_output(backend));
 	if (rc == 0)
 		rc = dir_init_splice(&t->down, conn_output(client));
+	if (rc == 0) {
+		for (int i = 0; i < 2; i++)
+			t->ends[i] = (struct tunnel_end){.t = t, .fd = i ? t->up.dst : t->up.src};
+		t->up.src_end = t->down.dst_end = &t->ends[0];
+		t->up.dst_end = t->down.src_end = &t->ends[1];
+		dir_start(&t->up);
+		dir_start(&t->down);
+	}
+	/*
+	 * Only now let the conns go: a socket that stays registered for the same
+	 * events throughout costs no epoll_ctl (libevent changes the kernel's set
+	 * only when the last event on an fd goes, or the first comes).
+	 */
 	conn_release_fd(client); /* the fds are t->up.src and t->up.dst */
 	conn_release_fd(backend);
-	if (rc < 0)
-		return -1;
-	for (int i = 0; i < 2; i++)
-		t->ends[i] = (struct tunnel_end){.t = t, .fd = i ? t->up.dst : t->up.src};
-	t->up.src_end = t->down.dst_end = &t->ends[0];
-	t->up.dst_end = t->down.src_end = &t->ends[1];
-	/*
-	 * Wait for what each direction needs first: writing the handed-over bytes,
-	 * or reading (the HTTP phase left nothing unread). The pumps then run from
-	 * the loop, never from here: done() must not run before we return.
-	 */
-	dir_wait(&t->up, t->up.pending != NULL);
-	dir_wait(&t->down, t->down.pending != NULL);
-	return 0;
+	return rc;
 }
 
 /* ---- copy pump ---- */
