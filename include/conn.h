@@ -107,6 +107,16 @@ void conn_set_read_size(struct conn *c, size_t size);
  */
 void conn_set_timeouts(struct conn *c, uint64_t read_ms, uint64_t write_ms);
 
+/*
+ * OpenSSL's buffers (the read-ahead buffer and the record buffer, about
+ * 80 KiB) stay while a TLS conn moves bytes, and go back to the heap when it
+ * idles: conn_release_buffers now (a conn parked in a pool), conn_tick once a
+ * second (releases them when no byte moved since the last tick). They come
+ * back with the next bytes. Plain conns: nothing.
+ */
+void conn_release_buffers(struct conn *c);
+void conn_tick(struct conn *c);
+
 /* Call read_cb from the loop, without reading (bytes already in the input). */
 void conn_trigger_read(struct conn *c);
 

@@ -43,6 +43,9 @@ struct tunnel_params {
 struct tunnel *tunnel_start(const struct tunnel_params *p, struct conn *client,
 			    struct conn *backend);
 
+/* Once a second: a copy tunnel's idle TLS buffers go back (conn_tick). */
+void tunnel_tick(struct tunnel *t);
+
 /* Close both sockets and free everything. */
 void tunnel_free(struct tunnel *t);
 

@@ -36,6 +36,8 @@ struct wsbridge_params {
 struct wsbridge *wsbridge_start(const struct wsbridge_params *p, struct conn *client,
 				struct conn *backend);
 void wsbridge_free(struct wsbridge *b);
+/* Once a second: idle TLS buffers go back (conn_tick). */
+void wsbridge_tick(struct wsbridge *b);
 
 /* Send close 1001 "going away" and finish once it is written (graceful stop,
  * drain); cause is what done() reports. */

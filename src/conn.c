@@ -56,6 +56,7 @@ struct conn {
 	bool tls_buffered;	/* OpenSSL holds read bytes epoll cannot see */
 	bool trigger;		/* conn_trigger_read: call read_cb, read nothing */
 	bool dead;		/* conn_free from a callback: freed when busy ends */
+	bool active;		/* bytes moved since the last conn_tick */
 	unsigned busy;		/* user callbacks running */
 	size_t read_high, write_low, read_size;
 	uint64_t read_ms, write_ms;
@@ -303,6 +304,7 @@ static void do_read(struct conn *c)
 	int err = errno;
 	if (res == READ_EOF)
 		c->read_eof = true;
+	c->active |= got > 0;
 	read_register(c, got > 0);
 	write_register(c, false); /* SSL_read may want to write */
 	if (got > 0 && !call_data(c, c->read_cb))
@@ -372,6 +374,7 @@ static void do_write(struct conn *c)
 	int err = errno;
 	size_t after = evbuffer_get_length(c->out);
 	c->write_blocked = rc == 0;
+	c->active |= after < before;
 	write_register(c, after < before);
 	read_register(c, false); /* SSL_write may want to read */
 	if (rc < 0) {
@@ -701,6 +704,21 @@ void conn_set_timeouts(struct conn *c, uint64_t read_ms, uint64_t write_ms)
 		read_register(c, c->read_on);
 		write_register(c, c->write_on);
 	}
+}
+
+void conn_release_buffers(struct conn *c)
+{
+	if (c && c->ssl && c->state == CONN_S_OPEN)
+		SSL_free_buffers(c->ssl); /* refused while they hold bytes: then they stay */
+}
+
+void conn_tick(struct conn *c)
+{
+	if (c == NULL)
+		return;
+	if (!c->active)
+		conn_release_buffers(c);
+	c->active = false;
 }
 
 void conn_trigger_read(struct conn *c)

@@ -70,6 +70,13 @@ enum session_timer {
 	TIMER_FREE,  /* deferred free after session_end() */
 };
 
+/* What only the HTTP phase needs: an idle tunnel keeps none of it. */
+struct http_phase {
+	struct http_msg req, resp;
+	struct upgrade_req up;
+	char connect_error[96]; /* why the last connect failed, for the 502 */
+};
+
 struct session {
 	uint64_t id;
 	struct worker *w;
@@ -91,9 +98,10 @@ struct session {
 
 	struct http_limits limits;
 	struct http_reader *req_reader, *resp_reader;
-	struct http_msg req;
-	struct http_msg *resp; /* HTTP phase only: freed when the tunnel starts */
-	struct upgrade_req up;
+	/* the HTTP phase's state (struct http_phase), freed when the tunnel starts */
+	struct http_phase *hp;
+	struct http_msg *req, *resp; /* in hp */
+	struct upgrade_req *up;	     /* in hp */
 
 	/* the current exchange */
 	const struct config_route *route;
@@ -102,7 +110,6 @@ struct session {
 	struct upstream_server *held; /* counted as a user of this server (least-conn) */
 	uint64_t tried;		      /* bit per server index: failed for this request */
 	unsigned attempts;	      /* servers tried for this request (retries + 1 at most) */
-	char connect_error[96];	      /* why the last connect failed, for the 502 */
 	bool req_body_done, resp_head_done, resp_body_done;
 	bool req_chunk_out, resp_chunk_out;
 	bool close_after; /* close the client after this response */
@@ -273,11 +280,11 @@ static void log_request_common(struct session *s, struct log_json *j)
 	log_json_num(j, "worker", s->w->index);
 	log_json_cstr(j, "client", s->client_addr);
 	if (s->has_request) {
-		const struct http_header *host = http_msg_find(&s->req, "Host");
-		log_json_str(j, "method", s->req.method_str, s->req.method_len);
-		log_json_str(j, "target", s->req.target, s->req.target_len);
-		if (s->req.authority)
-			log_json_str(j, "host", s->req.authority, s->req.authority_len);
+		const struct http_header *host = http_msg_find(s->req, "Host");
+		log_json_str(j, "method", s->req->method_str, s->req->method_len);
+		log_json_str(j, "target", s->req->target, s->req->target_len);
+		if (s->req->authority)
+			log_json_str(j, "host", s->req->authority, s->req->authority_len);
 		else if (host)
 			log_json_str(j, "host", host->value, host->value_len);
 	}
@@ -366,12 +373,16 @@ static void log_tunnel_event(struct session *s, const char *event)
 
 /* ---- teardown ---- */
 
-static void resp_free(struct session *s)
+static void http_phase_free(struct session *s)
 {
-	if (s->resp)
-		http_msg_fini(s->resp);
-	free(s->resp);
-	s->resp = NULL;
+	if (s->hp == NULL)
+		return;
+	http_msg_fini(&s->hp->req);
+	http_msg_fini(&s->hp->resp);
+	free(s->hp);
+	s->hp = NULL;
+	s->req = s->resp = NULL;
+	s->up = NULL;
 }
 
 static void server_let_go(struct session *s);
@@ -397,8 +408,7 @@ static void session_free(struct session *s)
 		conn_free(s->client);
 	http_reader_free(s->req_reader);
 	http_reader_free(s->resp_reader);
-	http_msg_fini(&s->req);
-	resp_free(s);
+	http_phase_free(s);
 	event_free(s->timer);
 	worker_gen_release(s->wg);
 	free(s);
@@ -510,7 +520,7 @@ static void exchange_reset(struct session *s)
 	s->status = 0;
 	s->reason = NULL;
 	s->bytes_in = s->bytes_out = 0;
-	memset(&s->up, 0, sizeof(s->up));
+	memset(s->up, 0, sizeof(*s->up));
 }
 
 /* A reload happened: the next request on this connection follows the new config. */
@@ -537,10 +547,10 @@ static void session_wait_request(struct session *s)
 
 static const char *request_host(const struct session *s, size_t *len)
 {
-	const struct http_header *h = http_msg_find(&s->req, "Host");
-	if (s->req.authority) {
-		*len = s->req.authority_len;
-		return s->req.authority;
+	const struct http_header *h = http_msg_find(s->req, "Host");
+	if (s->req->authority) {
+		*len = s->req->authority_len;
+		return s->req->authority;
 	}
 	*len = h ? h->value_len : 0;
 	return h ? h->value : NULL;
@@ -552,26 +562,26 @@ static void session_dispatch(struct session *s)
 	size_t host_len;
 	const char *host = request_host(s, &host_len);
 
-	s->route = route_match(s->cfg, host, host_len, s->req.target, s->req.target_len);
+	s->route = route_match(s->cfg, host, host_len, s->req->target, s->req->target_len);
 	if (s->route == NULL) {
 		session_error(s, 404, "no route for this host and path");
 		return;
 	}
 	s->upstream = s->route->upstream;
-	upgrade_classify(&s->req, s->route, &s->up);
-	if (s->up.decision == UPGRADE_REJECT) {
-		count_upgrade(s, s->up.status == 403 ? METRICS_UPGRADE_REFUSED_BY_POLICY
-						     : METRICS_UPGRADE_INVALID_HANDSHAKE);
-		session_error(s, s->up.status, s->up.reason);
+	upgrade_classify(s->req, s->route, s->up);
+	if (s->up->decision == UPGRADE_REJECT) {
+		count_upgrade(s, s->up->status == 403 ? METRICS_UPGRADE_REFUSED_BY_POLICY
+						      : METRICS_UPGRADE_INVALID_HANDSHAKE);
+		session_error(s, s->up->status, s->up->reason);
 		return;
 	}
 	if (s->route->upgrade == CONFIG_UPGRADE_TERMINATE) {
 		terminate_dispatch(s);
 		return;
 	}
-	if (s->up.decision == UPGRADE_FORWARD)
+	if (s->up->decision == UPGRADE_FORWARD)
 		s->close_after = true; /* either a tunnel or, per RFC 9931, no more HTTP */
-	if (!s->req.keep_alive)
+	if (!s->req->keep_alive)
 		s->close_after = true;
 	if (s->shutdown_requested)
 		s->close_after = true;
@@ -603,16 +613,16 @@ static void session_read_request(struct session *s)
 	case HTTP_SCAN_DONE:
 		break;
 	}
-	if (http_reader_head(s->req_reader, &s->req, buf, head_len, HTTP_METHOD_OTHER, &s->limits,
+	if (http_reader_head(s->req_reader, s->req, buf, head_len, HTTP_METHOD_OTHER, &s->limits,
 			     &err) < 0) {
-		s->has_request = s->req.method_str != NULL;
+		s->has_request = s->req->method_str != NULL;
 		session_error(s, err.status, err.reason);
 		return;
 	}
 	s->has_request = true;
 	evbuffer_drain(in, head_len);
 	s->bytes_in += head_len;
-	s->req_body_done = s->req.body == HTTP_BODY_NONE;
+	s->req_body_done = s->req->body == HTTP_BODY_NONE;
 	timer_stop(s);
 	session_dispatch(s);
 }
@@ -646,7 +656,7 @@ static void connect_failed(struct session *s, const char *why)
 {
 	log_msg(LOG_LEVEL_WARN, s->id, "connect to %s failed: %s", server_text(s), why);
 	server_failed(s, why);
-	snprintf(s->connect_error, sizeof(s->connect_error), "%s", why);
+	snprintf(s->hp->connect_error, sizeof(s->hp->connect_error), "%s", why);
 	backend_drop(s);
 	if (s->server >= 0)
 		s->tried |= UINT64_C(1) << s->server;
@@ -692,16 +702,16 @@ static bool hash_key_of(const struct session *s, uint64_t *key)
 		len = strlen(v);
 		break;
 	case CONFIG_HASH_HEADER:
-		if ((h = http_msg_find(&s->req, u->hash_name)) != NULL) {
+		if ((h = http_msg_find(s->req, u->hash_name)) != NULL) {
 			v = h->value;
 			len = h->value_len;
 		}
 		break;
 	case CONFIG_HASH_COOKIE:
-		http_hdr_cookie(&s->req, u->hash_name, &v, &len);
+		http_hdr_cookie(s->req, u->hash_name, &v, &len);
 		break;
 	case CONFIG_HASH_QUERY:
-		http_hdr_query_param(s->req.target, s->req.target_len, u->hash_name, &v, &len);
+		http_hdr_query_param(s->req->target, s->req->target_len, u->hash_name, &v, &len);
 		break;
 	}
 	if (v == NULL)
@@ -728,7 +738,7 @@ static void connect_next(struct session *s)
 	if (pick < 0) {
 		char reason[160];
 		snprintf(reason, sizeof(reason), "no upstream server could be reached (last: %s)",
-			 s->connect_error);
+			 s->hp->connect_error);
 		s->server = -1;
 		session_error(s, 502, reason); /* logged and written before reason goes away */
 		return;
@@ -747,7 +757,7 @@ static void connect_next(struct session *s)
  */
 static bool connect_reuse(struct session *s)
 {
-	if (s->up.decision == UPGRADE_FORWARD || s->req.body != HTTP_BODY_NONE ||
+	if (s->up->decision == UPGRADE_FORWARD || s->req->body != HTTP_BODY_NONE ||
 	    s->cfg->upstreams[s->upstream].proxy_protocol)
 		return false;
 	s->backend = upstream_idle_take(&server_of(s)->idle);
@@ -838,16 +848,16 @@ static int write_request_head(struct session *s)
 	    .proto = s->tls_front ? "https" : "http",
 	    /* HTTP/1.1 keeps the connection open by default; say so only to close it */
 	    .connection = s->cfg->upstreams[s->upstream].keepalive ? NULL : "close",
-	    .chunked = s->req.body == HTTP_BODY_CHUNKED,
+	    .chunked = s->req->body == HTTP_BODY_CHUNKED,
 	};
-	if (s->up.decision == UPGRADE_FORWARD) {
+	if (s->up->decision == UPGRADE_FORWARD) {
 		o.extra_len =
-		    upgrade_format_request_fields(&s->up, upgrade_fields, sizeof(upgrade_fields));
+		    upgrade_format_request_fields(s->up, upgrade_fields, sizeof(upgrade_fields));
 		o.extra = upgrade_fields;
 		o.connection = NULL;
 	}
 	s->req_chunk_out = o.chunked;
-	return http_hdr_write_request(&s->req, &o, conn_output(s->backend));
+	return http_hdr_write_request(s->req, &o, conn_output(s->backend));
 }
 
 /*
@@ -972,7 +982,7 @@ static bool backend_reusable(const struct session *s)
 	const struct config_upstream *u = &s->cfg->upstreams[s->upstream];
 	/* a connection that began with a PROXY header speaks for one client only */
 	return s->backend && u->keepalive > 0 && !u->proxy_protocol && !s->wg->retired &&
-	       s->up.decision != UPGRADE_FORWARD && s->req_body_done && s->resp->keep_alive &&
+	       s->up->decision != UPGRADE_FORWARD && s->req_body_done && s->resp->keep_alive &&
 	       s->resp->body != HTTP_BODY_CLOSE && !s->backend_eof &&
 	       evbuffer_get_length(conn_input(s->backend)) == 0 &&
 	       evbuffer_get_length(conn_output(s->backend)) == 0;
@@ -1037,8 +1047,7 @@ static void http_phase_end(struct session *s, enum session_state next)
 	http_reader_free(s->req_reader);
 	http_reader_free(s->resp_reader);
 	s->req_reader = s->resp_reader = NULL;
-	resp_free(s);
-	http_msg_fini(&s->req); /* the 101 access line already named the request */
+	http_phase_free(s); /* the 101 access line already named the request */
 	s->has_request = false;
 }
 
@@ -1073,7 +1082,7 @@ static void session_start_tunnel(struct session *s)
 
 static void relay_switch(struct session *s)
 {
-	const char *bad = upgrade_check_101(&s->up, &s->req, s->resp);
+	const char *bad = upgrade_check_101(s->up, s->req, s->resp);
 	if (bad) {
 		count_upgrade(s, METRICS_UPGRADE_INVALID_101);
 		session_error(s, 502, bad);
@@ -1112,7 +1121,7 @@ static void relay_switch(struct session *s)
 static void relay_interim(struct session *s)
 {
 	/* 1xx is never sent to an HTTP/1.0 client (RFC 9110 §15.2) */
-	if (s->req.version_minor == 0)
+	if (s->req->version_minor == 0)
 		return;
 	struct http_hdr_opts o = {.via = s->cfg->via};
 	struct evbuffer *out = conn_output(s->client);
@@ -1123,19 +1132,19 @@ static void relay_interim(struct session *s)
 
 static void relay_final_head(struct session *s)
 {
-	if (s->up.decision == UPGRADE_FORWARD)
+	if (s->up->decision == UPGRADE_FORWARD)
 		count_upgrade(s, METRICS_UPGRADE_BACKEND_NON_101);
 	struct http_hdr_opts o = {.via = s->cfg->via};
 	bool open_ended = s->resp->body == HTTP_BODY_CHUNKED || s->resp->body == HTTP_BODY_CLOSE;
-	if (s->up.decision == UPGRADE_FORWARD || !s->req_body_done)
+	if (s->up->decision == UPGRADE_FORWARD || !s->req_body_done)
 		s->close_after = true;
-	if (open_ended && s->req.version_minor == 0)
+	if (open_ended && s->req->version_minor == 0)
 		s->close_after = true; /* an HTTP/1.0 client only knows close-delimiting */
-	s->resp_chunk_out = open_ended && s->req.version_minor == 1;
+	s->resp_chunk_out = open_ended && s->req->version_minor == 1;
 	o.chunked = s->resp_chunk_out;
 	if (s->close_after)
 		o.connection = "close";
-	else if (s->req.version_minor == 0)
+	else if (s->req->version_minor == 0)
 		o.connection = "keep-alive";
 	struct evbuffer *out = conn_output(s->client);
 	size_t before = evbuffer_get_length(out);
@@ -1145,7 +1154,7 @@ static void relay_final_head(struct session *s)
 	s->resp_head_done = true;
 	timer_stop(s);
 	backend_timeouts(s, true);
-	if (s->up.decision == UPGRADE_FORWARD)
+	if (s->up->decision == UPGRADE_FORWARD)
 		evbuffer_drain(conn_input(s->client), (size_t)-1); /* RFC 9931 */
 }
 
@@ -1162,8 +1171,9 @@ static void read_response_head(struct session *s)
 		    http_head_scan(HTTP_MSG_RESPONSE, buf, scan, &s->limits, &head_len, &err);
 		if (r == HTTP_SCAN_MORE)
 			return;
-		if (r == HTTP_SCAN_ERROR || http_reader_head(s->resp_reader, s->resp, buf, head_len,
-							     s->req.method, &s->limits, &err) < 0) {
+		if (r == HTTP_SCAN_ERROR ||
+		    http_reader_head(s->resp_reader, s->resp, buf, head_len, s->req->method,
+				     &s->limits, &err) < 0) {
 			session_error(s, 502, err.reason);
 			return;
 		}
@@ -1220,7 +1230,7 @@ static int choose_subprotocol(struct session *s)
 	size_t len;
 	if (r->n_subprotocols == 0)
 		return 0; /* none configured: the client's offer is simply not taken up */
-	while (http_msg_next_token(&s->req, "Sec-WebSocket-Protocol", &it, &tok, &len)) {
+	while (http_msg_next_token(s->req, "Sec-WebSocket-Protocol", &it, &tok, &len)) {
 		offered = true;
 		if (subprotocol_listed(r, tok, len)) {
 			s->subprotocol = tok;
@@ -1234,7 +1244,7 @@ static int choose_subprotocol(struct session *s)
 /* Browsers always send Origin; other clients may not, and are not refused for it. */
 static bool origin_allowed(const struct session *s)
 {
-	const struct http_header *o = http_msg_find(&s->req, "Origin");
+	const struct http_header *o = http_msg_find(s->req, "Origin");
 	if (s->route->n_origins == 0 || o == NULL)
 		return true;
 	for (size_t i = 0; i < s->route->n_origins; i++)
@@ -1250,7 +1260,7 @@ static void terminate_dispatch(struct session *s)
 	socklen_t len;
 	s->subprotocol = NULL;
 	s->subprotocol_len = 0;
-	if (s->up.decision != UPGRADE_FORWARD || !s->up.websocket) {
+	if (s->up->decision != UPGRADE_FORWARD || !s->up->websocket) {
 		count_upgrade(s, METRICS_UPGRADE_INVALID_HANDSHAKE);
 		session_error(s, 426, "this route only accepts WebSocket");
 		return;
@@ -1283,7 +1293,7 @@ static void write_handshake_101(struct session *s)
 	evbuffer_add_printf(out,
 			    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
 			    "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n",
-			    s->up.ws_accept);
+			    s->up->ws_accept);
 	if (s->subprotocol)
 		evbuffer_add_printf(out, "Sec-WebSocket-Protocol: %.*s\r\n",
 				    (int)s->subprotocol_len, s->subprotocol);
@@ -1449,13 +1459,13 @@ static bool retry_other(struct session *s, const char *what)
 {
 	const struct config_upstream *u = &s->cfg->upstreams[s->upstream];
 	uint64_t tried = s->tried | UINT64_C(1) << s->server;
-	if (s->resp_head_done || s->backend_spoke || s->req.body != HTTP_BODY_NONE ||
-	    !method_idempotent(&s->req) || s->attempts > u->retries ||
+	if (s->resp_head_done || s->backend_spoke || s->req->body != HTTP_BODY_NONE ||
+	    !method_idempotent(s->req) || s->attempts > u->retries ||
 	    (size_t)__builtin_popcountll(tried) >= u->n_servers)
 		return false; /* then the 502 says what this server did */
 	log_msg(LOG_LEVEL_WARN, s->id, "%s %s before answering; trying another server",
 		server_text(s), what);
-	snprintf(s->connect_error, sizeof(s->connect_error), "%s %s", server_text(s), what);
+	snprintf(s->hp->connect_error, sizeof(s->hp->connect_error), "%s %s", server_text(s), what);
 	backend_drop(s);
 	s->backend_eof = false;
 	s->tried = tried;
@@ -1605,7 +1615,7 @@ static void session_free_partial(struct session *s)
 		conn_free(s->client);
 	http_reader_free(s->req_reader);
 	http_reader_free(s->resp_reader);
-	resp_free(s);
+	http_phase_free(s);
 	if (s->timer)
 		event_free(s->timer);
 	worker_gen_release(s->wg);
@@ -1626,9 +1636,13 @@ static struct session *session_new(struct worker *w, int fd, struct tls_server *
 	s->server = -1;
 	s->limits = (struct http_limits){s->cfg->limits.header_bytes, s->cfg->limits.header_fields,
 					 s->cfg->limits.uri_bytes};
-	http_msg_init(&s->req, HTTP_MSG_REQUEST);
-	if ((s->resp = malloc(sizeof(*s->resp))) != NULL)
+	if ((s->hp = calloc(1, sizeof(*s->hp))) != NULL) {
+		s->req = &s->hp->req;
+		s->resp = &s->hp->resp;
+		s->up = &s->hp->up;
+		http_msg_init(s->req, HTTP_MSG_REQUEST);
 		http_msg_init(s->resp, HTTP_MSG_RESPONSE);
+	}
 	s->timer = evtimer_new(w->base, timer_cb, s);
 	s->req_reader = http_reader_new(HTTP_MSG_REQUEST);
 	s->resp_reader = http_reader_new(HTTP_MSG_RESPONSE);
@@ -1636,7 +1650,7 @@ static struct session *session_new(struct worker *w, int fd, struct tls_server *
 	/* on failure both close fd */
 	s->client =
 	    tls ? tls_server_accept(tls, w->base, fd) : conn_new(w->base, fd, NULL, CONN_PLAIN);
-	if (!s->timer || !s->req_reader || !s->resp_reader || !s->resp || !s->client) {
+	if (!s->timer || !s->req_reader || !s->resp_reader || !s->hp || !s->client) {
 		session_free_partial(s);
 		return NULL;
 	}
@@ -1754,6 +1768,12 @@ static const char *tunnel_mode_of(const struct session *s)
 void session_tick(struct session *s)
 {
 	bool client_side;
+	conn_tick(s->client); /* the HTTP phase's TLS buffers, while idle */
+	conn_tick(s->backend);
+	if (s->tunnel)
+		tunnel_tick(s->tunnel);
+	if (s->wsb)
+		wsbridge_tick(s->wsb);
 	if (!s->tunnel_counted)
 		return;
 	count_tunnel_bytes(s);

@@ -559,6 +559,14 @@ void tunnel_free(struct tunnel *t)
 	free(t);
 }
 
+void tunnel_tick(struct tunnel *t)
+{
+	if (t->client_conn) {
+		conn_tick(t->client_conn);
+		conn_tick(t->backend_conn);
+	}
+}
+
 void tunnel_bytes(const struct tunnel *t, uint64_t *up, uint64_t *down)
 {
 	*up = t->up.bytes;

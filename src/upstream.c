@@ -134,6 +134,7 @@ void upstream_idle_park(struct upstream_idle *idle, struct conn *conn)
 	conn_set_timeouts(conn, idle->idle_ms, 0);
 	conn_disable(conn, EV_WRITE);
 	conn_enable(conn, EV_READ);
+	conn_release_buffers(conn);
 }
 
 struct conn *upstream_idle_take(struct upstream_idle *idle)

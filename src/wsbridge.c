@@ -410,6 +410,12 @@ void wsbridge_free(struct wsbridge *b)
 	free(b);
 }
 
+void wsbridge_tick(struct wsbridge *b)
+{
+	conn_tick(b->client);
+	conn_tick(b->backend);
+}
+
 void wsbridge_bytes(const struct wsbridge *b, uint64_t *up, uint64_t *down)
 {
 	*up = b->up;
