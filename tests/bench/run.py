@@ -1124,6 +1124,12 @@ def syscalls_block(args, sysres, targets, started, elapsed):
     return "\n".join(L)
 
 
+def _src_commit():
+    r = subprocess.run(["git", "-C", REPO, "log", "-1", "--format=%h", "--", "src", "include",
+                        "Makefile"], capture_output=True, text=True)
+    return r.stdout.strip()
+
+
 def stale(args):
     """True if the switchyard binary measured is older than the last commit that changed
     src/, include/ or the Makefile, or than a file under src/ or include/ (so it was not
@@ -1191,7 +1197,19 @@ def machine_lines(args, targets, elapsed):
         cmd = "make bench" if via == "1" else via
     else:
         cmd = " ".join(["python3", os.path.relpath(sys.argv[0], REPO)] + sys.argv[1:])
-    vers = versions(args, targets)
+    # taken when the binary was copied at the start (a commit during a 10-minute run must
+    # not be named as the one measured); the peers' lines for the targets shown
+    vers = dict(getattr(args, "versions", None) or versions(args, targets))
+    for k in ("nginx", "haproxy"):
+        if k in vers and not any(t.startswith(k) for t in targets):
+            del vers[k]
+    if "switchyard" in vers and "switchyard" not in targets:
+        del vers["switchyard"]
+    if "switchyard" in vers and getattr(args, "versions", None):
+        now = _src_commit()
+        if now and now != args.src_commit_start:
+            vers["switchyard"] += (f" — src/ changed to {now} during the run; the binary "
+                                   f"measured is from {args.src_commit_start}")
     return [f"- Command: `{cmd}` (from the repository root; took {elapsed / 60:.1f} min)",
             f"- Machine: {os.cpu_count()} CPUs ({model}), Linux {u.release} {u.machine}, "
             f"open-file limit {resource.getrlimit(resource.RLIMIT_NOFILE)[0]}; load average "
@@ -1442,6 +1460,8 @@ def main():
         else:
             skipped[name] = why
             log(f"skipping {name}: {why}")
+    args.versions = versions(args, targets)
+    args.src_commit_start = _src_commit()
     if args.only:
         args.workloads = args.only
     wls = [w for w in args.workloads.split(",") if w]
