@@ -22,6 +22,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -57,6 +59,8 @@ struct conn {
 	bool trigger;		/* conn_trigger_read: call read_cb, read nothing */
 	bool dead;		/* conn_free from a callback: freed when busy ends */
 	bool active;		/* bytes moved since the last conn_tick */
+	bool connect_probe;	/* conn_connect: look before waiting for EPOLLOUT */
+	bool connected_at_once; /* ... connect() itself returned 0 */
 	unsigned busy;		/* user callbacks running */
 	size_t read_high, write_low, read_size;
 	uint64_t read_ms, write_ms;
@@ -105,7 +109,7 @@ static bool wants_write(const struct conn *c)
 		return false;
 	switch (c->state) {
 	case CONN_S_CONNECTING:
-		return true;
+		return !c->connect_probe;
 	case CONN_S_HANDSHAKE:
 		return c->hs_wants_write;
 	case CONN_S_OPEN:
@@ -461,22 +465,54 @@ static void do_handshake(struct conn *c)
 	write_register(c, false);
 }
 
-static void connect_done(struct conn *c)
+static void connected(struct conn *c)
 {
-	int err = 0;
-	socklen_t len = sizeof(err);
-	if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-		err = errno;
-	if (err) {
-		fail(c, CONN_ERROR, err);
-		return;
-	}
 	if (c->ssl == NULL) {
 		now_open(c);
 		return;
 	}
 	c->state = CONN_S_HANDSHAKE;
 	do_handshake(c);
+}
+
+/* The socket became writable: the connect is over, one way or the other. */
+static void connect_done(struct conn *c)
+{
+	int err = 0;
+	socklen_t len = sizeof(err);
+	if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+		err = errno;
+	if (err)
+		fail(c, CONN_ERROR, err);
+	else
+		connected(c);
+}
+
+/*
+ * First look, from the loop right after conn_connect: on loopback (and
+ * often on a LAN) the TCP handshake is over by the time connect() returns.
+ * Then the request goes out in this turn, with no EPOLLOUT registration and
+ * round trip; only a handshake still in SYN_SENT waits for EPOLLOUT.
+ */
+static void connect_probe(struct conn *c)
+{
+	struct tcp_info ti;
+	socklen_t len = sizeof(ti);
+	c->connect_probe = false;
+	if (c->connected_at_once) {
+		connected(c);
+		return;
+	}
+	if (getsockopt(c->fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0) {
+		connect_done(c); /* not TCP: SO_ERROR says */
+		return;
+	}
+	if (ti.tcpi_state == TCP_ESTABLISHED)
+		connected(c);
+	else if (ti.tcpi_state == TCP_SYN_SENT)
+		write_register(c, false);
+	else
+		connect_done(c); /* refused or reset: SO_ERROR says why */
 }
 
 /* ---- event handlers ---- */
@@ -532,7 +568,10 @@ static void on_writable(evutil_socket_t fd, short what, void *arg)
 	}
 	switch (c->state) {
 	case CONN_S_CONNECTING:
-		connect_done(c);
+		if (c->connect_probe)
+			connect_probe(c);
+		else
+			connect_done(c);
 		return;
 	case CONN_S_HANDSHAKE:
 		do_handshake(c);
@@ -615,12 +654,15 @@ fail:
 
 int conn_connect(struct conn *c, const struct sockaddr *sa, socklen_t len)
 {
-	if (connect(c->fd, sa, len) < 0 && errno != EINPROGRESS && errno != EINTR)
+	int r = connect(c->fd, sa, len);
+	if (r < 0 && errno != EINPROGRESS && errno != EINTR)
 		return -1;
-	/* done or in progress: either way the socket says when by being writable */
 	c->state = CONN_S_CONNECTING;
+	c->connect_probe = true;
+	c->connected_at_once = r == 0;
 	read_register(c, false);
 	write_register(c, false);
+	event_active(&c->ev_write, EV_WRITE, 1); /* connect_probe */
 	return 0;
 }
 
@@ -709,7 +751,7 @@ void conn_disable(struct conn *c, short what)
 		c->reading = false;
 	if (what & EV_WRITE) {
 		c->writing = false;
-		if (!c->write_on)
+		if (!c->write_on && c->state == CONN_S_OPEN)
 			event_del(&c->ev_write); /* cancels a flush already scheduled */
 	}
 	read_register(c, false);
