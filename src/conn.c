@@ -414,7 +414,8 @@ static void do_write(struct conn *c)
 	int rc = c->ssl ? write_tls(c) : write_plain(c);
 	int err = errno;
 	size_t after = evbuffer_get_length(c->out);
-	c->write_blocked = rc == 0;
+	/* blocked on the socket; a TLS write that wants to read waits for EV_READ */
+	c->write_blocked = rc == 0 && !c->write_wants_read;
 	c->active |= after < before;
 	write_register(c, after < before);
 	read_register(c, false); /* SSL_write may want to read */
@@ -432,7 +433,7 @@ static void now_open(struct conn *c)
 {
 	c->state = CONN_S_OPEN;
 	c->tls_buffered = c->ssl && SSL_has_pending(c->ssl); /* data that came with the handshake */
-	read_register(c, false);
+	read_register(c, true); /* added untimed during the handshake: now with the read timeout */
 	write_register(c, false);
 	flush_soon(c);
 	call_event(c, CONN_CONNECTED);
@@ -626,6 +627,10 @@ struct conn *conn_new(struct event_base *base, int fd, SSL *ssl, enum conn_role 
 	c->read_size = CONN_READ_SIZE;
 	if (ssl && SSL_set_fd(ssl, fd) != 1)
 		goto fail;
+	/* write_tls retries with evbuffer_pullup()'s pointer of the moment, and may
+	 * stop between records */
+	if (ssl)
+		SSL_set_mode(ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 	if (role == CONN_TLS_ACCEPT) {
 		SSL_set_accept_state(ssl);
 		c->state = CONN_S_HANDSHAKE; /* the client speaks first */

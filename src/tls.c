@@ -61,9 +61,9 @@ static int min_version(const char *protocols)
 
 /*
  * For conn.c's direct TLS pump: read ahead (one read(2) fetches several
- * records, which conn.c drains through SSL_has_pending), a read buffer
- * that holds TLS_READ_BUFFER bytes of records, and writes that may stop
- * between records. The buffers go back while a connection idles, by
+ * records, which conn.c drains through SSL_has_pending) into a read buffer
+ * that holds TLS_READ_BUFFER bytes of records (conn_new sets the write
+ * modes it needs). The buffers go back while a connection idles, by
  * conn_tick: SSL_MODE_RELEASE_BUFFERS would free and fault them in again
  * at every record of a busy one.
  */
@@ -73,7 +73,6 @@ static void tune_io(SSL_CTX *ctx)
 {
 	SSL_CTX_set_read_ahead(ctx, 1);
 	SSL_CTX_set_default_read_buffer_len(ctx, TLS_READ_BUFFER);
-	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 }
 
 static int alpn_select_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
