@@ -630,7 +630,8 @@ struct conn *conn_new(struct event_base *base, int fd, SSL *ssl, enum conn_role 
 	/* write_tls retries with evbuffer_pullup()'s pointer of the moment, and may
 	 * stop between records */
 	if (ssl)
-		SSL_set_mode(ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+		SSL_set_mode(ssl,
+			     SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 	if (role == CONN_TLS_ACCEPT) {
 		SSL_set_accept_state(ssl);
 		c->state = CONN_S_HANDSHAKE; /* the client speaks first */
