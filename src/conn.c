@@ -525,6 +525,22 @@ static void on_timeout(struct conn *c, short side)
 	fail(c, CONN_TIMEOUT | side, ETIMEDOUT);
 }
 
+/*
+ * TLS: the read that waited for EV_WRITE, or the write that waited for
+ * EV_READ. False when it ended the conn (failed, or freed by a callback).
+ */
+static bool run_other_side(struct conn *c, void (*side)(struct conn *))
+{
+	c->busy++;
+	side(c);
+	c->busy--;
+	if (c->dead && c->busy == 0) {
+		conn_destroy(c);
+		return false;
+	}
+	return !c->dead && !c->failed;
+}
+
 static void on_readable(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *c = arg;
@@ -545,14 +561,8 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
 		return;
 	if (c->write_wants_read) {
 		c->write_wants_read = false;
-		c->busy++;
-		do_write(c);
-		c->busy--;
-		if (c->dead || c->failed) {
-			if (c->dead && c->busy == 0)
-				conn_destroy(c);
+		if (!run_other_side(c, do_write))
 			return;
-		}
 	}
 	if (c->reading && !c->read_eof)
 		do_read(c);
@@ -586,14 +596,8 @@ static void on_writable(evutil_socket_t fd, short what, void *arg)
 		return;
 	if (c->read_wants_write) {
 		c->read_wants_write = false;
-		c->busy++;
-		do_read(c);
-		c->busy--;
-		if (c->dead || c->failed) {
-			if (c->dead && c->busy == 0)
-				conn_destroy(c);
+		if (!run_other_side(c, do_read))
 			return;
-		}
 	}
 	do_write(c);
 }
