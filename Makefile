@@ -157,11 +157,12 @@ build/fuzz/fuzz_response: tests/fuzz/fuzz_response.c src/http.c src/http_hdr.c s
 	@mkdir -p build/fuzz
 	clang $(FUZZ_FLAGS) -o $@ $(filter %.c,$^) $(shell pkg-config --cflags --libs libevent libcrypto) -lhttp_parser
 
-build/fuzz/fuzz_config: tests/fuzz/fuzz_config.c src/config.c src/tls.c include/config.h include/tls.h \
-		tests/fuzz/fuzz_check.h
+# tls.c (certificate checks) makes its connections through conn.c
+build/fuzz/fuzz_config: tests/fuzz/fuzz_config.c src/config.c src/tls.c src/conn.c include/config.h \
+		include/tls.h include/conn.h tests/fuzz/fuzz_check.h
 	@mkdir -p build/fuzz
 	clang $(FUZZ_FLAGS) -o $@ $(filter %.c,$^) \
-		$(shell pkg-config --cflags --libs libconfig libevent libevent_openssl libssl libcrypto)
+		$(shell pkg-config --cflags --libs libconfig libevent libssl libcrypto)
 
 fuzz: $(FUZZERS:%=build/fuzz/%)
 	@fail=0; $(foreach f,$(FUZZERS), \
