@@ -16,9 +16,9 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include "conn.h"
 #include <event2/event.h>
 
+#include "conn.h"
 #include "health.h"
 #include "http.h"
 #include "http_hdr.h"

@@ -15,9 +15,9 @@
 #include <time.h>
 
 #include <event2/buffer.h>
-#include "conn.h"
 #include <event2/event.h>
 
+#include "conn.h"
 #include "generation.h"
 #include "http.h"
 #include "log.h"

@@ -25,19 +25,19 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include "conn.h"
 #include <event2/event.h>
 
 #include "balance.h"
 #include "config.h"
+#include "conn.h"
 #include "end.h"
+#include "generation.h"
+#include "health.h"
 #include "http.h"
 #include "http_hdr.h"
 #include "log.h"
 #include "metrics.h"
 #include "proxyproto.h"
-#include "generation.h"
-#include "health.h"
 #include "route.h"
 #include "tls.h"
 #include "tunnel.h"

@@ -27,12 +27,11 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include "conn.h"
 #include <event2/event.h>
 #include <event2/event_struct.h>
 
+#include "conn.h"
 #include "splice.h"
-#include "tls.h"
 
 #define TUNNEL_CHUNK (64 * 1024)      /* bytes per splice/read call */
 #define TUNNEL_ROUNDS 16	      /* pump rounds before yielding to other events */

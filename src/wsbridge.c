@@ -16,10 +16,9 @@
 #include <sys/socket.h>
 
 #include <event2/buffer.h>
-#include "conn.h"
 #include <event2/event.h>
 
-#include "tls.h"
+#include "conn.h"
 #include "ws.h"
 
 #define WSB_HIGH_WATER (256 * 1024) /* output bytes before the other side pauses */
