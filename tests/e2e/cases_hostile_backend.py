@@ -25,6 +25,7 @@ backpressure.
 
 import re
 import socket
+import select
 import threading
 import time
 
@@ -490,10 +491,16 @@ def never_reads_upload(t):
     sent = [0]
     chunk = b"u" * 65536
 
+    answered = threading.Event()
+
+    # a client that stops uploading once the answer comes: what it sent by then is
+    # what backpressure let through (afterwards the proxy drains and discards the
+    # rest for up to 2 s so that the 504 is not lost to a reset, as fast as the
+    # client sends)
     def upload():
         c.sock.settimeout(60)
         try:
-            while sent[0] < size:
+            while sent[0] < size and not answered.is_set():
                 c.sock.sendall(chunk)
                 sent[0] += len(chunk)
         except OSError:
@@ -503,6 +510,8 @@ def never_reads_upload(t):
     result = {}
 
     def wait_end():
+        select.select([c.sock], [], [], 15)  # the answer's first bytes, not consumed
+        answered.set()
         try:
             result["data"] = c.read_until_close(15)
         except AssertionError as e:
