@@ -6,9 +6,9 @@
  * - Writes are optimistic: bytes added to the output are written from the
  *   loop as soon as the current callback returns, with no epoll change;
  *   EV_WRITE is registered only after the kernel (or TLS) says "later".
- * - Reads go straight into the input, a fixed read size at a time (no
- *   FIONREAD), and stop while the input holds the read high watermark; they
- *   resume by themselves once the owner drains it below.
+ * - Reads go into the input at their exact size, a fixed read size at a
+ *   time (no FIONREAD), and stop while the input holds the read high
+ *   watermark; they resume by themselves once the owner drains it below.
  * - TLS runs SSL_read / SSL_write on the socket itself, with read-ahead: bytes
  *   OpenSSL has buffered are read without waiting for the socket.
  * - Callbacks run only from the event loop, never from inside a conn_* call

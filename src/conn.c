@@ -211,73 +211,36 @@ static void fail(struct conn *c, short what, int err)
  * Reads land in a per-thread scratch buffer and are then added to the input
  * at their exact size: reserving read_size in the input instead would pin a
  * read_size chain to every small message (and to every idle keep-alive
- * connection's input). A bulk conn (a tunnel's: a read size above the
- * default) reads straight into its input, whose chains move on to the other
- * side's output and are freed once written: nothing stays pinned there, and
- * the copy is saved.
+ * connection's input). The copy costs little beside the syscall or the
+ * decryption.
  */
 static _Thread_local char scratch[CONN_READ_MAX];
 
-static bool bulk(const struct conn *c)
+static ssize_t add_input(struct conn *c, ssize_t n)
 {
-	return c->read_size > CONN_READ_SIZE;
-}
-
-/* Where a read of want bytes goes; NULL when out of memory. */
-static void *read_target(struct conn *c, size_t want, struct evbuffer_iovec *v)
-{
-	if (!bulk(c))
-		return scratch;
-	if (evbuffer_reserve_space(c->in, (ev_ssize_t)want, v, 1) < 1)
-		return NULL;
-	return v->iov_base;
-}
-
-/* The read returned n: make its bytes part of the input. n, or -1 (errno). */
-static ssize_t read_landed(struct conn *c, ssize_t n, struct evbuffer_iovec *v)
-{
-	int saved = errno;
-	if (bulk(c)) {
-		v->iov_len = n > 0 ? (size_t)n : 0;
-		evbuffer_commit_space(c->in, v, 1);
-	} else if (n > 0 && evbuffer_add(c->in, scratch, (size_t)n) < 0) {
-		saved = ENOMEM;
-		n = -1;
+	if (n > 0 && evbuffer_add(c->in, scratch, (size_t)n) < 0) {
+		errno = ENOMEM;
+		return -1;
 	}
-	errno = saved;
 	return n;
 }
 
 /* One read of up to want bytes into the input: bytes, 0 at EOF, -1 (errno). */
 static ssize_t read_plain(struct conn *c, size_t want)
 {
-	struct evbuffer_iovec v;
-	void *buf = read_target(c, want, &v);
-	if (buf == NULL) {
-		errno = ENOMEM;
-		return -1;
-	}
-	return read_landed(c, read(c->fd, buf, want), &v);
+	return add_input(c, read(c->fd, scratch, want));
 }
 
 enum read_result { READ_MORE, READ_WAIT, READ_EOF, READ_ERROR };
 
 static enum read_result read_tls(struct conn *c, size_t want, size_t *got)
 {
-	struct evbuffer_iovec v;
 	*got = 0;
-	if (want > CONN_TLS_RECORD)
-		want = CONN_TLS_RECORD; /* an SSL_read returns one record at most */
-	void *buf = read_target(c, want, &v);
-	if (buf == NULL) {
-		errno = ENOMEM;
-		return READ_ERROR;
-	}
 	ERR_clear_error();
-	int r = SSL_read(c->ssl, buf, (int)want);
-	if (read_landed(c, r > 0 ? r : 0, &v) < 0)
-		return READ_ERROR;
+	int r = SSL_read(c->ssl, scratch, (int)want);
 	if (r > 0) {
+		if (add_input(c, r) < 0)
+			return READ_ERROR;
 		*got = (size_t)r;
 		return READ_MORE;
 	}

@@ -772,7 +772,7 @@ static void read_all_at_once(struct rec *r, struct peer *p, const char *data, si
 /*
  * conn_set_read_size: each read asks the kernel for that many bytes, one read
  * per readiness: 3; 0 (the default, CONN_READ_SIZE); 40000 (above the
- * default: a bulk conn, read straight into the input); 1 MiB (cut to
+ * default); 1 MiB (cut to
  * CONN_READ_MAX).
  */
 START_TEST(test_plain_read_size)
@@ -1845,7 +1845,7 @@ static void drain_slowly(void)
 /*
  * 6 MiB each way between two TLS conns over small socket buffers, each reader
  * slow (read high watermark 64 KiB, the test drains 16 KiB a turn; the client
- * a bulk reader, CONN_READ_MAX, the server the default size): SSL_write
+ * reading CONN_READ_MAX at a time, the server the default size): SSL_write
  * meets WANT_WRITE (the output stays queued), reading stops and resumes;
  * every byte arrives, in order; write_cb once each, at empty.
  */
@@ -1861,7 +1861,7 @@ START_TEST(test_tls_large)
 	cli.hold = srv.hold = true;
 	conn_set_read_high(cli.c, 64 * KIB);
 	conn_set_read_high(srv.c, 64 * KIB);
-	conn_set_read_size(cli.c, CONN_READ_MAX); /* a bulk reader (straight into its input) */
+	conn_set_read_size(cli.c, CONN_READ_MAX);
 	conn_add(&cli, up, n);
 	conn_add(&srv, down, n);
 	settle();
