@@ -163,13 +163,18 @@ static void flush_soon(struct conn *c)
 
 /* ---- calling the owner ---- */
 
-/* Each returns false when the callback freed the conn (it is then gone). */
-static bool call_event(struct conn *c, short what)
+/*
+ * Around everything that may call the owner back: busy_begin, then
+ * busy_end, which frees a conn the owner freed meanwhile (once no handler
+ * of ours is on the stack any more) and returns false when it is gone.
+ */
+static void busy_begin(struct conn *c)
 {
-	if (c->event_cb == NULL)
-		return true;
 	c->busy++;
-	c->event_cb(c, what, c->arg);
+}
+
+static bool busy_end(struct conn *c)
+{
 	c->busy--;
 	if (c->dead && c->busy == 0) {
 		conn_destroy(c);
@@ -178,18 +183,23 @@ static bool call_event(struct conn *c, short what)
 	return !c->dead;
 }
 
+/* Each returns false when the callback freed the conn (it is then gone). */
+static bool call_event(struct conn *c, short what)
+{
+	if (c->event_cb == NULL)
+		return true;
+	busy_begin(c);
+	c->event_cb(c, what, c->arg);
+	return busy_end(c);
+}
+
 static bool call_data(struct conn *c, conn_data_cb cb)
 {
 	if (cb == NULL)
 		return true;
-	c->busy++;
+	busy_begin(c);
 	cb(c, c->arg);
-	c->busy--;
-	if (c->dead && c->busy == 0) {
-		conn_destroy(c);
-		return false;
-	}
-	return !c->dead;
+	return busy_end(c);
 }
 
 /* Stop both ways and tell the owner. */
@@ -494,14 +504,9 @@ static void on_timeout(struct conn *c, short side)
  */
 static bool run_other_side(struct conn *c, void (*side)(struct conn *))
 {
-	c->busy++;
+	busy_begin(c);
 	side(c);
-	c->busy--;
-	if (c->dead && c->busy == 0) {
-		conn_destroy(c);
-		return false;
-	}
-	return !c->dead && !c->failed;
+	return busy_end(c) && !c->failed;
 }
 
 static void on_readable(evutil_socket_t fd, short what, void *arg)
