@@ -2,7 +2,7 @@
 # `make WERROR=1`, `make V=1` for full commands, `make deps` installs packages.
 
 CC       ?= cc
-PKGS     := libevent libevent_pthreads libssl libcrypto libconfig
+PKGS     := libevent libevent_pthreads libssl libcrypto libconfig libnghttp2
 CFLAGS   ?= -O2 -g
 WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
             -Wno-unused-parameter
@@ -110,6 +110,9 @@ DEPS := build-essential pkg-config libevent-dev libssl-dev libhttp-parser-dev ch
 DEPS += buildah podman debootstrap python3-yaml
 # make doc-check: man page lint
 DEPS += mandoc
+# HTTP/2 at the front (src/h2.c on nghttp2) and its tests: curl --http2, nghttp,
+# h2load (nghttp2-client) and python3-h2 for the conformance and attack cases
+DEPS += libnghttp2-dev nghttp2-client python3-h2
 deps:
 	@missing=$$(for p in $(DEPS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
