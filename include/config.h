@@ -57,6 +57,10 @@ struct config_tls_server {
 	struct config_tls_cert *certs;
 	size_t n_certs;
 	char *protocols; /* "TLSv1.2+" (default) or "TLSv1.3+" */
+	/* alpn: what is offered, in ALPN wire format (length-prefixed names) in
+	 * our order of preference; default "http/1.1" only */
+	unsigned char alpn[16];
+	size_t alpn_len;
 };
 
 /* upstream.tls */
@@ -71,6 +75,7 @@ struct config_listen {
 	struct config_addr addr;
 	struct config_tls_server *tls; /* NULL = plain TCP */
 	bool proxy_protocol;	       /* a PROXY header (v1 or v2) comes first, required */
+	bool h2c;		       /* cleartext HTTP/2 with prior knowledge (the preface) */
 	int line;
 };
 
@@ -169,6 +174,13 @@ struct config_route {
 	int line;
 };
 
+/* h2: the HTTP/2 front end's SETTINGS (src/h2.c) */
+struct config_h2 {
+	size_t max_concurrent_streams; /* default 128 */
+	size_t initial_window;	       /* per stream, default 256 KiB */
+	size_t max_header_list;	       /* decoded request head, default 16 KiB */
+};
+
 struct config_timeouts { /* all in milliseconds; 0 = disabled */
 	uint64_t header, keepalive, connect, response, send;
 	uint64_t tunnel_idle, tunnel_max;
@@ -205,6 +217,7 @@ struct config {
 	size_t n_listens;
 	struct config_timeouts timeouts;
 	struct config_limits limits;
+	struct config_h2 h2;
 	struct config_upstream *upstreams;
 	size_t n_upstreams;
 	struct config_route *routes;

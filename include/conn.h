@@ -126,11 +126,52 @@ void conn_trigger_read(struct conn *c);
  */
 void conn_shutdown_write(struct conn *c);
 
-/* Is c TLS? Its version ("TLSv1.3") and SNI name (NULL if none); false if not TLS. */
+/* Is c TLS? Its version ("TLSv1.3") and SNI name (NULL if none); false if not TLS.
+ * A stream conn answers for the TLS connection it was opened on. */
 bool conn_is_tls(const struct conn *c);
+/* Did the TLS handshake select proto by ALPN? */
+bool conn_alpn_is(const struct conn *c, const char *proto);
+/* A plain socket, whose fd a splice tunnel may take over? */
+bool conn_can_splice(const struct conn *c);
+/* The local address the client connected to (a stream: its connection's). -1 if none. */
+struct sockaddr_storage;
+int conn_local_addr(const struct conn *c, struct sockaddr_storage *ss, socklen_t *len);
 bool conn_tls_info(const struct conn *c, const char **version, const char **sni);
 
 /* Why c failed, for logs: a certificate verify error, the TLS error, errno. */
 const char *conn_error(const struct conn *c, char *buf, size_t len);
+
+/*
+ * Stream conns: a conn with no socket, for one HTTP/2 stream (h2.c is the
+ * owner). The session on top uses it like any conn. The owner:
+ * - delivers the peer's bytes (conn_stream_deliver) and its end
+ *   (conn_stream_eof); they enter the input as the conn reads, and
+ *   ops->consumed says how many did (the owner opens its window by that);
+ * - is asked by ops->output to take bytes from the output, and takes what
+ *   it can send; the rest stays, running the write timeout, until
+ *   conn_stream_writable says more can go;
+ * - hears conn_shutdown_write as ops->shutdown and conn_free as ops->closed
+ *   (after which it must not touch the conn);
+ * - ends the stream from its side with conn_stream_fail (a reset, or its
+ *   connection gone): the session gets CONN_ERROR from the loop.
+ * The ops run from conn's handlers or conn_* calls, never from inside the
+ * owner's own calls into conn.
+ */
+struct conn_stream_ops {
+	void (*output)(struct conn *c, void *owner);
+	void (*consumed)(struct conn *c, size_t n, void *owner);
+	void (*shutdown)(struct conn *c, void *owner);
+	void (*closed)(struct conn *c, void *owner);
+};
+
+/* parent: the client connection the stream runs on (its TLS details and
+ * local address are copied). NULL on failure. */
+struct conn *conn_new_stream(struct event_base *base, const struct conn_stream_ops *ops,
+			     void *owner, struct conn *parent);
+void conn_stream_deliver(struct conn *c, const void *data, size_t len);
+void conn_stream_deliver_buffer(struct conn *c, struct evbuffer *buf); /* moves buf's bytes */
+void conn_stream_eof(struct conn *c);
+void conn_stream_fail(struct conn *c, int err);
+void conn_stream_writable(struct conn *c);
 
 #endif

@@ -19,9 +19,10 @@ struct worker;
 
 struct tls_server;
 
-/* Take a freshly accepted socket (closed on failure); tls: the listener's TLS or NULL. */
+/* Take a freshly accepted socket (closed on failure) from the current
+ * generation's listener number listen (its TLS, its h2c). */
 void session_accept(struct worker *w, int fd, const struct sockaddr *sa, socklen_t len,
-		    struct tls_server *tls);
+		    size_t listen);
 
 /* Graceful stop: close when idle, after the current exchange otherwise;
  * tunnels go on (session_stop ends them when the grace is over). */
@@ -34,6 +35,10 @@ void session_shutdown(struct session *s);
  * else closed.
  */
 void session_stop(struct session *s, enum end_cause cause, bool now);
+
+/* A reload happened: an HTTP/2 connection sends GOAWAY (its streams finish,
+ * new requests come on a new connection, under the new config). */
+void session_reload(struct session *s);
 
 /* Is the session a tunnel or a terminated WebSocket? */
 bool session_is_tunnel(const struct session *s);

@@ -56,10 +56,10 @@ static const char *const KIND_NAMES[] = {
 static const char *const ROOT_KEYS[] = {
     "listen",	 "timeouts",  "limits",	      "upstreams", "routes",  "access_log",
     "error_log", "log_level", "via",	      "tunnel",	   "workers", "pid_file",
-    "resolvers", "admin",     "log_interval", "user",	   NULL};
+    "resolvers", "admin",     "log_interval", "user",	   "h2",      NULL};
 static const char *const ADMIN_KEYS[] = {"address", "allow", NULL};
-static const char *const LISTEN_KEYS[] = {"address", "tls", "proxy_protocol", NULL};
-static const char *const LISTEN_TLS_KEYS[] = {"certificates", "protocols", NULL};
+static const char *const LISTEN_KEYS[] = {"address", "tls", "proxy_protocol", "h2c", NULL};
+static const char *const LISTEN_TLS_KEYS[] = {"certificates", "protocols", "alpn", NULL};
 static const char *const TLS_CERT_KEYS[] = {"cert", "key", NULL};
 static const char *const UPSTREAM_KEYS[] = {
     "name",	      "servers", "tls",	   "keepalive", "balance", "hash_key",
@@ -106,18 +106,31 @@ struct limit_key {
 	size_t def;
 	size_t min;
 	bool size_string; /* a byte count, so "16k" is accepted too */
+	size_t max;	  /* 0: SIZE_MAX */
 };
 
 static const struct limit_key LIMIT_TABLE[] = {
-    {"header_bytes", offsetof(struct config_limits, header_bytes), 16384, 256, true},
-    {"header_fields", offsetof(struct config_limits, header_fields), 100, 1, false},
-    {"uri_bytes", offsetof(struct config_limits, uri_bytes), 8192, 1, true},
-    {"max_connections", offsetof(struct config_limits, max_connections), 10000, 1, false},
+    {"header_bytes", offsetof(struct config_limits, header_bytes), 16384, 256, true, 0},
+    {"header_fields", offsetof(struct config_limits, header_fields), 100, 1, false, 0},
+    {"uri_bytes", offsetof(struct config_limits, uri_bytes), 8192, 1, true, 0},
+    {"max_connections", offsetof(struct config_limits, max_connections), 10000, 1, false, 0},
     /* below this the reserve alone would not fit (fdlimit.h) */
-    {"nofile", offsetof(struct config_limits, nofile), 0, 64, false},
+    {"nofile", offsetof(struct config_limits, nofile), 0, 64, false, 0},
 };
 static const char *const LIMIT_KEYS[] = {"header_bytes",    "header_fields", "uri_bytes",
 					 "max_connections", "nofile",	     NULL};
+
+/* HTTP/2 caps its windows at 2^31 - 1; a window below one frame would only stall */
+static const struct limit_key H2_TABLE[] = {
+    {"max_concurrent_streams", offsetof(struct config_h2, max_concurrent_streams), 128, 1, false,
+     1u << 20},
+    {"initial_window", offsetof(struct config_h2, initial_window), 256 * 1024, 16384, true,
+     0x7fffffff},
+    {"max_header_list", offsetof(struct config_h2, max_header_list), 16 * 1024, 256, true,
+     16u << 20},
+};
+static const char *const H2_KEYS[] = {"max_concurrent_streams", "initial_window", "max_header_list",
+				      NULL};
 
 /* ---- error collection ------------------------------------------------- */
 
@@ -663,6 +676,36 @@ static void load_tls_protocols(struct loader *ld, const config_setting_t *g,
 			 quote(q, sizeof(q), t->protocols));
 }
 
+/* alpn = [ "h2", "http/1.1" ]: the protocols offered, in our order of preference. */
+static void load_alpn(struct loader *ld, const config_setting_t *g, struct config_tls_server *t)
+{
+	static const unsigned char http11[] = "\x08http/1.1";
+	char q[CONFIG_QUOTE_MAX + 16];
+	config_setting_t *list;
+	memcpy(t->alpn, http11, sizeof(http11) - 1);
+	t->alpn_len = sizeof(http11) - 1;
+	if (lookup(ld, g, "alpn", KIND_STRINGS, &list) <= 0)
+		return;
+	t->alpn_len = 0;
+	for (int i = 0; i < config_setting_length(list); i++) {
+		const char *name = config_setting_get_string_elem(list, i);
+		size_t len = strlen(name);
+		bool known = strcmp(name, "h2") == 0 || strcmp(name, "http/1.1") == 0;
+		if (!known || memmem(t->alpn, t->alpn_len, name, len) != NULL) {
+			load_err(
+			    ld, list,
+			    "bad value in 'alpn': %s: expected \"h2\" or \"http/1.1\", once each",
+			    quote(q, sizeof(q), name));
+			return;
+		}
+		t->alpn[t->alpn_len++] = (unsigned char)len;
+		memcpy(t->alpn + t->alpn_len, name, len);
+		t->alpn_len += len;
+	}
+	if (t->alpn_len == 0)
+		load_err(ld, list, "'alpn' needs at least one of \"h2\", \"http/1.1\"");
+}
+
 static void load_listen_tls(struct loader *ld, const config_setting_t *e, struct config_listen *l)
 {
 	config_setting_t *g, *list;
@@ -674,6 +717,7 @@ static void load_listen_tls(struct loader *ld, const config_setting_t *e, struct
 		return;
 	}
 	load_tls_protocols(ld, g, l->tls);
+	load_alpn(ld, g, l->tls);
 	int rc = lookup(ld, g, "certificates", KIND_LIST, &list);
 	if (rc == 0 || (rc > 0 && config_setting_length(list) == 0)) {
 		load_err(ld, rc > 0 ? list : g, "'tls' needs at least one entry in 'certificates'");
@@ -772,6 +816,11 @@ static void load_listen(struct loader *ld, const config_setting_t *root)
 		config_setting_t *pp;
 		if (lookup(ld, e, "proxy_protocol", KIND_BOOL, &pp) > 0)
 			l->proxy_protocol = config_setting_get_bool(pp) != 0;
+		if (lookup(ld, e, "h2c", KIND_BOOL, &pp) > 0)
+			l->h2c = config_setting_get_bool(pp) != 0;
+		if (l->h2c && l->tls)
+			load_err(ld, config_setting_get_member(e, "h2c"),
+				 "'h2c' is cleartext HTTP/2: with 'tls', offer \"h2\" in 'alpn'");
 		for (size_t j = 0; j < cfg->n_listens; j++)
 			if (config_addr_equal(&cfg->listens[j].addr, &l->addr))
 				load_err(ld, e, "duplicate address \"%s\" in 'listen'",
@@ -829,29 +878,43 @@ static void load_limit(struct loader *ld, const config_setting_t *s, const struc
 			 k->size_string ? "an integer or a size string" : "an integer");
 		return;
 	}
-	if (v < k->min || v > SIZE_MAX)
+	size_t max = k->max ? k->max : SIZE_MAX;
+	if (v < k->min)
 		load_err(ld, s, "bad value '%s' = %llu: must be >= %zu", path,
 			 (unsigned long long)v, k->min);
+	else if (v > max)
+		load_err(ld, s, "bad value '%s' = %llu: must be <= %zu", path,
+			 (unsigned long long)v, max);
 	else
 		*dst = (size_t)v;
 }
 
-static void load_limits(struct loader *ld, const config_setting_t *root)
+/* A group of limits (limits, h2) into the struct at base: defaults, then what is set. */
+static void load_limit_group(struct loader *ld, const config_setting_t *root, const char *name,
+			     const struct limit_key *table, size_t n, const char *const *keys,
+			     void *base)
 {
 	config_setting_t *group;
-	const size_t n = sizeof(LIMIT_TABLE) / sizeof(LIMIT_TABLE[0]);
 
 	for (size_t i = 0; i < n; i++)
-		*(size_t *)((char *)&ld->cfg->limits + LIMIT_TABLE[i].off) = LIMIT_TABLE[i].def;
-	if (lookup(ld, root, "limits", KIND_GROUP, &group) <= 0)
+		*(size_t *)((char *)base + table[i].off) = table[i].def;
+	if (lookup(ld, root, name, KIND_GROUP, &group) <= 0)
 		return;
-	check_keys(ld, group, LIMIT_KEYS);
+	check_keys(ld, group, keys);
 	for (size_t i = 0; i < n; i++) {
-		config_setting_t *s = config_setting_get_member(group, LIMIT_TABLE[i].key);
+		config_setting_t *s = config_setting_get_member(group, table[i].key);
 		if (s != NULL)
-			load_limit(ld, s, &LIMIT_TABLE[i],
-				   (size_t *)((char *)&ld->cfg->limits + LIMIT_TABLE[i].off));
+			load_limit(ld, s, &table[i], (size_t *)((char *)base + table[i].off));
 	}
+}
+
+static void load_limits(struct loader *ld, const config_setting_t *root)
+{
+	load_limit_group(ld, root, "limits", LIMIT_TABLE,
+			 sizeof(LIMIT_TABLE) / sizeof(LIMIT_TABLE[0]), LIMIT_KEYS,
+			 &ld->cfg->limits);
+	load_limit_group(ld, root, "h2", H2_TABLE, sizeof(H2_TABLE) / sizeof(H2_TABLE[0]), H2_KEYS,
+			 &ld->cfg->h2);
 }
 
 /* An optional integer key within min..max: true with *out set when present and valid. */

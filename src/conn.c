@@ -15,6 +15,13 @@
  *
  * A user callback may free the conn; `busy` defers that free until the
  * handler that called it returns, so no handler touches freed memory.
+ *
+ * Stream conns (an HTTP/2 stream, h2.c) have no socket: their events carry
+ * no fd and serve as a timer plus a way to run from the loop. The owner's
+ * bytes wait in `pend` until the conn reads (as OpenSSL's buffered bytes
+ * do), so the owner opens its flow-control window only for what was taken;
+ * a write hands the output to the owner, which takes what its window allows,
+ * and an output it cannot take runs the write timeout as a blocked socket.
  */
 #include "conn.h"
 
@@ -30,6 +37,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/event_struct.h>
+#include <event2/util.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
@@ -43,8 +51,22 @@ enum conn_state {
 	CONN_S_OPEN,
 };
 
+/* A stream conn's side (conn_new_stream). */
+struct conn_stream {
+	const struct conn_stream_ops *ops; /* NULL once conn_free told the owner */
+	void *owner;
+	struct evbuffer *pend; /* delivered by the owner, not yet in the input */
+	bool eof;	       /* the peer ended its side, after pend */
+	int fail_err;	       /* conn_stream_fail: reported from the loop */
+	const char *tls_version;
+	char *sni;
+	struct sockaddr_storage local;
+	socklen_t local_len;
+};
+
 struct conn {
 	struct event_base *base;
+	struct conn_stream *st; /* a stream conn: no fd, no SSL */
 	int fd;
 	SSL *ssl;
 	enum conn_state state;
@@ -91,6 +113,14 @@ static bool input_full(const struct conn *c)
 	return c->read_high && evbuffer_get_length(c->in) >= c->read_high;
 }
 
+/* Bytes (or an EOF) wait where epoll cannot see them: in OpenSSL, or a stream's pend. */
+static bool buffered(const struct conn *c)
+{
+	if (c->st)
+		return evbuffer_get_length(c->st->pend) > 0 || (c->st->eof && !c->read_eof);
+	return c->tls_buffered;
+}
+
 /* Does the conn want bytes from the socket now? */
 static bool wants_read(const struct conn *c)
 {
@@ -134,8 +164,8 @@ static void read_register(struct conn *c, bool restart_timer)
 		event_del(&c->ev_read);
 		c->read_on = false;
 	}
-	/* bytes OpenSSL already holds: no readiness will announce them */
-	if (want && c->tls_buffered && c->reading && !input_full(c))
+	/* bytes OpenSSL (or a stream's owner) already holds: no readiness will announce them */
+	if (want && buffered(c) && c->reading && !input_full(c))
 		event_active(&c->ev_read, EV_READ, 1);
 }
 
@@ -283,9 +313,25 @@ static size_t read_want(const struct conn *c)
 	return c->read_size;
 }
 
+/* A stream: take from what the owner delivered, and tell it how much. */
+static enum read_result read_stream(struct conn *c, size_t *total)
+{
+	struct conn_stream *st = c->st;
+	size_t want = read_want(c), have = evbuffer_get_length(st->pend);
+	int n = evbuffer_remove_buffer(st->pend, c->in, want < have ? want : have);
+	*total = n > 0 ? (size_t)n : 0;
+	if (*total > 0 && st->ops)
+		st->ops->consumed(c, *total, st->owner);
+	if (evbuffer_get_length(st->pend) == 0 && st->eof)
+		return READ_EOF;
+	return READ_WAIT;
+}
+
 static enum read_result read_some(struct conn *c, size_t *total)
 {
 	*total = 0;
+	if (c->st)
+		return read_stream(c, total);
 	if (c->ssl == NULL) {
 		ssize_t r = read_plain(c, read_want(c));
 		if (r > 0)
@@ -376,6 +422,14 @@ static int write_tls(struct conn *c)
 	return 1;
 }
 
+/* A stream: the owner takes what its window allows. */
+static int write_stream(struct conn *c)
+{
+	if (c->st->ops)
+		c->st->ops->output(c, c->st->owner);
+	return evbuffer_get_length(c->out) == 0 ? 1 : 0;
+}
+
 static void do_write(struct conn *c)
 {
 	size_t before = evbuffer_get_length(c->out);
@@ -384,7 +438,7 @@ static void do_write(struct conn *c)
 		write_register(c, false);
 		return;
 	}
-	int rc = c->ssl ? write_tls(c) : write_plain(c);
+	int rc = c->st ? write_stream(c) : c->ssl ? write_tls(c) : write_plain(c);
 	int err = errno;
 	size_t after = evbuffer_get_length(c->out);
 	/* blocked on the socket; a TLS write that wants to read waits for EV_READ */
@@ -521,6 +575,10 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
 		call_data(c, c->read_cb);
 		return;
 	}
+	if (c->st && c->st->fail_err && !c->failed) {
+		fail(c, CONN_ERROR | CONN_READING, c->st->fail_err);
+		return;
+	}
 	if (c->state == CONN_S_HANDSHAKE) {
 		do_handshake(c);
 		return;
@@ -654,9 +712,30 @@ static void conn_quiet(struct conn *c)
 	evbuffer_remove_cb(c->out, output_changed, c);
 }
 
+/* A stream conn's owner hears that the session let go: it sends no more here. */
+static void stream_detach(struct conn *c)
+{
+	if (c->st && c->st->ops) {
+		const struct conn_stream_ops *ops = c->st->ops;
+		c->st->ops = NULL;
+		ops->closed(c, c->st->owner);
+	}
+}
+
+static void stream_free(struct conn_stream *st)
+{
+	if (st == NULL)
+		return;
+	evbuffer_free(st->pend);
+	free(st->sni);
+	free(st);
+}
+
 static void conn_destroy(struct conn *c)
 {
 	conn_quiet(c);
+	stream_detach(c);
+	stream_free(c->st);
 	evbuffer_free(c->in);
 	evbuffer_free(c->out);
 	if (c->ssl)
@@ -670,6 +749,7 @@ void conn_free(struct conn *c)
 {
 	if (c == NULL)
 		return;
+	stream_detach(c);
 	if (c->busy) { /* a callback of ours is on the stack: it frees on return */
 		c->dead = true;
 		conn_quiet(c);
@@ -786,6 +866,11 @@ void conn_trigger_read(struct conn *c)
 
 void conn_shutdown_write(struct conn *c)
 {
+	if (c->st) {
+		if (c->st->ops)
+			c->st->ops->shutdown(c, c->st->owner);
+		return;
+	}
 	if (c->ssl) {
 		/* non-blocking: a close_notify that cannot be sent now is lost, as a FIN would be
 		 */
@@ -803,8 +888,28 @@ bool conn_is_tls(const struct conn *c)
 	return c && c->ssl != NULL;
 }
 
+bool conn_alpn_is(const struct conn *c, const char *proto)
+{
+	const unsigned char *sel = NULL;
+	unsigned len = 0;
+	if (c == NULL || c->ssl == NULL)
+		return false;
+	SSL_get0_alpn_selected(c->ssl, &sel, &len);
+	return sel && len == strlen(proto) && memcmp(sel, proto, len) == 0;
+}
+
+bool conn_can_splice(const struct conn *c)
+{
+	return c->fd >= 0 && c->ssl == NULL && c->st == NULL;
+}
+
 bool conn_tls_info(const struct conn *c, const char **version, const char **sni)
 {
+	if (c && c->st && c->st->tls_version) {
+		*version = c->st->tls_version;
+		*sni = c->st->sni;
+		return true;
+	}
 	if (c == NULL || c->ssl == NULL)
 		return false;
 	*version = SSL_get_version(c->ssl);
@@ -827,4 +932,94 @@ const char *conn_error(const struct conn *c, char *buf, size_t len)
 	int err = c ? c->err : errno;
 	snprintf(buf, len, "%s", err ? strerror(err) : "connection closed");
 	return buf;
+}
+
+/* ---- stream conns ---- */
+
+struct conn *conn_new_stream(struct event_base *base, const struct conn_stream_ops *ops,
+			     void *owner, struct conn *parent)
+{
+	struct conn *c = calloc(1, sizeof(*c));
+	const char *version, *sni;
+	if (c == NULL || (c->st = calloc(1, sizeof(*c->st))) == NULL ||
+	    (c->st->pend = evbuffer_new()) == NULL || (c->in = evbuffer_new()) == NULL ||
+	    (c->out = evbuffer_new()) == NULL)
+		goto fail;
+	c->base = base;
+	c->fd = -1;
+	c->state = CONN_S_OPEN;
+	c->reading = c->writing = true;
+	c->read_size = CONN_READ_MAX;
+	c->st->ops = ops;
+	c->st->owner = owner;
+	c->st->local_len = sizeof(c->st->local);
+	if (conn_local_addr(parent, &c->st->local, &c->st->local_len) < 0)
+		c->st->local_len = 0;
+	if (conn_tls_info(parent, &version, &sni)) {
+		c->st->tls_version = version; /* OpenSSL's static strings */
+		if (sni && (c->st->sni = strdup(sni)) == NULL)
+			goto fail;
+	}
+	/* no fd: the events are timers (the I/O timeouts) and run-from-the-loop hooks */
+	event_assign(&c->ev_read, base, -1, EV_PERSIST, on_readable, c);
+	event_assign(&c->ev_write, base, -1, EV_PERSIST, on_writable, c);
+	if (evbuffer_add_cb(c->in, input_changed, c) == NULL ||
+	    evbuffer_add_cb(c->out, output_changed, c) == NULL)
+		goto fail;
+	return c;
+fail:
+	if (c) {
+		c->st->ops = NULL;
+		stream_free(c->st);
+		if (c->in)
+			evbuffer_free(c->in);
+		if (c->out)
+			evbuffer_free(c->out);
+	}
+	free(c);
+	return NULL;
+}
+
+void conn_stream_deliver(struct conn *c, const void *data, size_t len)
+{
+	evbuffer_add(c->st->pend, data, len);
+	read_register(c, true);
+}
+
+void conn_stream_deliver_buffer(struct conn *c, struct evbuffer *buf)
+{
+	evbuffer_add_buffer(c->st->pend, buf);
+	read_register(c, true);
+}
+
+void conn_stream_eof(struct conn *c)
+{
+	c->st->eof = true;
+	read_register(c, false);
+}
+
+void conn_stream_fail(struct conn *c, int err)
+{
+	if (c->st->fail_err == 0)
+		c->st->fail_err = err ? err : ECONNRESET;
+	event_active(&c->ev_read, EV_READ, 1);
+}
+
+void conn_stream_writable(struct conn *c)
+{
+	if (c->writing && !c->failed && !c->dead && evbuffer_get_length(c->out) > 0)
+		event_active(&c->ev_write, EV_WRITE, 1);
+}
+
+int conn_local_addr(const struct conn *c, struct sockaddr_storage *ss, socklen_t *len)
+{
+	if (c == NULL)
+		return -1;
+	if (c->st == NULL)
+		return getsockname(c->fd, (struct sockaddr *)ss, len);
+	if (c->st->local_len == 0 || *len < c->st->local_len)
+		return -1;
+	memcpy(ss, &c->st->local, c->st->local_len);
+	*len = c->st->local_len;
+	return 0;
 }

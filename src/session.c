@@ -11,6 +11,12 @@
  * error, half-closes and drains the client briefly so the error is not lost
  * to a reset. Every path ends in session_end(), which defers the free to
  * its own event so no callback ever runs on freed memory.
+ *
+ * HTTP/2: a connection that chooses h2 (ALPN, or the h2c preface on a
+ * listener that allows it) becomes an H2 session holding the h2 module's
+ * connection; each of its request streams is a session of its own over a
+ * stream conn, going through the same states as an HTTP/1.1 connection
+ * that sends one request with "Connection: close".
  */
 #include "session.h"
 
@@ -32,6 +38,7 @@
 #include "conn.h"
 #include "end.h"
 #include "generation.h"
+#include "h2.h"
 #include "health.h"
 #include "http.h"
 #include "http_hdr.h"
@@ -56,6 +63,7 @@ enum session_state {
 	SESSION_TUNNEL,
 	SESSION_WEBSOCKET,
 	SESSION_LINGER,
+	SESSION_H2, /* an HTTP/2 connection: its streams are sessions of their own */
 	SESSION_CLOSED,
 };
 
@@ -91,6 +99,8 @@ struct session {
 	struct conn *backend;
 	struct tunnel *tunnel;
 	struct wsbridge *wsb;
+	struct h2_conn *h2; /* SESSION_H2 */
+	int32_t h2_stream;  /* a stream's session: the stream id (0: a connection) */
 	/* terminate routes: the chosen subprotocol, pointing into req.raw */
 	const char *subprotocol;
 	size_t subprotocol_len;
@@ -115,6 +125,7 @@ struct session {
 	bool close_after; /* close the client after this response */
 	bool client_eof;
 	bool tls_front; /* the client connection is TLS */
+	bool h2c;	/* the listener takes the h2c preface (until the first request) */
 	bool tls_ready; /* ... and its handshake is done */
 	bool backend_eof;
 	bool backend_reused; /* taken from the keep-alive pool ... */
@@ -154,7 +165,7 @@ static void backend_write_cb(struct conn *conn, void *arg);
 static const char *session_state_str(enum session_state st)
 {
 	static const char *const names[] = {"read_req",	 "connect", "exchange", "tunnel",
-					    "websocket", "linger",  "closed"};
+					    "websocket", "linger",  "h2",	"closed"};
 	return names[st];
 }
 
@@ -279,6 +290,8 @@ static void log_request_common(struct session *s, struct log_json *j)
 	log_json_num(j, "generation", s->wg->gen->id);
 	log_json_num(j, "worker", s->w->index);
 	log_json_cstr(j, "client", s->client_addr);
+	if (s->h2_stream)
+		log_json_num(j, "h2_stream", (uint64_t)s->h2_stream);
 	if (s->has_request) {
 		const struct http_header *host = http_msg_find(s->req, "Host");
 		log_json_str(j, "method", s->req->method_str, s->req->method_len);
@@ -398,8 +411,10 @@ static void backend_drop(struct session *s)
 
 static void session_free(struct session *s)
 {
-	metrics_gauge(&metrics_of(s)->connections_open, -1);
+	if (s->h2_stream == 0)
+		metrics_gauge(&metrics_of(s)->connections_open, -1);
 	worker_session_removed(s->w, s);
+	h2_free(s->h2);
 	if (s->tunnel)
 		tunnel_free(s->tunnel);
 	wsbridge_free(s->wsb);
@@ -504,6 +519,82 @@ static void session_error(struct session *s, int status, const char *reason)
 	linger_start(s);
 }
 
+/* ---- HTTP/2 ---- */
+
+static struct session *session_new(struct worker *w, int fd, struct tls_server *tls,
+				   struct conn *stream);
+static void session_setup_client(struct session *s);
+static void session_wait_request(struct session *s);
+
+static void session_h2_done(void *arg, enum end_cause cause, const char *detail)
+{
+	session_end(arg, cause, detail);
+}
+
+/* A request stream of s's HTTP/2 connection: a session of its own. */
+static int session_h2_stream(void *arg, struct conn *stream, int32_t id)
+{
+	struct session *s = arg;
+	struct session *st = session_new(s->w, -1, NULL, stream); /* frees stream on failure */
+	if (st == NULL)
+		return -1;
+	st->h2_stream = id;
+	st->tls_front = s->tls_front;
+	st->tls_ready = true; /* the connection's handshake is done */
+	memcpy(st->client_addr, s->client_addr, sizeof(st->client_addr));
+	worker_session_added(s->w, st);
+	session_setup_client(st);
+	clock_gettime(CLOCK_MONOTONIC, &st->started);
+	session_wait_request(st);
+	return 0;
+}
+
+/* The connection chose HTTP/2: it becomes an H2 session. */
+static void session_start_h2(struct session *s)
+{
+	struct h2_params p = {
+	    .base = s->w->base,
+	    .settings = &s->cfg->h2,
+	    .header_bytes = s->cfg->limits.header_bytes,
+	    .header_fields = s->cfg->limits.header_fields,
+	    .idle_ms = s->cfg->timeouts.keepalive,
+	    .send_ms = s->cfg->timeouts.send,
+	    .open_stream = session_h2_stream,
+	    .done = session_h2_done,
+	    .arg = s,
+	    .session_id = s->id,
+	};
+	timer_stop(s);
+	log_msg(LOG_LEVEL_DEBUG, s->id, "HTTP/2 connection");
+	s->state = SESSION_H2;
+	s->h2 = h2_start(&p, s->client);
+	s->client = NULL; /* the h2 connection's now (freed on failure) */
+	http_reader_free(s->req_reader);
+	http_reader_free(s->resp_reader);
+	s->req_reader = s->resp_reader = NULL;
+	http_phase_free(s);
+	if (s->h2 == NULL)
+		session_end(s, END_INTERNAL, "cannot start HTTP/2");
+}
+
+/*
+ * h2c with prior knowledge (RFC 9113 §3.3): a connection that starts with
+ * the preface is HTTP/2. True when it did (or may: more bytes needed).
+ */
+static bool h2c_preface(struct session *s, struct evbuffer *in, size_t len)
+{
+	static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+	size_t n = len < sizeof(preface) - 1 ? len : sizeof(preface) - 1;
+	const char *buf = (const char *)evbuffer_pullup(in, (ssize_t)n);
+	if (memcmp(buf, preface, n) != 0) {
+		s->h2c = false;
+		return false;
+	}
+	if (n == sizeof(preface) - 1)
+		session_start_h2(s);
+	return true;
+}
+
 /* ---- request phase ---- */
 
 static void exchange_reset(struct session *s)
@@ -597,6 +688,8 @@ static void session_read_request(struct session *s)
 
 	if (len == 0)
 		return;
+	if (s->h2c && h2c_preface(s, in, len))
+		return;
 	session_follow_reload(s); /* a request that starts after a reload sees it */
 	if (s->timer_kind == TIMER_KEEPALIVE) {
 		clock_gettime(CLOCK_MONOTONIC, &s->started);
@@ -620,6 +713,7 @@ static void session_read_request(struct session *s)
 		return;
 	}
 	s->has_request = true;
+	s->h2c = false; /* the connection spoke HTTP/1.1 */
 	evbuffer_drain(in, head_len);
 	s->bytes_in += head_len;
 	s->req_body_done = s->req->body == HTTP_BODY_NONE;
@@ -787,7 +881,7 @@ static int proxy_header(struct session *s, unsigned version)
 	size_t n = 0;
 
 	if (config_parse_address(s->client_addr, &client) < 0 ||
-	    getsockname(conn_fd(s->client), (struct sockaddr *)&dst, &dst_len) < 0)
+	    conn_local_addr(s->client, &dst, &dst_len) < 0)
 		return -1;
 	if (version == 1)
 		n = proxyproto_write_v1((char *)buf, sizeof(buf), src, (struct sockaddr *)&dst);
@@ -1057,8 +1151,8 @@ static void session_start_tunnel(struct session *s)
 	struct tunnel_params p = {
 	    .base = s->w->base,
 	    /* splice needs plain sockets on both ends */
-	    .mode = conn_is_tls(s->client) || conn_is_tls(s->backend) ? CONFIG_TUNNEL_COPY
-								      : s->cfg->tunnel_mode,
+	    .mode = conn_can_splice(s->client) && conn_can_splice(s->backend) ? s->cfg->tunnel_mode
+									      : CONFIG_TUNNEL_COPY,
 	    .pipes = s->w->pipes,
 	    .idle_ms = s->cfg->timeouts.tunnel_idle,
 	    .max_ms = s->cfg->timeouts.tunnel_max,
@@ -1377,6 +1471,8 @@ static void client_event_cb(struct conn *conn, short what, void *arg)
 	bool in_exchange = s->state == SESSION_EXCHANGE || s->state == SESSION_CONNECT;
 	if (what & CONN_CONNECTED) {
 		s->tls_ready = true; /* TLS handshake done */
+		if (conn_alpn_is(conn, "h2"))
+			session_start_h2(s);
 		return;
 	}
 	if (s->tls_front && !s->tls_ready) {
@@ -1622,12 +1718,17 @@ static void session_free_partial(struct session *s)
 	free(s);
 }
 
-/* Allocate a session around fd; NULL (fd closed) on failure. */
-static struct session *session_new(struct worker *w, int fd, struct tls_server *tls)
+/* Allocate a session around fd (or an HTTP/2 stream's conn); NULL (fd closed,
+ * stream freed) on failure. */
+static struct session *session_new(struct worker *w, int fd, struct tls_server *tls,
+				   struct conn *stream)
 {
 	struct session *s = calloc(1, sizeof(*s));
 	if (s == NULL) {
-		close(fd);
+		if (stream)
+			conn_free(stream);
+		else
+			close(fd);
 		return NULL;
 	}
 	s->w = w;
@@ -1648,8 +1749,11 @@ static struct session *session_new(struct worker *w, int fd, struct tls_server *
 	s->resp_reader = http_reader_new(HTTP_MSG_RESPONSE);
 	s->tls_front = tls != NULL;
 	/* on failure both close fd */
-	s->client =
-	    tls ? tls_server_accept(tls, w->base, fd) : conn_new(w->base, fd, NULL, CONN_PLAIN);
+	if (stream)
+		s->client = stream;
+	else
+		s->client = tls ? tls_server_accept(tls, w->base, fd)
+				: conn_new(w->base, fd, NULL, CONN_PLAIN);
 	if (!s->timer || !s->req_reader || !s->resp_reader || !s->hp || !s->client) {
 		session_free_partial(s);
 		return NULL;
@@ -1658,24 +1762,32 @@ static struct session *session_new(struct worker *w, int fd, struct tls_server *
 	return s;
 }
 
-void session_accept(struct worker *w, int fd, const struct sockaddr *sa, socklen_t len,
-		    struct tls_server *tls)
+/* The client side's watermark and send timeout. */
+static void session_setup_client(struct session *s)
 {
-	struct session *s = session_new(w, fd, tls);
-	if (s == NULL) {
-		log_msg(LOG_LEVEL_ERROR, 0, "out of memory accepting a connection");
-		return;
-	}
-	(void)len;
-	format_peer(s, sa);
-	worker_session_added(w, s);
-	metrics_gauge(&metrics_of(s)->connections_open, 1);
-	metrics_add(&metrics_of(s)->connections_total, 1);
 	/* bound what one client can make us buffer while a response is in flight */
 	size_t high = s->limits.header_bytes + 1 > SESSION_HIGH_WATER ? s->limits.header_bytes + 1
 								      : SESSION_HIGH_WATER;
 	conn_set_read_high(s->client, high);
 	conn_set_timeouts(s->client, 0, s->cfg->timeouts.send);
+}
+
+void session_accept(struct worker *w, int fd, const struct sockaddr *sa, socklen_t len,
+		    size_t listen)
+{
+	const struct worker_gen *wg = w->current;
+	struct session *s = session_new(w, fd, wg->gen->listen_tls[listen], NULL);
+	if (s == NULL) {
+		log_msg(LOG_LEVEL_ERROR, 0, "out of memory accepting a connection");
+		return;
+	}
+	(void)len;
+	s->h2c = wg->gen->cfg->listens[listen].h2c;
+	format_peer(s, sa);
+	worker_session_added(w, s);
+	metrics_gauge(&metrics_of(s)->connections_open, 1);
+	metrics_add(&metrics_of(s)->connections_total, 1);
+	session_setup_client(s);
 	clock_gettime(CLOCK_MONOTONIC, &s->started);
 	session_wait_request(s);
 	/* a new connection has no keep-alive grace: the header clock runs now */
@@ -1687,6 +1799,10 @@ void session_shutdown(struct session *s)
 {
 	s->shutdown_requested = true;
 	s->close_after = true;
+	if (s->state == SESSION_H2) {
+		h2_goaway(s->h2); /* its streams finish (they are shut down on their own) */
+		return;
+	}
 	if (s->state == SESSION_READ_REQ && evbuffer_get_length(conn_input(s->client)) == 0)
 		session_end(s, END_SHUTDOWN, NULL);
 }
@@ -1765,9 +1881,18 @@ static const char *tunnel_mode_of(const struct session *s)
 	return s->tunnel ? tunnel_mode_str(s->tunnel) : "none";
 }
 
+void session_reload(struct session *s)
+{
+	/* new settings and listeners apply to new connections: clients reconnect */
+	if (s->state == SESSION_H2)
+		h2_goaway(s->h2);
+}
+
 void session_tick(struct session *s)
 {
 	bool client_side;
+	if (s->h2)
+		h2_tick(s->h2);
 	conn_tick(s->client); /* the HTTP phase's TLS buffers, while idle */
 	conn_tick(s->backend);
 	if (s->tunnel)

@@ -75,14 +75,16 @@ static void tune_io(SSL_CTX *ctx)
 	SSL_CTX_set_default_read_buffer_len(ctx, TLS_READ_BUFFER);
 }
 
+/* The first of the listener's protocols (its alpn, in its order) that the client offers. */
 static int alpn_select_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
 			  const unsigned char *in, unsigned int inlen, void *arg)
 {
-	static const unsigned char http11[] = "\x08http/1.1";
+	const struct config_tls_server *cfg = arg;
 	unsigned char *sel;
-	if (SSL_select_next_proto(&sel, outlen, http11, sizeof(http11) - 1, in, inlen) !=
+	if (SSL_select_next_proto(&sel, outlen, cfg->alpn, (unsigned)cfg->alpn_len, in, inlen) !=
 	    OPENSSL_NPN_NEGOTIATED)
-		return SSL_TLSEXT_ERR_NOACK; /* no http/1.1 offered: carry on without ALPN */
+		return SSL_TLSEXT_ERR_NOACK; /* nothing in common: carry on without ALPN (HTTP/1.1)
+					      */
 	*out = sel;
 	return SSL_TLSEXT_ERR_OK;
 }
@@ -168,7 +170,7 @@ static SSL_CTX *server_ctx_new(const struct config_tls_server *cfg, const struct
 				     SSL_OP_IGNORE_UNEXPECTED_EOF);
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
 	tune_io(ctx);
-	SSL_CTX_set_alpn_select_cb(ctx, alpn_select_cb, NULL);
+	SSL_CTX_set_alpn_select_cb(ctx, alpn_select_cb, (void *)cfg);
 	if (SSL_CTX_use_certificate_chain_file(ctx, c->cert) != 1) {
 		set_err(err, errlen, c->cert, "cannot load certificate");
 		goto fail;

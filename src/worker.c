@@ -170,7 +170,7 @@ static void worker_proxyhdr_cb(void *arg, int fd, const struct sockaddr *sa, soc
 	else if (i < 0)
 		close(fd); /* a reload removed its listener meanwhile */
 	else
-		session_accept(w, fd, sa, len, w->current->gen->listen_tls[i]);
+		session_accept(w, fd, sa, len, (size_t)i);
 	free(pw);
 	worker_resume(w);
 }
@@ -181,7 +181,7 @@ static void worker_accept_cb(void *arg, int fd, const struct sockaddr *sa, sockl
 	struct worker *w = wl->w;
 	const struct config *cfg = w->current->gen->cfg;
 	if (!cfg->listens[wl->listen].proxy_protocol) {
-		session_accept(w, fd, sa, len, w->current->gen->listen_tls[wl->listen]);
+		session_accept(w, fd, sa, len, wl->listen);
 		return;
 	}
 	struct worker_pending *pw = calloc(1, sizeof(*pw));
@@ -518,6 +518,8 @@ static void worker_reload(struct worker *w, struct worker_msg *m)
 	worker_set_limits(w, &m->lim);
 	worker_set_progress(w, wg->gen->cfg);
 	worker_on_remove(w, wg->gen->cfg);
+	for (struct session *s = w->sessions; s; s = session_next(s))
+		session_reload(s); /* HTTP/2 connections: GOAWAY */
 	atomic_store(&w->running, wg->gen->id);
 	if (w->reloaded)
 		w->reloaded(w, w->done_arg);
