@@ -18,7 +18,8 @@
  *   idle  one connection + one stream echoes once and closes (lazy one-time
  *         allocations land in "before"); 0.3 s later the proxy's RSS is taken
  *         (Rss of /proc/PID/smaps_rollup and VmRSS of /proc/PID/status, summed over
- *         -P pids); then N x M tunnels are opened and held 1 s, RSS taken again;
+ *         -P pids); then N x M tunnels are opened and held -H seconds (default 1: switchyard
+ *         gives idle TLS buffers back after an idle second), RSS taken again;
  *         then every tunnel must echo one message. rss_per_tunnel_b = growth / (N x M):
  *         a stream's own cost plus 1/M of its connection's (TLS, HPACK, h2 session).
  *
@@ -84,11 +85,11 @@ static struct {
 	int wl;
 	const char *host, *sni;
 	int port, conns, streams;
-	double duration, warmup, setup_timeout;
+	double duration, warmup, setup_timeout, hold;
 	int pids[16], npids;
 	int window;
 } o = {.host = "127.0.0.1", .sni = "bench.test", .conns = 10, .streams = 10, .duration = 3,
-       .warmup = 0.5, .setup_timeout = 30, .window = 1 << 20};
+       .warmup = 0.5, .setup_timeout = 30, .hold = 1, .window = 1 << 20};
 
 static int ep;
 static SSL_CTX *tls_ctx;
@@ -732,7 +733,7 @@ static void usage(const char *a0)
 {
 	fprintf(stderr,
 		"usage: %s -w rtt|idle -p PORT [-a ADDR] [-S SNI] [-c CONNS] [-m STREAMS_PER_CONN]\n"
-		"       [-d SECS] [-u WARMUP] [-s SETUP_TIMEOUT] [-P pid,pid]\n",
+		"       [-d SECS] [-u WARMUP] [-s SETUP_TIMEOUT] [-H HOLD_SECS] [-P pid,pid]\n",
 		a0);
 	exit(2);
 }
@@ -741,7 +742,7 @@ int main(int argc, char **argv)
 {
 	const char *w = NULL;
 	int opt;
-	while ((opt = getopt(argc, argv, "w:p:a:S:c:m:d:u:s:P:")) != -1) {
+	while ((opt = getopt(argc, argv, "w:p:a:S:c:m:d:u:s:H:P:")) != -1) {
 		switch (opt) {
 		case 'w': w = optarg; break;
 		case 'p': o.port = atoi(optarg); break;
@@ -752,6 +753,7 @@ int main(int argc, char **argv)
 		case 'd': o.duration = atof(optarg); break;
 		case 'u': o.warmup = atof(optarg); break;
 		case 's': o.setup_timeout = atof(optarg); break;
+		case 'H': o.hold = atof(optarg); break;
 		case 'P':
 			for (char *p = strtok(optarg, ","); p && o.npids < 16; p = strtok(NULL, ","))
 				o.pids[o.npids++] = atoi(p);
@@ -830,7 +832,7 @@ int main(int argc, char **argv)
 			if (setup(nconns, o.streams) == 0) {
 				secs = (double)(now_ns() - t0) / 1e9;
 				cpu = proc_cpu() - c0;
-				dl = now_ns() + 1000000000ull;
+				dl = now_ns() + (uint64_t)(o.hold * 1e9);
 				while (now_ns() < dl && !errors)
 					loop_once(10);
 				rss1 = proc_sum_kb("smaps_rollup", "Rss: %ld kB");
