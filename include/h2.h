@@ -19,6 +19,7 @@
 #ifndef SY_H2_H
 #define SY_H2_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -37,10 +38,11 @@ struct h2_params {
 	uint64_t send_ms; /* the client takes no bytes that long: close (0: never) */
 	/*
 	 * A new request stream: stream's input will hold the request as
-	 * HTTP/1.1. The callee owns stream from now on; -1 refuses it (stream
-	 * already freed: the peer gets REFUSED_STREAM).
+	 * HTTP/1.1. The callee owns stream from now on; -1 refuses it (stream	 * already freed:
+	 * the peer gets REFUSED_STREAM). tunnel: an extended CONNECT, whose request carries
+	 * Upgrade: its :protocol.
 	 */
-	int (*open_stream)(void *arg, struct conn *stream, int32_t id);
+	int (*open_stream)(void *arg, struct conn *stream, int32_t id, bool tunnel);
 	/* The connection is over (called once, from the loop); then h2_free. */
 	void (*done)(void *arg, enum end_cause cause, const char *detail);
 	void *arg;

@@ -42,7 +42,7 @@
 #define H2_STREAM_BUF (64 * 1024) /* response bytes a stream holds for its DATA frames */
 #define H2_FLOOD_BURST 1000	  /* control frames and the like, at once ... */
 #define H2_FLOOD_RATE 100	  /* ... and per second after */
-#define H2_RESET_BURST 500	  /* client RST_STREAMs at once (rapid reset) ... */
+#define H2_RESET_BURST 200	  /* client RST_STREAMs at once (rapid reset) ... */
 #define H2_RESET_RATE 33	  /* ... and per second after */
 #define H2_CONN_WINDOW_STREAMS 4  /* the connection window: this many stream windows */
 #define H2_HEADER_OVERHEAD 32	  /* per field, as SETTINGS_MAX_HEADER_LIST_SIZE counts */
@@ -79,6 +79,13 @@ struct h2_stream {
 	struct evbuffer *body; /* bytes for DATA frames */
 };
 
+/* A token bucket: burst at once, then rate per second. */
+struct h2_bucket {
+	double tokens;
+	struct timespec refilled;
+	unsigned burst, rate;
+};
+
 struct h2_conn {
 	struct h2_params p;
 	struct conn *client;
@@ -88,8 +95,7 @@ struct h2_conn {
 	struct event send_ev, idle_ev;
 	bool ended;
 	bool failing; /* a connection error: flush what nghttp2 queued (GOAWAY), then end */
-	double tokens;
-	struct timespec refilled;
+	struct h2_bucket flood, resets;
 	struct http_limits resp_limits;
 };
 
@@ -405,6 +411,10 @@ static void stream_closed(struct conn *c, void *owner)
 	st->conn = NULL;
 	stream_give_back(st, st->owed); /* bytes it never took */
 	st->owed = 0;
+	if (st->switched) { /* a tunnel's close is its FIN: END_STREAM after its bytes */
+		st->body_eof = true;
+		resume_data(st);
+	}
 	if (!st->body_eof || !st->head_sent)
 		stream_reset(st, st->head_sent ? NGHTTP2_INTERNAL_ERROR : NGHTTP2_CANCEL);
 	stream_maybe_free(st);
@@ -559,7 +569,7 @@ static void request_ready(struct h2_stream *st, bool end_stream)
 	evbuffer_free(head);
 	if (end_stream)
 		conn_stream_eof(c);
-	if (h->p.open_stream(h->p.arg, c, st->id) < 0) {
+	if (h->p.open_stream(h->p.arg, c, st->id, st->tunnel) < 0) {
 		st->conn = NULL; /* freed by open_stream */
 		stream_reset(st, NGHTTP2_REFUSED_STREAM);
 	}
@@ -577,25 +587,43 @@ static void request_ended(struct h2_stream *st)
 
 /* ---- nghttp2 callbacks ---- */
 
-/* Frames that cost work and carry no request draw on the bucket. 0, or -1 (calm down). */
-static int flood_check(struct h2_conn *h, const char *what)
+static void bucket_init(struct h2_bucket *b, unsigned burst, unsigned rate)
+{
+	b->tokens = b->burst = burst;
+	b->rate = rate;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &b->refilled);
+}
+
+/* Take a token: false when the bucket is empty. */
+static bool bucket_take(struct h2_bucket *b)
 {
 	struct timespec now;
 	clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
-	double dt = (double)(now.tv_sec - h->refilled.tv_sec) +
-		    (double)(now.tv_nsec - h->refilled.tv_nsec) / 1e9;
-	h->refilled = now;
-	h->tokens += dt * H2_FLOOD_RATE;
-	if (h->tokens > H2_FLOOD_BURST)
-		h->tokens = H2_FLOOD_BURST;
-	if (--h->tokens >= 0)
-		return 0;
-	if (!h->failing) {
-		log_msg(LOG_LEVEL_WARN, h->p.session_id, "HTTP/2 flood of %s frames: GOAWAY", what);
-		nghttp2_session_terminate_session(h->ns, NGHTTP2_ENHANCE_YOUR_CALM);
-		h->failing = true;
-	}
-	return -1;
+	double dt = (double)(now.tv_sec - b->refilled.tv_sec) +
+		    (double)(now.tv_nsec - b->refilled.tv_nsec) / 1e9;
+	b->refilled = now;
+	b->tokens += dt * b->rate;
+	if (b->tokens > b->burst)
+		b->tokens = b->burst;
+	return --b->tokens >= 0;
+}
+
+/* The connection is beyond repair: GOAWAY with code, flushed before the close. */
+static void fail_conn(struct h2_conn *h, uint32_t code)
+{
+	if (h->failing)
+		return;
+	nghttp2_session_terminate_session(h->ns, code);
+	h->failing = true;
+}
+
+/* A frame that costs work and carries no request draws on b; empty: calm down. */
+static void flood_check(struct h2_conn *h, struct h2_bucket *b, const char *what)
+{
+	if (bucket_take(b) || h->failing)
+		return;
+	log_msg(LOG_LEVEL_WARN, h->p.session_id, "HTTP/2 flood of %s frames: GOAWAY", what);
+	fail_conn(h, NGHTTP2_ENHANCE_YOUR_CALM);
 }
 
 static int on_begin_headers(nghttp2_session *ns, const nghttp2_frame *frame, void *user)
@@ -637,18 +665,21 @@ static int on_frame_recv(nghttp2_session *ns, const nghttp2_frame *frame, void *
 	switch (frame->hd.type) {
 	case NGHTTP2_PING:
 		if (!(frame->hd.flags & NGHTTP2_FLAG_ACK))
-			flood_check(h, "PING");
+			flood_check(h, &h->flood, "PING");
 		return 0;
 	case NGHTTP2_SETTINGS:
 		if (!(frame->hd.flags & NGHTTP2_FLAG_ACK))
-			flood_check(h, "SETTINGS");
+			flood_check(h, &h->flood, "SETTINGS");
 		return 0;
 	case NGHTTP2_PRIORITY:
-		flood_check(h, "PRIORITY");
+		flood_check(h, &h->flood, "PRIORITY");
+		return 0;
+	case NGHTTP2_RST_STREAM: /* rapid reset (CVE-2023-44487): each one cost us a session */
+		flood_check(h, &h->resets, "RST_STREAM");
 		return 0;
 	case NGHTTP2_DATA:
 		if (frame->hd.length == 0 && !end_stream)
-			flood_check(h, "empty DATA");
+			flood_check(h, &h->flood, "empty DATA");
 		break;
 	case NGHTTP2_HEADERS:
 		if (st && frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
@@ -666,7 +697,8 @@ static int on_frame_recv(nghttp2_session *ns, const nghttp2_frame *frame, void *
 
 static int on_invalid_frame(nghttp2_session *ns, const nghttp2_frame *frame, int err, void *user)
 {
-	flood_check(user, "invalid");
+	struct h2_conn *h = user;
+	flood_check(h, &h->flood, "invalid");
 	return 0;
 }
 
@@ -764,6 +796,21 @@ static void idle_cb(evutil_socket_t fd, short what, void *arg)
 	send_soon(h);
 }
 
+/* The GOAWAY code for a fatal nghttp2_session_mem_recv error. */
+static uint32_t recv_error_code(int err)
+{
+	switch (err) {
+	case NGHTTP2_ERR_FLOODED:
+	case NGHTTP2_ERR_TOO_MANY_CONTINUATIONS:
+		return NGHTTP2_ENHANCE_YOUR_CALM;
+	case NGHTTP2_ERR_NOMEM:
+	case NGHTTP2_ERR_CALLBACK_FAILURE:
+		return NGHTTP2_INTERNAL_ERROR;
+	default:
+		return NGHTTP2_PROTOCOL_ERROR;
+	}
+}
+
 static void client_read(struct conn *c, void *arg)
 {
 	struct h2_conn *h = arg;
@@ -775,7 +822,7 @@ static void client_read(struct conn *c, void *arg)
 		if (n < 0) {
 			log_msg(LOG_LEVEL_INFO, h->p.session_id, "HTTP/2: %s",
 				nghttp2_strerror((int)n));
-			h->failing = true; /* nghttp2 queued a GOAWAY if one is due */
+			fail_conn(h, recv_error_code((int)n));
 			break;
 		}
 		evbuffer_drain(in, (size_t)n);
@@ -855,8 +902,9 @@ static int session_new(struct h2_conn *h)
 	if (cb == NULL || nghttp2_option_new(&opt) != 0)
 		goto out;
 	/* windows open as sessions take the bytes (stream_consumed), not on receipt */
-	nghttp2_option_set_no_auto_window_update(opt, 1);
-	nghttp2_option_set_stream_reset_rate_limit(opt, H2_RESET_BURST, H2_RESET_RATE);
+	nghttp2_option_set_no_auto_window_update(
+	    opt, 1); /* nghttp2's own reset limit stays behind ours (h->resets) as a backstop */
+	nghttp2_option_set_stream_reset_rate_limit(opt, H2_RESET_BURST * 2, H2_RESET_RATE);
 	rc = nghttp2_session_server_new2(&h->ns, cb, h, opt);
 out:
 	nghttp2_option_del(opt);
@@ -890,8 +938,8 @@ struct h2_conn *h2_start(const struct h2_params *p, struct conn *client)
 	}
 	h->p = *p;
 	h->client = client;
-	h->tokens = H2_FLOOD_BURST;
-	clock_gettime(CLOCK_MONOTONIC_COARSE, &h->refilled);
+	bucket_init(&h->flood, H2_FLOOD_BURST, H2_FLOOD_RATE);
+	bucket_init(&h->resets, H2_RESET_BURST, H2_RESET_RATE);
 	/* heads the sessions write: theirs, plus what the proxy adds (Via, ...) */
 	h->resp_limits = (struct http_limits){p->header_bytes * 2 + 1024, p->header_fields * 2 + 16,
 					      p->header_bytes};

@@ -101,6 +101,7 @@ struct session {
 	struct wsbridge *wsb;
 	struct h2_conn *h2; /* SESSION_H2 */
 	int32_t h2_stream;  /* a stream's session: the stream id (0: a connection) */
+	bool h2_connect;    /* ... an extended CONNECT (RFC 8441): an upgrade or nothing */
 	/* terminate routes: the chosen subprotocol, pointing into req.raw */
 	const char *subprotocol;
 	size_t subprotocol_len;
@@ -532,13 +533,14 @@ static void session_h2_done(void *arg, enum end_cause cause, const char *detail)
 }
 
 /* A request stream of s's HTTP/2 connection: a session of its own. */
-static int session_h2_stream(void *arg, struct conn *stream, int32_t id)
+static int session_h2_stream(void *arg, struct conn *stream, int32_t id, bool tunnel)
 {
 	struct session *s = arg;
 	struct session *st = session_new(s->w, -1, NULL, stream); /* frees stream on failure */
 	if (st == NULL)
 		return -1;
 	st->h2_stream = id;
+	st->h2_connect = tunnel;
 	st->tls_front = s->tls_front;
 	st->tls_ready = true; /* the connection's handshake is done */
 	memcpy(st->client_addr, s->client_addr, sizeof(st->client_addr));
@@ -668,6 +670,12 @@ static void session_dispatch(struct session *s)
 	}
 	if (s->route->upgrade == CONFIG_UPGRADE_TERMINATE) {
 		terminate_dispatch(s);
+		return;
+	}
+	if (s->h2_connect && s->up->decision != UPGRADE_FORWARD) {
+		/* on HTTP/1.1 the Upgrade would just be dropped; a CONNECT cannot be */
+		count_upgrade(s, METRICS_UPGRADE_REFUSED_BY_POLICY);
+		session_error(s, 403, "protocol not allowed on this route");
 		return;
 	}
 	if (s->up->decision == UPGRADE_FORWARD)
