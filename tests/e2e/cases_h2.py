@@ -453,7 +453,7 @@ def slow_reader_8m(t, mode):
     eq((st.status, st.ended, st.reset), (200, True, None), "slow reader: status / end / reset")
     eq((st.data_len, st.sha256), (n, sha256(body)), "slow reader: 8 MiB intact")
     t.note("slow reader: %d DATA frames, RSS %d -> peak %d KiB" % (st.data_frames, peak.base, peak.peak))
-    peak.check(6 * MiB, "8 MiB to a 16 KiB-window reader")
+    peak.check(4 * MiB, "8 MiB to a 16 KiB-window reader")
 
 
 # ---------------------------------------------------------------------------
@@ -788,8 +788,8 @@ def connect_protocol_denied_route(t, mode):
     c.send_headers(sid2, ws_connect_headers(e.scheme, "/other", protocol="foo"), end_stream=False)
     st2 = c.response(sid2)
     t.note(":protocol foo on a websocket-only route: %r %r" % (st2, st2.headers))
-    if st2.status is None or st2.status < 400:
-        raise AssertionError(":protocol foo on a route allowing websocket only: %r" % st2)
+    eq((st2.status, st2.ended, st2.reset), (403, True, None),
+       ":protocol foo on a route that forwards websocket only: the route's refusal, 403")
     eq(c.goaways, [], "no GOAWAY")
     sid3 = c.request("GET", "/good", scheme=e.scheme)
     eq(c.response(sid3).status, 200, "same connection serves a good request")
@@ -908,6 +908,12 @@ def attack_rapid_reset(t, mode):
     _expect_goaway(ENHANCE_YOUR_CALM)(c, sent)
     if sent >= 20000:
         raise AssertionError("all 20000 HEADERS+RST_STREAM pairs were accepted before the GOAWAY")
+    # the proxy's reset bucket (200 at once) answers before nghttp2's own limit (400, INTERNAL_ERROR)
+    last = c.goaways[-1].last_sid
+    if not 401 <= last < 801:
+        raise AssertionError("GOAWAY last-stream-id %d: want the 201st..400th reset stream (401..799)" % last)
+    if len(be.requests) > 1 + 200:
+        raise AssertionError("%d backend requests for reset streams" % (len(be.requests) - 1))
     e.get_ok("/after", "a second connection after the rapid reset")
     rss_growth_check(e.px, base, 24 * MiB, "after the rapid reset")
 
@@ -933,7 +939,8 @@ def attack_continuation_flood(t, mode):
         sent = w.join(60)
     t.note("continuation flood: %d sent; frames back %r; goaways %r; reset %s" % (sent, c.frames[-4:], c.goaways,
                                                                                  c.reset_by_peer))
-    eq([f.key() for f in c.goaways], CONTINUATION_ANSWER, "the proxy's answer to a CONTINUATION flood")
+    eq([(g.last_sid, err_name(g.error_code)) for g in c.goaways], CONTINUATION_ANSWER,
+       "the proxy's answer to a CONTINUATION flood (last-stream-id, code)")
     eq(c.eof, True, "connection closed")
     e.px.wait_log(r"HTTP/2: Too many CONTINUATION frames following a HEADER frame")
     if sent >= 100000:
@@ -944,8 +951,9 @@ def attack_continuation_flood(t, mode):
 
 
 # discovered against the proxy: nghttp2 1.52.0-1+deb12u3 stops after its max_continuations (8) with a
-# fatal NGHTTP2_ERR_TOO_MANY_CONTINUATIONS and queues no GOAWAY; the proxy closes the connection
-CONTINUATION_ANSWER = []
+# fatal NGHTTP2_ERR_TOO_MANY_CONTINUATIONS (it queues no GOAWAY); the proxy then sends its own
+# GOAWAY ENHANCE_YOUR_CALM naming the flooded stream and closes
+CONTINUATION_ANSWER = [(1, "ENHANCE_YOUR_CALM")]
 
 
 @mcase("attack_ping_flood", timeout=60)
@@ -1048,7 +1056,7 @@ def attack_zero_window(t, mode):
     if "send" not in str(a.get("reason", "")).lower() and "timeout" not in str(a.get("reason", "")).lower():
         raise AssertionError("access line does not say the send timed out: %r" % a)
     wait_until(lambda: any(r.target == "/big" for r in be.requests), 5, what="backend request")
-    if produced[0] > 16 * MiB:
+    if produced[0] > 8 * MiB:
         raise AssertionError("backend was read %d bytes ahead of a client with no window" % produced[0])
     eq(c.goaways, [], "no GOAWAY")
     sid2 = c.request("GET", "/good", scheme=e.scheme)
