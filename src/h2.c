@@ -411,7 +411,10 @@ static void stream_closed(struct conn *c, void *owner)
 	st->conn = NULL;
 	stream_give_back(st, st->owed); /* bytes it never took */
 	st->owed = 0;
-	if (st->switched) { /* a tunnel's close is its FIN: END_STREAM after its bytes */
+	if (st->switched) {
+		/* a tunnel's close is its FIN: END_STREAM after every byte written to it,
+		 * also those the window had not let us take yet */
+		evbuffer_add_buffer(st->body, conn_output(c));
 		st->body_eof = true;
 		resume_data(st);
 	}

@@ -35,6 +35,8 @@ TABLE_PATHS = {
     "TIMEOUT_TABLE": "timeouts",
     "LIMIT_KEYS": "limits",
     "LIMIT_TABLE": "limits",
+    "H2_KEYS": "h2",
+    "H2_TABLE": "h2",
     "UPSTREAM_KEYS": "upstreams",
     "SERVER_KEYS": "upstreams.servers",
     "UPSTREAM_TLS_KEYS": "upstreams.tls",
