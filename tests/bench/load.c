@@ -9,7 +9,7 @@
  *   handshake   -c C concurrent slots: connect, upgrade, verify, close, repeat
  *   rtt         -c N tunnels, one 64-byte message in flight on each
  *   throughput  -c N tunnels streaming 64 KiB writes, window -W bytes per tunnel
- *   idle        -c N tunnels opened and held; RSS of --pids before/after; then
+ *   idle        -c N tunnels opened and held (-H seconds, default 1); RSS of --pids before/after; then
  *               every tunnel must echo 64 bytes
  *   http        -c C keep-alive connections, one GET in flight on each
  *   reload      -c N tunnels, then driven by commands on stdin (one per line) while
@@ -103,8 +103,10 @@ static struct {
 	int tls;
 	const char *sni;
 	double interval_ms; /* reload: per-tunnel message interval */
+	double hold;        /* idle: seconds the tunnels are held before the second RSS sample */
 	uint64_t fixed;     /* -N: fixed count (bytes for throughput), gated by stdin */
 } o = {.interval_ms = 20,
+       .hold = 1,
        .host = "127.0.0.1",
        .conns = 0,
        .duration = 3,
@@ -1102,7 +1104,7 @@ static void usage(const char *a0)
 	fprintf(stderr,
 		"usage: %s -w handshake|rtt|throughput|idle|http|reload -p PORT [-a ADDR] [-c N]\n"
 		"       [-d SECS] [-u WARMUP] [-n MAXOPS] [-W WINDOW] [-s SETUP_TIMEOUT] [-P pid,pid]\n"
-		"       [-T [-S SNI]] [-i INTERVAL_MS] [-N FIXED_COUNT]\n",
+		"       [-T [-S SNI]] [-i INTERVAL_MS] [-N FIXED_COUNT] [-H HOLD_SECS]\n",
 		a0);
 	exit(2);
 }
@@ -1111,7 +1113,7 @@ int main(int argc, char **argv)
 {
 	int opt;
 	const char *w = NULL;
-	while ((opt = getopt(argc, argv, "w:p:a:c:d:u:n:W:s:P:TS:i:N:")) != -1) {
+	while ((opt = getopt(argc, argv, "w:p:a:c:d:u:n:W:s:P:TS:i:N:H:")) != -1) {
 		switch (opt) {
 		case 'w': w = optarg; break;
 		case 'p': o.port = atoi(optarg); break;
@@ -1126,6 +1128,7 @@ int main(int argc, char **argv)
 		case 'S': o.sni = optarg; break;
 		case 'i': o.interval_ms = atof(optarg); break;
 		case 'N': o.fixed = strtoull(optarg, NULL, 10); break;
+		case 'H': o.hold = atof(optarg); break;
 		case 'P':
 			for (char *s = strtok(optarg, ","); s && o.npids < 16; s = strtok(NULL, ","))
 				o.pids[o.npids++] = atoi(s);
@@ -1300,7 +1303,7 @@ int main(int argc, char **argv)
 		secs = (double)(now_ns() - t0) / 1e9;
 		cpu = proc_cpu() - c0;
 		/* settle: the proxy finishes its side; idle tunnels must stay quiet */
-		dl = now_ns() + 1000000000ull;
+		dl = now_ns() + (uint64_t)(o.hold * 1e9);
 		while (now_ns() < dl && !errors)
 			loop_once(10);
 		rss1 = proc_rss_kb();

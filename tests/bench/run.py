@@ -555,6 +555,19 @@ def proc_cpu_s(pids):
     return t
 
 
+def cpu1_jiffies(cpu=1):
+    """(busy, total) jiffies of one CPU from /proc/stat (busy: all but idle and iowait)."""
+    try:
+        with open("/proc/stat") as f:
+            for line in f:
+                if line.startswith(f"cpu{cpu} "):
+                    v = [int(x) for x in line.split()[1:9]]
+                    return sum(v) - v[3] - v[4], sum(v)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 def run_h2load(args, port, pids, tmp):
     """h2load over TLS + ALPN h2: a warm-up, then a fixed count of requests sized from
     the warm-up's rate; returns a result dict like bench_load's."""
@@ -603,9 +616,11 @@ def run_h2load(args, port, pids, tmp):
             return {"ok": False, "first_error": "warm-up: " + warm["first_error"]}
         n = int(min(400000, max(10000, warm["rate"] * args.duration)) // 1000 * 1000)
         logf = os.path.join(tmp, "h2load.log")
+        j0 = cpu1_jiffies() if args.pin else None
         c0, t0 = proc_cpu_s(pids), time.monotonic()
         m = one(n, logf)
         secs, cpu = time.monotonic() - t0, proc_cpu_s(pids) - c0
+        j1 = cpu1_jiffies() if args.pin else None
     except subprocess.TimeoutExpired:
         return {"ok": False, "first_error": "h2load timed out"}
     if "first_error" in m:
@@ -620,7 +635,9 @@ def run_h2load(args, port, pids, tmp):
     pq = lambda q: float(lat[min(len(lat) - 1, int(q * len(lat)))]) if lat else None
     return {"ok": True, "workload": "h2", "ops": n, "rate": m["rate"], "secs": secs,
             "proxy_cpu_s": cpu, "npids": len(pids), "p50_us": pq(0.5), "p99_us": pq(0.99),
-            "p999_us": pq(0.999), "warm_rate": warm["rate"]}
+            "p999_us": pq(0.999), "warm_rate": warm["rate"],
+            **({"gen_core_busy": (j1[0] - j0[0]) / (j1[1] - j0[1])}
+               if j0 and j1 and j1[1] > j0[1] else {})}
 
 
 def run_h2ws(args, wl, port, pids):
@@ -1052,6 +1069,8 @@ H2_METRICS = [
     ("h2", "p50 latency (ms)", key("p50_us", 1e-3), False, "{:.2f}"),
     ("h2", "p99 latency (ms)", key("p99_us", 1e-3), False, "{:.2f}"),
     ("h2", "proxy CPU per request (µs)", cpu_per(1e6, "ops"), False, "{:.1f}"),
+    ("h2", "proxy core busy (%)", busy_pct, False, "{:.0f}"),
+    ("h2", "generator + backend core busy (%)", key("gen_core_busy", 100), False, "{:.0f}"),
     ("h2ws", "msgs/s", key("rate"), True, "{:,.0f}"),
     ("h2ws", "p50 / p99 (ms)", key("p99_us", 1e-3), False, None),
     ("h2ws", "proxy CPU per msg (µs)", cpu_per(1e6, "ops"), False, "{:.1f}"),
