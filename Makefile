@@ -129,7 +129,7 @@ print-deps:
 # seeds copied into build/fuzz/corpus/<driver>, which keeps what a run finds
 # (rm -rf it to start over); crash inputs land in build/fuzz/.
 FUZZ_SECONDS ?= 30
-FUZZERS    := fuzz_http fuzz_ws fuzz_proxyproto fuzz_response fuzz_config
+FUZZERS    := fuzz_http fuzz_ws fuzz_proxyproto fuzz_response fuzz_config fuzz_h2
 FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
               -Iinclude -D_GNU_SOURCE
 # fuzz_http: room above the default limits (header_bytes 16384) to cross them
@@ -140,6 +140,8 @@ FUZZ_MAXLEN_fuzz_proxyproto := 4096
 # fuzz_response: as fuzz_http; fuzz_config: room for etc/switchyard.conf (9.8 KB) and more
 FUZZ_MAXLEN_fuzz_response := 20480
 FUZZ_MAXLEN_fuzz_config := 16384
+# fuzz_h2: a few frames' worth of a connection
+FUZZ_MAXLEN_fuzz_h2 := 8192
 
 build/fuzz/fuzz_http: tests/fuzz/fuzz_http.c src/http.c src/http_hdr.c include/http.h include/http_hdr.h
 	@mkdir -p build/fuzz
@@ -166,6 +168,13 @@ build/fuzz/fuzz_config: tests/fuzz/fuzz_config.c src/config.c src/tls.c src/conn
 	@mkdir -p build/fuzz
 	clang $(FUZZ_FLAGS) -o $@ $(filter %.c,$^) \
 		$(shell pkg-config --cflags --libs libconfig libevent libssl libcrypto)
+
+# the HTTP/2 front end on a real event loop: h2.c with the conn, http and upgrade code it uses
+build/fuzz/fuzz_h2: tests/fuzz/fuzz_h2.c src/h2.c src/conn.c src/http.c src/upgrade.c src/log.c \
+		include/h2.h include/conn.h include/http.h include/upgrade.h tests/fuzz/fuzz_check.h
+	@mkdir -p build/fuzz
+	clang $(FUZZ_FLAGS) -o $@ $(filter %.c,$^) \
+		$(shell pkg-config --cflags --libs libevent libssl libcrypto libnghttp2) -lhttp_parser
 
 fuzz: $(FUZZERS:%=build/fuzz/%)
 	@fail=0; $(foreach f,$(FUZZERS), \

@@ -6,7 +6,7 @@
     /usr/bin/python3 tests/fuzz/make_corpus.py fuzz_response fuzz_config
                                                    (only those drivers' seeds)
 
-Writes tests/fuzz/corpus/<driver>/ afresh for fuzz_http, fuzz_ws,
+Writes tests/fuzz/corpus/<driver>/ afresh for fuzz_http, fuzz_ws, fuzz_h2,
 fuzz_response and fuzz_config (fuzz_proxyproto's seeds are kept by hand),
 one file per distinct input, named <origin>-<sha1 prefix> (stable across
 runs). Sources:
@@ -225,7 +225,7 @@ def c_value(elem, consts):
 # ---------------------------------------------------------------------------
 # seeds
 
-SEEDS = {"fuzz_http": {}, "fuzz_ws": {}, "fuzz_response": {}, "fuzz_config": {}}
+SEEDS = {"fuzz_http": {}, "fuzz_ws": {}, "fuzz_response": {}, "fuzz_config": {}, "fuzz_h2": {}}
 
 
 def add(driver, origin, data):
@@ -696,6 +696,69 @@ def config_by_hand():
     add("fuzz_config", "include-dir", MIN_CONFIG + b'  @include\t"@FIXTURES@"\n')
 
 
+def h2_client_bytes(script):
+    """What a python3-h2 client sends for script(conn), without the preface
+    (fuzz_h2 supplies it)."""
+    import h2.config
+    import h2.connection
+    c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    c.initiate_connection()
+    c.data_to_send()  # the preface and SETTINGS: SETTINGS is sent again below
+    c.update_settings({h2.settings.SettingCodes.ENABLE_PUSH: 0})
+    script(c)
+    return c.data_to_send()
+
+
+def h2_frame(ftype, flags, sid, payload):
+    return struct.pack("!I", len(payload))[1:] + bytes([ftype, flags]) + struct.pack("!I", sid) + payload
+
+
+def h2_by_hand():
+    import h2.settings  # noqa: F401 (h2_client_bytes uses it)
+    req = [(":method", "GET"), (":scheme", "https"), (":path", "/x?y=1"), (":authority", "a.example"),
+           ("cookie", "a=1"), ("cookie", "b=2"), ("accept", "*/*")]
+    ws = [(":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "https"), (":path", "/ws"),
+          (":authority", "a.example"), ("sec-websocket-version", "13"), ("origin", "https://a.example")]
+
+    def get(c):
+        c.send_headers(1, req, end_stream=True)
+
+    def post(c):
+        c.send_headers(1, [(":method", "POST")] + req[1:], end_stream=False)
+        c.send_data(1, b"hello", end_stream=False)
+        c.send_data(1, b" world", end_stream=True)
+
+    def post_length(c):
+        c.send_headers(1, [(":method", "POST")] + req[1:] + [("content-length", "5")])
+        c.send_data(1, b"hello", end_stream=True)
+
+    def tunnel(c):
+        c.send_headers(1, ws, end_stream=False)
+        c.send_data(1, b"\x81\x85\x01\x02\x03\x04iglhn", end_stream=False)
+        c.send_data(1, b"", end_stream=True)
+
+    def several(c):
+        for sid in (1, 3, 5):
+            c.send_headers(sid, req, end_stream=sid != 3)
+        c.reset_stream(3)
+        c.ping(b"12345678")
+        c.increment_flow_control_window(65536)
+
+    for name, script in (("get", get), ("post", post), ("post-length", post_length), ("tunnel", tunnel),
+                         ("several", several)):
+        add("fuzz_h2", "h2-" + name, h2_client_bytes(script))
+    # HEADERS without END_HEADERS, then CONTINUATIONs (the flood's shape)
+    import hpack
+    block = hpack.Encoder().encode(req)
+    add("fuzz_h2", "h2-continuation",
+        h2_frame(4, 0, 0, b"") + h2_frame(1, 0x1, 1, block[:5]) +
+        b"".join(h2_frame(9, 0, 1, block[5 + i:6 + i]) for i in range(len(block) - 6)) +
+        h2_frame(9, 0x4, 1, block[-1:]))
+    add("fuzz_h2", "h2-bad-pseudo", h2_client_bytes(lambda c: None) +
+        h2_frame(1, 0x5, 1, hpack.Encoder().encode([(":method", "GET"), (":path", "/"),
+                                                    ("connection", "close")])))
+
+
 def main():
     only = sys.argv[1:]
     for d in only:
@@ -715,6 +778,7 @@ def main():
     config_from_unit()
     config_from_e2e()
     config_by_hand()
+    h2_by_hand()
     for driver, seeds in SEEDS.items():
         if only and driver not in only:
             continue
