@@ -187,13 +187,20 @@ static void stream_reset(struct h2_stream *st, uint32_t code)
 	}
 }
 
-/* Give the window of bytes that will never reach a session back. */
+/*
+ * Give back the window of n bytes (taken by the session, or never to be):
+ * the stream's and the connection's, or once nghttp2 has closed the stream
+ * the connection's alone, which nghttp2 leaves to us then.
+ */
 static void stream_give_back(struct h2_stream *st, size_t n)
 {
-	if (st->h && n > 0) {
+	if (st->h == NULL || n == 0)
+		return;
+	if (st->in_nghttp2)
 		nghttp2_session_consume(st->h->ns, st->id, n);
-		send_soon(st->h);
-	}
+	else
+		nghttp2_session_consume_connection(st->h->ns, n);
+	send_soon(st->h);
 }
 
 /* ---- the stream conn's owner side (conn_stream_ops) ---- */
