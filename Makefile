@@ -185,7 +185,7 @@ fuzz: $(FUZZERS:%=build/fuzz/%)
 			-artifact_prefix=build/fuzz/$(f)- build/fuzz/corpus/$(f) \
 			|| fail=1;) exit $$fail
 
-# The proxy under valgrind memcheck on a subset of the e2e suite (http, terminate,
+# The proxy under valgrind memcheck on a subset of the e2e suite (http, terminate, h2,
 # faults, logs, reload; ~5 min on 2 cores): tests/soak/check_valgrind.sh, which
 # fails on a memcheck error or definite leak in any proxy process (exit 89, log
 # scan). `make soak SOAK_SECONDS=600`: workers = 2, tunnels, HTTP, terminated

@@ -14,7 +14,10 @@ cp "$bin" "$out/switchyard.real"
 sed -e "s,@BIN@,$out/switchyard.real," -e "s,@LOGDIR@,$out/logs," -e "s,@SUPP@,$here/valgrind.supp," \
 	"$here/valgrind-wrap.in" > "$out/switchyard-vg"
 chmod +x "$out/switchyard-vg"
-filters=${VG_FILTERS:-"-k http. -k terminate. -k faults. -k logs. -k reload."}
+filters=${VG_FILTERS:-"-k http. -k terminate. -k faults. -k logs. -k reload.
+	-k h2.h2c.body_1m -k h2.h2c.concurrent_100_streams -k h2.h2c.reject_ -k h2.h2c.ws_
+	-k h2.h2c.connect_ -k h2.h2c.attack_hpack_bomb -k h2.h2c.goaway_ -k h2.tls.body_16384
+	-k h2.tls.ws_terminate_route -k h2.tls.head"}
 # cases that cannot hold under valgrind, whatever the proxy does:
 #  http.sigterm_right_after_listening  starts the proxy dozens of times in a loop
 #                                      (each start takes ~1 s under valgrind)
