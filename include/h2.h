@@ -43,6 +43,8 @@ struct h2_params {
 	 * Upgrade: its :protocol.
 	 */
 	int (*open_stream)(void *arg, struct conn *stream, int32_t id, bool tunnel);
+	/* A GOAWAY with code (an HTTP/2 error code) is on its way (for the metrics). */
+	void (*goaway)(void *arg, uint32_t code);
 	/* The connection is over (called once, from the loop); then h2_free. */
 	void (*done)(void *arg, enum end_cause cause, const char *detail);
 	void *arg;

@@ -31,6 +31,15 @@ enum metrics_upgrade {
 	METRICS_UPGRADE_RESULTS
 };
 
+/* GOAWAYs the HTTP/2 front end sent, by code (switchyard_h2_goaways_total). */
+enum metrics_goaway {
+	METRICS_GOAWAY_NO_ERROR,	  /* stop, reload, idle */
+	METRICS_GOAWAY_PROTOCOL_ERROR,	  /* the client broke HTTP/2 */
+	METRICS_GOAWAY_INTERNAL_ERROR,	  /* out of memory and the like */
+	METRICS_GOAWAY_ENHANCE_YOUR_CALM, /* floods: rapid reset, CONTINUATION, PING ... */
+	METRICS_GOAWAY_CODES
+};
+
 #define METRICS_BUCKETS 14
 
 struct metrics_histogram {
@@ -52,6 +61,9 @@ struct metrics {
 	void *lock;		      /* pthread_mutex_t */
 	atomic_int_fast64_t connections_open;
 	atomic_uint_fast64_t connections_total;
+	atomic_int_fast64_t h2_connections_open;
+	atomic_uint_fast64_t h2_connections_total, h2_streams_total;
+	atomic_uint_fast64_t h2_goaways[METRICS_GOAWAY_CODES];
 	atomic_uint_fast64_t errors[600]; /* proxy-generated responses by status */
 	atomic_uint_fast64_t tunnel_closes[END_CAUSES];
 	struct metrics_histogram tunnel_duration, connect_time, response_time;

@@ -624,6 +624,7 @@ static void fail_conn(struct h2_conn *h, uint32_t code)
 	if (h->failing)
 		return;
 	nghttp2_session_terminate_session(h->ns, code);
+	h->p.goaway(h->p.arg, code);
 	h->failing = true;
 }
 
@@ -802,7 +803,7 @@ static void idle_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	log_msg(LOG_LEVEL_DEBUG, h->p.session_id, "HTTP/2 connection idle: GOAWAY");
 	nghttp2_session_terminate_session(h->ns, NGHTTP2_NO_ERROR);
-	h->failing = false;
+	h->p.goaway(h->p.arg, NGHTTP2_NO_ERROR);
 	send_soon(h);
 }
 
@@ -975,9 +976,10 @@ void h2_goaway(struct h2_conn *h)
 {
 	if (h->ended)
 		return;
-	nghttp2_submit_goaway(h->ns, NGHTTP2_FLAG_NONE,
-			      nghttp2_session_get_last_proc_stream_id(h->ns), NGHTTP2_NO_ERROR,
-			      NULL, 0);
+	if (nghttp2_submit_goaway(h->ns, NGHTTP2_FLAG_NONE,
+				  nghttp2_session_get_last_proc_stream_id(h->ns), NGHTTP2_NO_ERROR,
+				  NULL, 0) == 0)
+		h->p.goaway(h->p.arg, NGHTTP2_NO_ERROR);
 	send_soon(h);
 }
 

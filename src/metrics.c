@@ -271,6 +271,25 @@ static void render_servers(struct health *h, struct evbuffer *out)
 	}
 }
 
+static void render_h2(const struct metrics *m, struct evbuffer *out)
+{
+	static const char *const codes[METRICS_GOAWAY_CODES] = {
+	    "no_error", "protocol_error", "internal_error", "enhance_your_calm"};
+	family(out, "h2_connections_open", "gauge", "Client connections speaking HTTP/2 now.");
+	sample_i(out, "h2_connections_open", NULL, atomic_load(&m->h2_connections_open));
+	family(out, "h2_connections_total", "counter",
+	       "Client connections that chose HTTP/2 (ALPN h2 or the h2c preface).");
+	sample_u(out, "h2_connections_total", NULL, atomic_load(&m->h2_connections_total));
+	family(out, "h2_streams_total", "counter",
+	       "HTTP/2 request streams handed to a session (RFC 8441 WebSockets included).");
+	sample_u(out, "h2_streams_total", NULL, atomic_load(&m->h2_streams_total));
+	family(out, "h2_goaways_total", "counter", "GOAWAY frames sent, by error code.");
+	for (size_t i = 0; i < METRICS_GOAWAY_CODES; i++) {
+		const char *labels[] = {"code", codes[i], NULL};
+		sample_u(out, "h2_goaways_total", labels, atomic_load(&m->h2_goaways[i]));
+	}
+}
+
 static void render_process(const struct metrics *m, const struct metrics_process *p,
 			   struct evbuffer *out)
 {
@@ -282,6 +301,7 @@ static void render_process(const struct metrics *m, const struct metrics_process
 	sample_i(out, "connections_open", NULL, atomic_load(&m->connections_open));
 	family(out, "connections_total", "counter", "Client connections accepted.");
 	sample_u(out, "connections_total", NULL, atomic_load(&m->connections_total));
+	render_h2(m, out);
 	family(out, "upstream_connections_total", "counter",
 	       "Backend connections for requests: new ones opened (connect attempts, failed "
 	       "ones too), or reused from the idle pool.");

@@ -415,7 +415,10 @@ static void session_free(struct session *s)
 	if (s->h2_stream == 0)
 		metrics_gauge(&metrics_of(s)->connections_open, -1);
 	worker_session_removed(s->w, s);
-	h2_free(s->h2);
+	if (s->h2) {
+		metrics_gauge(&metrics_of(s)->h2_connections_open, -1);
+		h2_free(s->h2);
+	}
 	if (s->tunnel)
 		tunnel_free(s->tunnel);
 	wsbridge_free(s->wsb);
@@ -532,6 +535,17 @@ static void session_h2_done(void *arg, enum end_cause cause, const char *detail)
 	session_end(arg, cause, detail);
 }
 
+static void session_h2_goaway(void *arg, uint32_t code)
+{
+	/* RFC 9113 §7 codes: 0 NO_ERROR, 1 PROTOCOL_ERROR, 2 INTERNAL_ERROR, 11 ENHANCE_YOUR_CALM
+	 */
+	enum metrics_goaway i = code == 0    ? METRICS_GOAWAY_NO_ERROR
+				: code == 1  ? METRICS_GOAWAY_PROTOCOL_ERROR
+				: code == 11 ? METRICS_GOAWAY_ENHANCE_YOUR_CALM
+					     : METRICS_GOAWAY_INTERNAL_ERROR;
+	metrics_add(&metrics_of(arg)->h2_goaways[i], 1);
+}
+
 /* A request stream of s's HTTP/2 connection: a session of its own. */
 static int session_h2_stream(void *arg, struct conn *stream, int32_t id, bool tunnel)
 {
@@ -540,6 +554,7 @@ static int session_h2_stream(void *arg, struct conn *stream, int32_t id, bool tu
 	if (st == NULL)
 		return -1;
 	st->h2_stream = id;
+	metrics_add(&metrics_of(s)->h2_streams_total, 1);
 	st->h2_connect = tunnel;
 	st->tls_front = s->tls_front;
 	st->tls_ready = true; /* the connection's handshake is done */
@@ -562,6 +577,7 @@ static void session_start_h2(struct session *s)
 	    .idle_ms = s->cfg->timeouts.keepalive,
 	    .send_ms = s->cfg->timeouts.send,
 	    .open_stream = session_h2_stream,
+	    .goaway = session_h2_goaway,
 	    .done = session_h2_done,
 	    .arg = s,
 	    .session_id = s->id,
@@ -575,8 +591,12 @@ static void session_start_h2(struct session *s)
 	http_reader_free(s->resp_reader);
 	s->req_reader = s->resp_reader = NULL;
 	http_phase_free(s);
-	if (s->h2 == NULL)
+	if (s->h2 == NULL) {
 		session_end(s, END_INTERNAL, "cannot start HTTP/2");
+		return;
+	}
+	metrics_gauge(&metrics_of(s)->h2_connections_open, 1);
+	metrics_add(&metrics_of(s)->h2_connections_total, 1);
 }
 
 /*

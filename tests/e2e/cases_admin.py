@@ -53,6 +53,10 @@ FAMILIES = [
     ("server_admin_state", "gauge", ("upstream", "server", "state")),
     ("connections_open", "gauge", ()),
     ("connections_total", "counter", ()),
+    ("h2_connections_open", "gauge", ()),
+    ("h2_connections_total", "counter", ()),
+    ("h2_streams_total", "counter", ()),
+    ("h2_goaways_total", "counter", ("code",)),
     ("upstream_connections_total", "counter", ("kind",)),
     ("reloads_total", "counter", ("result",)),
     ("address_changes_total", "counter", ()),
@@ -1599,3 +1603,44 @@ def tunnel_bytes_count_while_open(t):
 
 def session_route(px):
     return px.wait_access(1, lambda a: a.get("status") == 101)[0]["route"]
+
+
+@case("h2_metrics")
+def h2_metrics(t):
+    """The HTTP/2 series: a connection that chose h2 (h2c preface) counts in
+    h2_connections_* and in connections_*, its streams in h2_streams_total and
+    requests_total (not as connections); a PING flood's GOAWAY counts as
+    enhance_your_calm, a reload's as no_error, and the gauge returns to 0."""
+    from harness import Reply
+    from h2lib import ENHANCE_YOUR_CALM, NO_ERROR, H2Client, RawH2, h2_config, open_socket, ping
+    be = t.http_backend([Reply(200, b"ok\n") for _ in range(3)])
+    aport = t.free_port()
+    text = h2_config({"app": [be]}, "h2c") + admin_block(aport) + "\n"
+    px = t.proxy(config_text=text)
+    px.wait_log(r"^\S+ info s=0 admin listening on 127\.0\.0\.1:%d$" % aport)
+    adm = Admin(aport)
+    c = H2Client(open_socket(px.port))
+    t.clients.append(c)
+    c.wait_settings()
+    for i in range(3):
+        st = c.response(c.request("GET", "/n%d" % i, scheme="http"))
+        eq((st.status, st.body), (200, b"ok\n"), "request %d over h2c" % i)
+    expect_metrics(adm, [("h2_connections_open", {}, 1), ("h2_connections_total", {}, 1),
+                         ("h2_streams_total", {}, 3), ("connections_open", {}, 1),
+                         ("connections_total", {}, 1),
+                         ("requests_total", {"route": "all", "code": "2xx"}, 3)],
+                   what="one h2 connection, three streams")
+    flood = RawH2(open_socket(px.port))
+    t.clients.append(flood)
+    flood.send(b"".join(ping(b"%08d" % i) for i in range(1500)))
+    flood.until(lambda: flood.goaways, 10, "GOAWAY after the PING flood")
+    eq([g.error_code for g in flood.goaways], [ENHANCE_YOUR_CALM], "the flood's GOAWAY")
+    expect_metrics(adm, [("h2_goaways_total", {"code": "enhance_your_calm"}, 1),
+                         ("h2_goaways_total", {"code": "no_error"}, 0),
+                         ("h2_connections_total", {}, 2)], what="the flood counted")
+    Reloader(px).ok()
+    c.until(lambda: c.goaway is not None, 10, "GOAWAY after the reload")
+    eq(c.goaway.error_code, NO_ERROR, "the reload's GOAWAY code")
+    expect_metrics(adm, [("h2_goaways_total", {"code": "no_error"}, 1), ("h2_connections_open", {}, 0),
+                         ("h2_goaways_total", {"code": "protocol_error"}, 0)],
+                   what="the reload's GOAWAY counted, both connections closed")

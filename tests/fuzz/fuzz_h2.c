@@ -81,7 +81,8 @@ static void check_head(struct stream *st)
 	CHECK(end != NULL);
 	st->head_checked = true;
 	check_lines(buf, (size_t)(end - buf) + 2);
-	enum http_scan_result r = http_head_scan(HTTP_MSG_REQUEST, buf, len, &LIMITS, &head_len, &err);
+	enum http_scan_result r =
+	    http_head_scan(HTTP_MSG_REQUEST, buf, len, &LIMITS, &head_len, &err);
 	CHECK(r != HTTP_SCAN_MORE);
 	if (r == HTTP_SCAN_ERROR) {
 		CHECK(err.status == 400 || err.status == 414 || err.status == 431);
@@ -99,8 +100,9 @@ static void answer(struct stream *st)
 	struct evbuffer *out = conn_output(st->c);
 	st->answered = true;
 	if (st->tunnel)
-		evbuffer_add_printf(out, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-					 "Connection: Upgrade\r\nSec-WebSocket-Protocol: chat\r\n\r\n");
+		evbuffer_add_printf(out,
+				    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+				    "Connection: Upgrade\r\nSec-WebSocket-Protocol: chat\r\n\r\n");
 	else
 		evbuffer_add_printf(out, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n"
 					 "Connection: close\r\n\r\nhello");
@@ -161,6 +163,13 @@ static void done(void *arg, enum end_cause cause, const char *detail)
 	CHECK(f->done == 1);
 }
 
+static void goaway(void *arg, uint32_t code)
+{
+	struct fuzz_conn *f = arg;
+	CHECK(!f->freed);
+	CHECK(code <= 0xd); /* an RFC 9113 error code */
+}
+
 static struct event_base *base;
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -187,6 +196,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	    .header_bytes = LIMITS.header_bytes,
 	    .header_fields = LIMITS.header_fields,
 	    .open_stream = open_stream,
+	    .goaway = goaway,
 	    .done = done,
 	    .arg = &f,
 	};
