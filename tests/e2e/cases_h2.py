@@ -17,7 +17,7 @@ import subprocess
 import threading
 import time
 
-from harness import Reply, blob, eq, register, sha256, wait_listen, wait_until
+from harness import Reply, blackhole_port, blob, eq, register, sha256, wait_listen, wait_until
 from h2lib import (CANCEL, CONTINUATION, DATA, ENHANCE_YOUR_CALM, F_END_HEADERS, F_END_STREAM, GOAWAY, HEADERS,
                    HOP_BY_HOP, NO_ERROR, PING, PRIORITY, PROTOCOL_ERROR, RST_STREAM, S_ENABLE_CONNECT_PROTOCOL,
                    S_INITIAL_WINDOW_SIZE, S_MAX_CONCURRENT_STREAMS, S_MAX_HEADER_LIST_SIZE, SETTINGS, H2Client,
@@ -457,6 +457,113 @@ def slow_reader_8m(t, mode):
     eq((st.data_len, st.sha256), (n, sha256(body)), "slow reader: 8 MiB intact")
     t.note("slow reader: %d DATA frames, RSS %d -> peak %d KiB" % (st.data_frames, peak.base, peak.peak))
     peak.check(4 * MiB, "8 MiB to a 16 KiB-window reader")
+
+
+def _ping_barrier(c, rounds=2, timeout=10):
+    """`rounds` PING round trips one after the other on H2Client c: each ACK
+    comes after the proxy processed every frame sent before its PING, and a
+    next PING is only read once the proxy's loop went back to its poll, i.e.
+    after the events those frames set off (a stream's read, a WINDOW_UPDATE
+    queued for what it took) ran."""
+    import h2.events
+    for _ in range(rounds):
+        c.ping_seq = getattr(c, "ping_seq", 0) + 1
+        data = struct.pack("!Q", 0x7769_6e64_0000_0000 | c.ping_seq)
+        c.conn.ping(data)
+        c.flush()
+        c.until(lambda: any(isinstance(ev, h2.events.PingAckReceived) and ev.ping_data == data for ev in c.events),
+                timeout, "PING ACK %d" % c.ping_seq)
+
+
+def _fill_until_held(c, sid, cap, deadline):
+    """Send DATA on sid (never END_STREAM) as long as the proxy opens windows,
+    until the window is spent and stays spent across a PING barrier: the
+    session on the stream takes no more, and what the window still counts is
+    waiting in the proxy, unconsumed. Returns the bytes sent. cap bounds it."""
+    sent = 0
+    chunk = b"h" * 16384
+    while True:
+        if time.monotonic() >= deadline:
+            raise AssertionError("stream %d: still taking bytes at the deadline (%d sent)" % (sid, sent))
+        st = c.streams[sid]
+        if st.done:
+            raise AssertionError("stream %d ended while its body was being sent: %r %r" % (sid, st, st.headers))
+        win = min(c.conn.local_flow_control_window(sid), c.conn.max_outbound_frame_size)
+        if win > 0:
+            if sent + win > cap:
+                raise AssertionError("stream %d: the proxy took more than %d bytes of a body its backend "
+                                     "cannot have read" % (sid, cap))
+            c.conn.send_data(sid, chunk[:win])
+            c.flush()
+            sent += win
+            continue
+        _ping_barrier(c)
+        if c.conn.local_flow_control_window(sid) == 0:
+            return sent
+
+
+@mcase("reset_streams_keep_connection_window", timeout=90)
+def reset_streams_keep_connection_window(t, mode):
+    """Regression (df6f6f1): a stream reset while DATA bytes of it wait in the
+    proxy, not yet taken by its session, gives their window back to the
+    connection. initial_window 16k: stream windows of 16 KiB, a connection
+    window of 64 KiB. 12 POST streams go to a black-hole server (the connect
+    hangs: the session takes 256 KiB of body, its input's high watermark, and
+    then no more); each is fed until its window stays at zero (16 KiB received
+    by the proxy and not acknowledged, at least 8 KiB of it untaken since
+    nghttp2 acknowledges at half a window; about 16 KiB measured), then reset
+    (CANCEL). Had those bytes' connection window been kept, 12 x >= 8 KiB >
+    64 KiB: the connection could carry no more DATA. Then an upload of 1 MiB
+    (16 connection windows) on the same connection to a live backend arrives
+    whole, with its 200.
+
+    Measured: the binary before df6f6f1 passes too with libnghttp2 1.52.0:
+    its nghttp2_session_consume() on the closed stream returned 0 and did
+    credit the connection (nghttp2 updates the connection's consumed size
+    before it looks the stream up). With nghttp2_session_consume() made to
+    refuse closed streams (an LD_PRELOAD shim), as df6f6f1's message assumes,
+    the old binary fails here (connection window 0 after the 4th reset stream,
+    the upload gets no window) and the fixed one passes."""
+    hole = blackhole_port(t)
+    if hole is None:
+        raise AssertionError("could not build a black-hole listener (backlog not enforced?)")
+    up = blob(MiB, 71)
+    be = t.http_backend(lambda req: Reply(200, lambda r: ("%d %s\n" % (r.body_len, r.sha256)).encode()))
+    e = Env(t, mode, upstreams={"hole": [hole], "app": [be]},
+            routes=[{"name": "hold", "path_prefix": "/hold", "upstream": "hole"}, {"name": "all", "upstream": "app"}],
+            h2={"initial_window": "16k"}, timeouts={"connect": "60s"})
+    c = e.client()
+    s = c.wait_settings()
+    eq(s.get(S_INITIAL_WINDOW_SIZE), 16 * KiB, "server SETTINGS_INITIAL_WINDOW_SIZE")
+    _ping_barrier(c, 1)  # the connection's WINDOW_UPDATE (to 4 x 16 KiB) came before the ACK
+    eq(c.conn.outbound_flow_control_window, 64 * KiB, "connection window")
+    streams = 12
+    deadline = time.monotonic() + 45
+    held = []
+    for i in range(streams):
+        sid = c.request("POST", "/hold/%d" % i, scheme=e.scheme, headers=[("content-length", str(4 * MiB))],
+                        end=False)
+        sent = _fill_until_held(c, sid, 2 * MiB, deadline)
+        c.reset_stream(sid, CANCEL)
+        held.append(sent)
+        t.note("stream %d: %d bytes sent before its window stayed spent; connection window now %d"
+               % (sid, sent, c.conn.outbound_flow_control_window))
+    t.note("held streams: %r bytes sent; connection window after the resets %d"
+           % (held, c.conn.outbound_flow_control_window))
+    sid = c.request("POST", "/up", scheme=e.scheme, body=None, end=False, headers=[("content-length", str(len(up)))])
+    try:
+        c.send_body(sid, up, end=True, timeout=20)
+    except AssertionError as ex:
+        raise AssertionError("upload after %d reset streams with untaken bytes: %s (connection window %d): the "
+                             "reset streams' bytes were not given back to the connection window"
+                             % (streams, ex, c.conn.outbound_flow_control_window))
+    st = c.response(sid, 20)
+    want = ("%d %s\n" % (len(up), sha256(up))).encode()
+    eq((st.status, st.body, st.reset), (200, want, None), "upload after the resets: status / body (length and "
+                                                          "sha256 the backend read) / reset")
+    r = [r for r in be.requests if r.target == "/up"]
+    eq([(x.body_len, x.sha256) for x in r], [(len(up), sha256(up))], "the upload at the backend")
+    eq(c.goaway, None, "no GOAWAY")
 
 
 # ---------------------------------------------------------------------------
