@@ -1,7 +1,8 @@
 /*
  * check_config: config_load over temporary files, and the three value
  * parsers. Every error message is asserted byte for byte (after the file
- * name, which mkstemp chooses), including its line number.
+ * name, which mkstemp chooses), including its line number. TLS listeners
+ * name a self-signed certificate written into a temporary directory by main().
  */
 #include <check.h>
 #include <arpa/inet.h>
@@ -11,6 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 
 #include "config.h"
 
@@ -949,6 +954,35 @@ static const struct err_case ERR_CASES[] = {
      {":4: bad value 'access_log' = \"syslog:udp:1.2.3.4\": expected \"stderr\", \"off\", "
       "\"syslog\", \"syslog:unix:/PATH\" or a path"}},
 
+    /* h2 (the HTTP/2 front end's SETTINGS) and listen h2c */
+    /* (libconfig 1.5 keeps an integer past 32 bits only with the L suffix) */
+    {BASE "h2 = { initial_window = 2147483648L; };\n",
+     {":4: bad value 'h2.initial_window' = 2147483648: must be <= 2147483647"}},
+    {BASE "h2 = { initial_window = \"2g\"; };\n",
+     {":4: bad value 'h2.initial_window' = 2147483648: must be <= 2147483647"}},
+    {BASE "h2 = { initial_window = 16383; };\n",
+     {":4: bad value 'h2.initial_window' = 16383: must be >= 16384"}},
+    {BASE "h2 = { max_concurrent_streams = 0; };\n",
+     {":4: bad value 'h2.max_concurrent_streams' = 0: must be >= 1"}},
+    {BASE "h2 = { max_concurrent_streams = -1; };\n",
+     {":4: bad value 'h2.max_concurrent_streams' = -1: must be >= 1"}},
+    {BASE "h2 = { max_concurrent_streams = 1048577; };\n",
+     {":4: bad value 'h2.max_concurrent_streams' = 1048577: must be <= 1048576"}},
+    {BASE "h2 = { max_concurrent_streams = \"128\"; };\n",
+     {":4: 'h2.max_concurrent_streams' must be an integer"}},
+    {BASE "h2 = { max_header_list = 255; };\n",
+     {":4: bad value 'h2.max_header_list' = 255: must be >= 256"}},
+    {BASE "h2 = { max_header_list = 16777217; };\n",
+     {":4: bad value 'h2.max_header_list' = 16777217: must be <= 16777216"}},
+    {BASE "h2 = { max_header_list = \"lots\"; };\n",
+     {":4: bad size 'h2.max_header_list' = \"lots\""}},
+    {BASE "h2 = { max_header_list = 1.5; };\n",
+     {":4: 'h2.max_header_list' must be an integer or a size string"}},
+    {BASE "h2 = { max_streams = 10; };\n", {":4: unknown key 'h2.max_streams'"}},
+    {BASE "h2 = 128;\n", {":4: 'h2' must be a group"}},
+    {"listen = ( { address = \"127.0.0.1:8080\"; h2c = \"yes\"; } );\n" UPS ROUTES,
+     {":1: 'h2c' must be true or false"}},
+
     /* libconfig parse errors: FILE:LINE: text, nothing else checked */
     {LISTEN "upstreams = ( { name = \"app\"\n  servers = ( ; ) } );\n" ROUTES,
      {":3: syntax error"}},
@@ -1303,6 +1337,227 @@ START_TEST(test_parse_address)
 }
 END_TEST
 
+/* ---- HTTP/2: listen tls.alpn, listen h2c, the h2 group ----------------- */
+
+/*
+ * A certificate and key for the TLS listeners below (a listener's 'tls' must
+ * name a pair that loads): a self-signed P-256 leaf written by main() into a
+ * temporary directory, removed at the end.
+ */
+static char pki_dir[64], cert_file[96], key_file[96];
+
+static int make_pki(void)
+{
+	snprintf(pki_dir, sizeof(pki_dir), "/tmp/check_config_pki_XXXXXX");
+	if (mkdtemp(pki_dir) == NULL)
+		return -1;
+	snprintf(cert_file, sizeof(cert_file), "%s/leaf.pem", pki_dir);
+	snprintf(key_file, sizeof(key_file), "%s/leaf.key", pki_dir);
+	EVP_PKEY *key = EVP_EC_gen("P-256");
+	X509 *cert = X509_new();
+	int rc = -1;
+	if (key && cert && X509_set_version(cert, 2) &&
+	    ASN1_INTEGER_set(X509_get_serialNumber(cert), 1) &&
+	    X509_gmtime_adj(X509_getm_notBefore(cert), -3600) &&
+	    X509_gmtime_adj(X509_getm_notAfter(cert), 2 * 86400) && X509_set_pubkey(cert, key) &&
+	    X509_NAME_add_entry_by_txt(X509_get_subject_name(cert), "CN", MBSTRING_ASC,
+				       (const unsigned char *)"config.test", -1, -1, 0) &&
+	    X509_set_issuer_name(cert, X509_get_subject_name(cert)) &&
+	    X509_sign(cert, key, EVP_sha256())) {
+		FILE *c = fopen(cert_file, "w"), *k = fopen(key_file, "w");
+		if (c && k && PEM_write_X509(c, cert) &&
+		    PEM_write_PrivateKey(k, key, NULL, NULL, 0, NULL, NULL))
+			rc = 0;
+		if (c)
+			fclose(c);
+		if (k)
+			fclose(k);
+	}
+	X509_free(cert);
+	EVP_PKEY_free(key);
+	return rc;
+}
+
+static void remove_pki(void)
+{
+	unlink(cert_file);
+	unlink(key_file);
+	rmdir(pki_dir);
+}
+
+/*
+ * A TLS listener on lines 1-3 (upstreams and routes on 4-5): line 3 holds
+ * TLS_KEYS inside its 'tls' group, then LISTEN_KEYS in the listen entry.
+ */
+static const char *tls_listen(char *buf, size_t size, const char *tls_keys, const char *listen_keys)
+{
+	int n = snprintf(buf, size,
+			 "listen = ( { address = \"127.0.0.1:8443\";\n"
+			 "  tls = { certificates = ( { cert = \"%s\"; key = \"%s\"; } );\n"
+			 "  %s }; %s } );\n" UPS ROUTES,
+			 cert_file, key_file, tls_keys, listen_keys);
+	ck_assert(n > 0 && (size_t)n < size);
+	return buf;
+}
+
+/* The ALPN list a TLS listener offers: "http/1.1" alone unless 'alpn' says, in its order. */
+static const struct {
+	const char *keys;
+	const char *wire;
+	size_t len;
+} ALPNS[] = {
+    {"", "\x08http/1.1", 9},
+    {"alpn = [ \"h2\", \"http/1.1\" ];", "\x02h2\x08http/1.1", 12},
+    {"alpn = [ \"http/1.1\", \"h2\" ];", "\x08http/1.1\x02h2", 12},
+    {"alpn = [ \"h2\" ];", "\x02h2", 3},
+    {"alpn = ( \"http/1.1\" );", "\x08http/1.1", 9}, /* a list of strings does too */
+};
+
+START_TEST(test_alpn)
+{
+	char text[1024];
+	struct config_errors errs;
+	struct config *cfg = load_text(tls_listen(text, sizeof(text), ALPNS[_i].keys, ""), &errs);
+
+	assert_errors(&errs, NULL, 0);
+	ck_assert_ptr_nonnull(cfg);
+	const struct config_tls_server *t = cfg->listens[0].tls;
+	ck_assert_ptr_nonnull(t);
+	ck_assert_uint_eq(t->alpn_len, ALPNS[_i].len);
+	ck_assert_int_eq(memcmp(t->alpn, ALPNS[_i].wire, ALPNS[_i].len), 0);
+	ck_assert(!cfg->listens[0].h2c);
+	config_free(cfg);
+	config_errors_fini(&errs);
+}
+END_TEST
+
+/* Each a single error at FILE:3 (the line of 'alpn' or 'h2c'). */
+static const struct {
+	const char *tls_keys, *listen_keys, *want;
+} TLS_H2_ERRORS[] = {
+    {"alpn = [ \"h2\", \"h3\" ];", "",
+     ":3: bad value in 'alpn': \"h3\": expected \"h2\" or \"http/1.1\", once each"},
+    {"alpn = [ \"HTTP/1.1\" ];", "", /* names are exact, as on the wire */
+     ":3: bad value in 'alpn': \"HTTP/1.1\": expected \"h2\" or \"http/1.1\", once each"},
+    {"alpn = [ \"http/1.0\" ];", "",
+     ":3: bad value in 'alpn': \"http/1.0\": expected \"h2\" or \"http/1.1\", once each"},
+    {"alpn = [ \"\" ];", "",
+     ":3: bad value in 'alpn': \"\": expected \"h2\" or \"http/1.1\", once each"},
+    {"alpn = [ \"h2\", \"http/1.1\", \"h2\" ];", "",
+     ":3: bad value in 'alpn': \"h2\": expected \"h2\" or \"http/1.1\", once each"},
+    {"alpn = [ \"http/1.1\", \"http/1.1\" ];", "",
+     ":3: bad value in 'alpn': \"http/1.1\": expected \"h2\" or \"http/1.1\", once each"},
+    {"alpn = [ ];", "", ":3: 'alpn' needs at least one of \"h2\", \"http/1.1\""},
+    {"alpn = \"h2\";", "", ":3: 'tls.alpn' must be an array of strings"},
+    {"alpn = [ 2 ];", "", ":3: 'tls.alpn' must be an array of strings"},
+    {"", "h2c = true;", ":3: 'h2c' is cleartext HTTP/2: with 'tls', offer \"h2\" in 'alpn'"},
+    {"alpn = [ \"h2\" ];", "h2c = true;",
+     ":3: 'h2c' is cleartext HTTP/2: with 'tls', offer \"h2\" in 'alpn'"},
+};
+
+START_TEST(test_tls_h2_errors)
+{
+	char text[1024];
+	struct config_errors errs;
+	const char *want[] = {TLS_H2_ERRORS[_i].want};
+	struct config *cfg = load_text(tls_listen(text, sizeof(text), TLS_H2_ERRORS[_i].tls_keys,
+						  TLS_H2_ERRORS[_i].listen_keys),
+				       &errs);
+
+	ck_assert_ptr_null(cfg);
+	assert_errors(&errs, want, 1);
+	config_errors_fini(&errs);
+}
+END_TEST
+
+/* h2c on a plain listener; off by default; false allowed next to tls. */
+START_TEST(test_h2c)
+{
+	char text[1024];
+	struct config_errors errs;
+	struct config *cfg = load_text("listen = ( { address = \"127.0.0.1:8080\"; h2c = true; },\n"
+				       "  { address = \"127.0.0.1:8081\"; h2c = false; },\n"
+				       "  { address = \"127.0.0.1:8082\"; } );\n" UPS ROUTES,
+				       &errs);
+
+	assert_errors(&errs, NULL, 0);
+	ck_assert_ptr_nonnull(cfg);
+	ck_assert_uint_eq(cfg->n_listens, 3);
+	ck_assert(cfg->listens[0].h2c);
+	ck_assert(!cfg->listens[1].h2c);
+	ck_assert(!cfg->listens[2].h2c);
+	ck_assert_ptr_null(cfg->listens[0].tls);
+	config_free(cfg);
+	config_errors_fini(&errs);
+
+	cfg = load_text(tls_listen(text, sizeof(text), "", "h2c = false;"), &errs);
+	assert_errors(&errs, NULL, 0);
+	ck_assert_ptr_nonnull(cfg);
+	ck_assert(!cfg->listens[0].h2c);
+	ck_assert_ptr_nonnull(cfg->listens[0].tls);
+	config_free(cfg);
+	config_errors_fini(&errs);
+}
+END_TEST
+
+/* h2: SETTINGS defaults 128 / 256 KiB / 16 KiB; set values, size strings and the bounds. */
+static const struct {
+	const char *text;
+	size_t streams, window, header_list;
+} H2_VALUES[] = {
+    {"", 128, 262144, 16384},
+    {"h2 = { };\n", 128, 262144, 16384},
+    {"h2 = { initial_window = \"256k\"; max_header_list = \"64k\"; };\n", 128, 262144, 65536},
+    {"h2 = { max_concurrent_streams = 100; initial_window = 65535; max_header_list = 8192; };\n",
+     100, 65535, 8192},
+    /* the bounds themselves */
+    {"h2 = { max_concurrent_streams = 1; initial_window = 16384; max_header_list = 256; };\n", 1,
+     16384, 256},
+    {"h2 = { max_concurrent_streams = 1048576; initial_window = 2147483647;\n"
+     "  max_header_list = \"16m\"; };\n",
+     1048576, 2147483647, 16777216},
+    {"h2 = { initial_window = \"16k\"; max_header_list = \"1K\"; };\n", 128, 16384, 1024},
+    {"h2 = { initial_window = \"1M\"; };\n", 128, 1048576, 16384},
+};
+
+START_TEST(test_h2_values)
+{
+	struct config_errors errs;
+	char text[1024];
+	snprintf(text, sizeof(text), BASE "%s", H2_VALUES[_i].text);
+	struct config *cfg = load_text(text, &errs);
+
+	assert_errors(&errs, NULL, 0);
+	ck_assert_ptr_nonnull(cfg);
+	ck_assert_uint_eq(cfg->h2.max_concurrent_streams, H2_VALUES[_i].streams);
+	ck_assert_uint_eq(cfg->h2.initial_window, H2_VALUES[_i].window);
+	ck_assert_uint_eq(cfg->h2.max_header_list, H2_VALUES[_i].header_list);
+	config_free(cfg);
+	config_errors_fini(&errs);
+}
+END_TEST
+
+/* Several h2 errors at once, each on the line of its key. */
+START_TEST(test_h2_many_errors)
+{
+	static const char text[] = BASE "h2 = {\n"
+					"  max_concurrent_streams = 0;\n"
+					"  initial_window = \"2g\";\n"
+					"  max_header_list = 255;\n"
+					"};\n";
+	static const char *const want[] = {
+	    ":5: bad value 'h2.max_concurrent_streams' = 0: must be >= 1",
+	    ":6: bad value 'h2.initial_window' = 2147483648: must be <= 2147483647",
+	    ":7: bad value 'h2.max_header_list' = 255: must be >= 256",
+	};
+	struct config_errors errs;
+
+	ck_assert_ptr_null(load_text(text, &errs));
+	assert_errors(&errs, want, N_ELEMS(want));
+	config_errors_fini(&errs);
+}
+END_TEST
+
 static Suite *config_suite(void)
 {
 	Suite *s = suite_create("config");
@@ -1327,6 +1582,15 @@ static Suite *config_suite(void)
 	tcase_add_test(tc, test_missing_file);
 	suite_add_tcase(s, tc);
 
+	/* HTTP/2: listen tls.alpn and h2c, the h2 group */
+	tc = tcase_create("h2");
+	tcase_add_loop_test(tc, test_alpn, 0, (int)N_ELEMS(ALPNS));
+	tcase_add_loop_test(tc, test_tls_h2_errors, 0, (int)N_ELEMS(TLS_H2_ERRORS));
+	tcase_add_test(tc, test_h2c);
+	tcase_add_loop_test(tc, test_h2_values, 0, (int)N_ELEMS(H2_VALUES));
+	tcase_add_test(tc, test_h2_many_errors);
+	suite_add_tcase(s, tc);
+
 	/* regressions from fuzz_config (issue 16) */
 	tc = tcase_create("fuzz");
 	tcase_add_loop_test(tc, test_errors_one_line, 0, (int)N_ELEMS(ONE_LINE_CASES));
@@ -1344,10 +1608,16 @@ static Suite *config_suite(void)
 
 int main(void)
 {
+	if (make_pki() < 0) {
+		fprintf(stderr, "check_config: cannot write a test certificate in %s\n", pki_dir);
+		remove_pki();
+		return EXIT_FAILURE;
+	}
 	SRunner *sr = srunner_create(config_suite());
 
 	srunner_run_all(sr, CK_NORMAL);
 	int failed = srunner_ntests_failed(sr);
 	srunner_free(sr);
+	remove_pki();
 	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

@@ -4,6 +4,8 @@
  * worker runs) and on one without (as several workers run). The conn under
  * test talks to a peer the test drives itself: a non-blocking socket, or an
  * OpenSSL object on one, served between loop turns; or to another conn.
+ * Stream conns (an HTTP/2 stream's, no socket) run against a fake owner
+ * that records each of its conn_stream_ops.
  * Certificates are made in memory before the suite runs (a self-signed
  * P-256 leaf for "conn.test"); contexts are set as src/tls.c sets them
  * (read-ahead into 64 KiB, partial writes, a write buffer that may move, no
@@ -522,6 +524,8 @@ struct rec {
 	bool freed;
 	int outside;			      /* callbacks that ran outside the loop */
 	void (*on_write_hook)(struct rec *r); /* extra work in write_cb */
+	const int *owner_closes;	      /* a stream conn: its owner's ops->closed count ... */
+	int closes_at_free;		      /* ... as conn_free inside a callback returned */
 };
 
 static void rec_log(struct rec *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -544,6 +548,8 @@ static void rec_free_now(struct rec *r)
 		r->released_fd = conn_release_fd(r->c);
 	else
 		conn_free(r->c);
+	if (r->owner_closes)
+		r->closes_at_free = *r->owner_closes;
 	r->c = NULL;
 	r->freed = true;
 }
@@ -557,7 +563,8 @@ static void on_read(struct conn *c, void *arg)
 	struct evbuffer *in = conn_input(c);
 	size_t n = evbuffer_get_length(in);
 	if (r->reads == 0) {
-		r->first_read_pending = (size_t)pending_in(conn_fd(c));
+		/* a stream conn has no socket */
+		r->first_read_pending = r->fd >= 0 ? (size_t)pending_in(r->fd) : 0;
 		r->first_read_len = n;
 	}
 	r->reads++;
@@ -2766,6 +2773,716 @@ START_TEST(test_tls_free_in_callbacks)
 }
 END_TEST
 
+/* ---- stream conns: a fake owner (as h2.c is) ---- */
+
+/*
+ * The owner side of a stream conn, recording every op: output takes up to
+ * `take` bytes of the output per call, consumed adds up what entered the
+ * input. `inside` is set while the test calls into conn as the owner
+ * (conn_stream_*): an op that runs then is counted in `reentered`.
+ */
+struct owner {
+	struct conn *c; /* NULL once ops->closed ran */
+	size_t take;	/* bytes ops->output takes per call (SIZE_MAX: all) */
+	struct evbuffer *sent;
+	int outputs, consumes, shutdowns, closes;
+	size_t consumed;    /* the sum of ops->consumed */
+	size_t consume_max; /* its largest single report */
+	int outside;	    /* output / consumed called outside the loop */
+	int reentered;	    /* an op called from inside an owner's conn_stream_* call */
+	int after_close;    /* an op called after ops->closed */
+	bool inside, quiet;
+	char log[512];
+};
+
+static void owner_log(struct owner *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void owner_log(struct owner *o, const char *fmt, ...)
+{
+	size_t l = strlen(o->log);
+	if (l + 40 >= sizeof(o->log))
+		return;
+	if (l)
+		o->log[l++] = ' ';
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(o->log + l, sizeof(o->log) - l, fmt, ap);
+	va_end(ap);
+}
+
+static void owner_op(struct owner *o, struct conn *c, bool from_loop)
+{
+	if (o->c == NULL)
+		o->after_close++;
+	else
+		ck_assert_ptr_eq(c, o->c);
+	if (o->inside)
+		o->reentered++;
+	if (from_loop && !F.in_loop)
+		o->outside++;
+}
+
+static void owner_output(struct conn *c, void *arg)
+{
+	struct owner *o = arg;
+	owner_op(o, c, true);
+	struct evbuffer *out = conn_output(c);
+	size_t n = evbuffer_get_length(out);
+	if (n > o->take)
+		n = o->take;
+	ck_assert_int_eq(evbuffer_remove_buffer(out, o->sent, n), (int)n);
+	o->outputs++;
+	if (!o->quiet)
+		owner_log(o, "o%zu", n);
+}
+
+static void owner_consumed(struct conn *c, size_t n, void *arg)
+{
+	struct owner *o = arg;
+	owner_op(o, c, true);
+	ck_assert_uint_gt(n, 0);
+	o->consumes++;
+	o->consumed += n;
+	if (n > o->consume_max)
+		o->consume_max = n;
+	if (!o->quiet)
+		owner_log(o, "c%zu", n);
+}
+
+static void owner_shutdown(struct conn *c, void *arg)
+{
+	struct owner *o = arg;
+	owner_op(o, c, false);
+	o->shutdowns++;
+	owner_log(o, "s");
+}
+
+static void owner_closed(struct conn *c, void *arg)
+{
+	struct owner *o = arg;
+	owner_op(o, c, false);
+	o->closes++;
+	o->c = NULL;
+	owner_log(o, "x");
+}
+
+static const struct conn_stream_ops OWNER_OPS = {
+    .output = owner_output,
+    .consumed = owner_consumed,
+    .shutdown = owner_shutdown,
+    .closed = owner_closed,
+};
+
+/* A stream conn owned by o (parent: NULL, or the connection it runs on), r its session. */
+static void stream_open(struct rec *r, struct owner *o, struct conn *parent)
+{
+	memset(o, 0, sizeof(*o));
+	o->take = SIZE_MAX;
+	o->sent = evbuffer_new();
+	ck_assert_ptr_nonnull(o->sent);
+	o->c = conn_new_stream(F.base, &OWNER_OPS, o, parent);
+	rec_init(r, "stream", o->c);
+	r->owner_closes = &o->closes;
+	ck_assert_int_eq(r->fd, -1);
+}
+
+/* Free the conn (if the test did not): ops->closed ran exactly once, and no op out of turn. */
+static void stream_end(struct rec *r, struct owner *o)
+{
+	rec_end(r);
+	ck_assert_msg(o->closes == 1, "ops->closed ran %d times: %s", o->closes, o->log);
+	ck_assert_ptr_null(o->c);
+	ck_assert_msg(o->after_close == 0, "an op after ops->closed: %s", o->log);
+	ck_assert_msg(o->outside == 0, "output / consumed outside the loop: %s", o->log);
+	ck_assert_msg(o->reentered == 0, "an op inside the owner's own call: %s", o->log);
+	evbuffer_free(o->sent);
+	o->sent = NULL;
+}
+
+/* The owner's calls into conn, marked so that an op run from inside them is seen. */
+static void own_deliver(struct owner *o, const void *data, size_t len)
+{
+	o->inside = true;
+	conn_stream_deliver(o->c, data, len);
+	o->inside = false;
+}
+
+static void own_delivers(struct owner *o, const char *s)
+{
+	own_deliver(o, s, strlen(s));
+}
+
+static void own_deliver_buffer(struct owner *o, struct evbuffer *buf)
+{
+	o->inside = true;
+	conn_stream_deliver_buffer(o->c, buf);
+	o->inside = false;
+}
+
+static void own_eof(struct owner *o)
+{
+	o->inside = true;
+	conn_stream_eof(o->c);
+	o->inside = false;
+}
+
+static void own_fail(struct owner *o, int err)
+{
+	o->inside = true;
+	conn_stream_fail(o->c, err);
+	o->inside = false;
+}
+
+static void own_writable(struct owner *o)
+{
+	o->inside = true;
+	conn_stream_writable(o->c);
+	o->inside = false;
+}
+
+/* ---- stream conns: reading ---- */
+
+/*
+ * Bytes the owner delivers (conn_stream_deliver, conn_stream_deliver_buffer)
+ * reach read_cb from the loop, never inside the call, complete and in order;
+ * ops->consumed reports each read, adding up to exactly what was delivered,
+ * a read at most CONN_READ_MAX. A stream has no socket: fd -1, no splice.
+ */
+START_TEST(test_stream_deliver)
+{
+	struct rec r;
+	struct owner o;
+	size_t n = 300 * KIB;
+	char *up = pattern(n, 40);
+	struct evbuffer *b = evbuffer_new();
+	start(_i);
+	stream_open(&r, &o, NULL);
+	ck_assert_int_eq(conn_fd(r.c), -1);
+	ck_assert(!conn_can_splice(r.c));
+	own_delivers(&o, "hello ");
+	own_delivers(&o, "world");
+	ck_assert_int_eq(r.reads, 0);
+	ck_assert_int_eq(o.consumes, 0);
+	RUN_UNTIL(got_len(&r) == 11, "stream got %zu", got_len(&r));
+	assert_str(r.got, "hello world", "stream");
+	ck_assert_uint_eq(o.consumed, 11);
+	settle();
+	ck_assert_str_eq(r.log, "r11");
+	ck_assert_str_eq(o.log, "c11");
+	evbuffer_drain(r.got, 11);
+
+	r.quiet = o.quiet = true;
+	ck_assert_int_eq(evbuffer_add(b, up, 100 * KIB), 0);
+	own_deliver_buffer(&o, b);
+	ck_assert_uint_eq(evbuffer_get_length(b), 0); /* moved */
+	own_deliver(&o, up + 100 * KIB, 100 * KIB);
+	ck_assert_int_eq(evbuffer_add(b, up + 200 * KIB, n - 200 * KIB), 0);
+	own_deliver_buffer(&o, b);
+	ck_assert_uint_eq(evbuffer_get_length(b), 0);
+	RUN_UNTIL(got_len(&r) == n, "stream got %zu", got_len(&r));
+	assert_bytes(r.got, up, n, "stream");
+	ck_assert_uint_eq(o.consumed, 11 + n);
+	ck_assert_uint_le(o.consume_max, CONN_READ_MAX);
+	ck_assert_uint_le(r.max_in, CONN_READ_MAX);
+	ck_assert_int_eq(r.events, 0);
+	ck_assert_int_eq(o.outputs, 0);
+	stream_end(&r, &o);
+	finish();
+	evbuffer_free(b);
+	free(up);
+}
+END_TEST
+
+/*
+ * conn_set_read_high(10000), read_cb leaving the input alone: the input
+ * stops at exactly 10000 bytes, ops->consumed reports exactly those (the
+ * rest stays with the owner, its window closed), no spin; each drain of the
+ * input from outside the loop takes in as much again, and consumed always
+ * equals what entered the input.
+ */
+START_TEST(test_stream_read_high)
+{
+	struct rec r;
+	struct owner o;
+	size_t n = 50000, high = 10000;
+	char *up = pattern(n, 41);
+	struct evbuffer *all = evbuffer_new();
+	start(_i);
+	stream_open(&r, &o, NULL);
+	r.hold = true;
+	r.quiet = o.quiet = true;
+	conn_set_read_high(r.c, high);
+	own_deliver(&o, up, n);
+	RUN_UNTIL(in_len(&r) == high, "input %zu", in_len(&r));
+	int reads = r.reads;
+	settle();
+	ck_assert_uint_eq(in_len(&r), high);
+	ck_assert_uint_eq(o.consumed, high);
+	ck_assert_int_eq(r.reads, reads);
+	ck_assert_msg(idle_turns(100, &r) <= 3, "spins while the input is full");
+	ck_assert_uint_eq(o.consumed, high);
+	while (evbuffer_get_length(all) + in_len(&r) < n) {
+		evbuffer_remove_buffer(conn_input(r.c), all, 3000); /* outside the loop */
+		size_t left = n - evbuffer_get_length(all);
+		size_t want = left < high ? left : high;
+		RUN_UNTIL(in_len(&r) == want, "input %zu, want %zu", in_len(&r), want);
+		settle();
+		ck_assert_uint_eq(in_len(&r), want);
+		ck_assert_uint_eq(o.consumed, evbuffer_get_length(all) + want);
+	}
+	ck_assert_uint_le(r.max_in, high);
+	evbuffer_add_buffer(all, conn_input(r.c));
+	assert_bytes(all, up, n, "stream");
+	ck_assert_uint_eq(o.consumed, n);
+	ck_assert_int_eq(r.events, 0);
+	stream_end(&r, &o);
+	finish();
+	evbuffer_free(all);
+	free(up);
+}
+END_TEST
+
+/*
+ * conn_disable / conn_enable on a stream: with reading off, delivered bytes
+ * stay with the owner (nothing consumed) until EV_READ is enabled; with
+ * writing off, output is not offered to the owner (also a flush already
+ * scheduled in this turn) until EV_WRITE is enabled.
+ */
+START_TEST(test_stream_disable_enable)
+{
+	struct rec r;
+	struct owner o;
+	start(_i);
+	stream_open(&r, &o, NULL);
+	conn_disable(r.c, EV_READ);
+	own_delivers(&o, "abc");
+	settle();
+	ck_assert_int_eq(r.reads, 0);
+	ck_assert_int_eq(o.consumes, 0);
+	ck_assert_uint_eq(in_len(&r), 0);
+	conn_enable(r.c, EV_READ);
+	RUN_UNTIL(got_len(&r) == 3, "not read");
+	assert_str(r.got, "abc", "stream");
+	ck_assert_uint_eq(o.consumed, 3);
+
+	conn_disable(r.c, EV_WRITE);
+	conn_adds(&r, "xyz");
+	settle();
+	ck_assert_int_eq(o.outputs, 0);
+	ck_assert_uint_eq(out_len(&r), 3);
+	conn_enable(r.c, EV_WRITE);
+	RUN_UNTIL(evbuffer_get_length(o.sent) == 3, "not offered");
+
+	conn_adds(&r, "123");	     /* schedules a flush ... */
+	conn_disable(r.c, EV_WRITE); /* ... that this cancels */
+	settle();
+	ck_assert_int_eq(o.outputs, 1);
+	conn_enable(r.c, EV_WRITE);
+	RUN_UNTIL(evbuffer_get_length(o.sent) == 6, "not offered");
+	assert_str(o.sent, "xyz123", "owner");
+	ck_assert_str_eq(r.log, "r3 w0 w0");
+	ck_assert_str_eq(o.log, "c3 o3 o3");
+	stream_end(&r, &o);
+	finish();
+}
+END_TEST
+
+/*
+ * conn_stream_eof: CONN_EOF|CONN_READING, once, only after every byte
+ * delivered before it went through read_cb: (0) with the bytes, (1) alone,
+ * (2) behind bytes read in several pieces (read high 4), (3) behind bytes
+ * the input has no room for until the session drains it, (4) with reading
+ * disabled until conn_enable. conn_enable(EV_READ) after the EOF meets it
+ * again.
+ */
+START_TEST(test_stream_eof)
+{
+	static const char *const want[] = {"r10 e11", "e11", "r4 r4 r2 e11", NULL, "r10 e11"};
+	for (int k = 0; k < 5; k++) {
+		struct rec r;
+		struct owner o;
+		start(_i);
+		stream_open(&r, &o, NULL);
+		if (k == 2 || k == 3)
+			conn_set_read_high(r.c, 4);
+		if (k == 3)
+			r.hold = true;
+		if (k == 4)
+			conn_disable(r.c, EV_READ);
+		if (k != 1)
+			own_delivers(&o, "last words");
+		own_eof(&o);
+		if (k == 3) {
+			RUN_UNTIL(in_len(&r) == 4, "input %zu", in_len(&r));
+			while (r.events == 0) {
+				settle();
+				ck_assert_msg(r.events == 0, "EOF before the bytes: %s", r.log);
+				evbuffer_remove_buffer(conn_input(r.c), r.got, 4);
+				RUN_UNTIL(in_len(&r) > 0 || r.events > 0, "stuck: %s", r.log);
+			}
+			ck_assert_str_eq(r.log, "r4 r4 r2 e11");
+			ck_assert_uint_eq(in_len(&r), 2);
+			evbuffer_add_buffer(r.got, conn_input(r.c));
+		} else {
+			if (k == 4) {
+				settle();
+				ck_assert_str_eq(r.log, "");
+				ck_assert_int_eq(o.consumes, 0);
+				conn_enable(r.c, EV_READ);
+			}
+			RUN_UNTIL(r.events > 0, "case %d: no EOF: %s", k, r.log);
+			ck_assert_str_eq(r.log, want[k]);
+		}
+		ck_assert_int_eq(r.what[0], CONN_EOF | CONN_READING);
+		if (k != 1)
+			assert_str(r.got, "last words", "stream");
+		ck_assert_uint_eq(o.consumed, (size_t)(k == 1 ? 0 : 10));
+		settle();
+		ck_assert_int_eq(r.events, 1);
+		if (k == 0) {
+			conn_enable(r.c, EV_READ); /* reads again, and meets the EOF again */
+			RUN_UNTIL(r.events > 1, "no second EOF");
+			settle();
+			ck_assert_str_eq(r.log, "r10 e11 e11");
+		}
+		stream_end(&r, &o);
+		finish();
+	}
+}
+END_TEST
+
+/*
+ * conn_stream_fail: CONN_ERROR|CONN_READING from the loop (not inside the
+ * call), with conn_error's text for its errno (0: ECONNRESET), also with
+ * reading disabled; then both ways stop: output is no longer offered to the
+ * owner, not even after conn_stream_writable.
+ */
+START_TEST(test_stream_fail)
+{
+	for (int k = 0; k < 2; k++) {
+		struct rec r;
+		struct owner o;
+		start(_i);
+		stream_open(&r, &o, NULL);
+		own_delivers(&o, "x");
+		RUN_UNTIL(got_len(&r) == 1, "no data");
+		if (k == 0)
+			conn_disable(r.c, EV_READ);
+		own_fail(&o, k == 0 ? 0 : EPIPE);
+		ck_assert_int_eq(r.events, 0);
+		RUN_UNTIL(r.events > 0, "case %d: no error", k);
+		ck_assert_str_eq(r.log, "r1 e21");
+		ck_assert_int_eq(r.what[0], CONN_ERROR | CONN_READING);
+		const char *err = k == 0 ? "Connection reset by peer" : "Broken pipe";
+		ck_assert_str_eq(r.err, err);
+		conn_adds(&r, "after");
+		settle();
+		own_writable(&o);
+		settle();
+		ck_assert_int_eq(o.outputs, 0);
+		ck_assert_uint_eq(out_len(&r), 5);
+		ck_assert_int_eq(r.events, 1);
+		ck_assert_str_eq(o.log, "c1");
+		stream_end(&r, &o);
+		finish();
+	}
+}
+END_TEST
+
+/* A silent owner: CONN_TIMEOUT|CONN_READING (none while reading is disabled). */
+START_TEST(test_stream_read_timeout)
+{
+	struct rec r;
+	struct owner o;
+	start(_i);
+	stream_open(&r, &o, NULL);
+	conn_disable(r.c, EV_READ);
+	conn_set_timeouts(r.c, 100, 0);
+	run_for(300);
+	ck_assert_int_eq(r.events, 0);
+	conn_enable(r.c, EV_READ);
+	RUN_UNTIL(r.events > 0, "no timeout");
+	ck_assert_str_eq(r.log, "e41");
+	ck_assert_str_eq(r.err, "Connection timed out");
+	own_delivers(&o, "late");
+	settle();
+	ck_assert_int_eq(o.consumes, 0);
+	ck_assert_str_eq(r.log, "e41");
+	stream_end(&r, &o);
+	finish();
+}
+END_TEST
+
+/* ---- stream conns: writing ---- */
+
+/*
+ * Output the session adds is offered to the owner (ops->output) from the
+ * loop, in the first turn, never inside evbuffer_add; the owner takes it
+ * all, write_cb runs. An owner that takes nothing leaves it in the output:
+ * it is not offered again on its own (no spin), and the write timeout fires
+ * CONN_TIMEOUT|CONN_WRITING, once; after it, nothing is offered.
+ */
+START_TEST(test_stream_output)
+{
+	struct rec r;
+	struct owner o;
+	start(_i);
+	stream_open(&r, &o, NULL);
+	conn_adds(&r, "hello");
+	ck_assert_int_eq(o.outputs, 0); /* not inside evbuffer_add */
+	one_iteration();
+	ck_assert_int_eq(o.outputs, 1);
+	assert_str(o.sent, "hello", "owner");
+	ck_assert_str_eq(r.log, "w0");
+
+	o.take = 0;
+	conn_set_timeouts(r.c, 0, 200);
+	conn_adds(&r, "stuck");
+	RUN_UNTIL(r.events > 0, "no timeout");
+	ck_assert_str_eq(r.log, "w0 e42");
+	ck_assert_int_eq(r.what[0], CONN_TIMEOUT | CONN_WRITING);
+	ck_assert_str_eq(r.err, "Connection timed out");
+	ck_assert_str_eq(o.log, "o5 o0");
+	ck_assert_uint_eq(out_len(&r), 5);
+	o.take = SIZE_MAX;
+	own_writable(&o);
+	conn_adds(&r, "more");
+	settle();
+	ck_assert_str_eq(o.log, "o5 o0");
+	ck_assert_uint_eq(out_len(&r), 9);
+	ck_assert_int_eq(r.events, 1);
+	stream_end(&r, &o);
+	finish();
+}
+END_TEST
+
+/*
+ * conn_stream_writable: an output the owner could not take is offered again
+ * (from the loop, not inside the call), each time; write_cb runs once the
+ * owner took the last byte. Without it, nothing is retried.
+ */
+START_TEST(test_stream_writable)
+{
+	struct rec r;
+	struct owner o;
+	char *down = pattern(100, 42);
+	start(_i);
+	stream_open(&r, &o, NULL);
+	o.take = 0;
+	conn_add(&r, down, 100);
+	RUN_UNTIL(o.outputs == 1, "not offered");
+	settle();
+	ck_assert_int_eq(o.outputs, 1);
+	ck_assert_msg(idle_turns(100, &r) <= 3, "spins while the owner takes nothing");
+	ck_assert_int_eq(o.outputs, 1);
+	own_writable(&o); /* still nothing taken: offered once more, no write_cb */
+	ck_assert_int_eq(o.outputs, 1);
+	RUN_UNTIL(o.outputs == 2, "not offered again");
+	settle();
+	ck_assert_int_eq(o.outputs, 2);
+	o.take = 30;
+	for (int i = 3; i <= 6; i++) {
+		own_writable(&o);
+		ck_assert_int_eq(o.outputs, i - 1);
+		RUN_UNTIL(o.outputs == i, "writable %d: not offered", i);
+		settle();
+		ck_assert_int_eq(o.outputs, i);
+	}
+	assert_bytes(o.sent, down, 100, "owner");
+	ck_assert_str_eq(o.log, "o0 o0 o30 o30 o30 o10");
+	ck_assert_str_eq(r.log, "w0");
+	ck_assert_int_eq(r.events, 0);
+	stream_end(&r, &o);
+	finish();
+	free(down);
+}
+END_TEST
+
+/*
+ * conn_set_write_low(50), the owner taking 40 a time: write_cb runs only
+ * when the owner leaves at most 50 bytes in the output (40, then 0).
+ */
+START_TEST(test_stream_write_low)
+{
+	struct rec r;
+	struct owner o;
+	char *down = pattern(200, 43);
+	start(_i);
+	stream_open(&r, &o, NULL);
+	o.take = 40;
+	conn_set_write_low(r.c, 50);
+	conn_add(&r, down, 200);
+	RUN_UNTIL(o.outputs == 1, "not offered");
+	while (out_len(&r) > 0) {
+		int n = o.outputs;
+		own_writable(&o);
+		RUN_UNTIL(o.outputs == n + 1, "not offered again");
+	}
+	settle();
+	assert_bytes(o.sent, down, 200, "owner");
+	ck_assert_str_eq(o.log, "o40 o40 o40 o40 o40");
+	ck_assert_str_eq(r.log, "w40 w0");
+	stream_end(&r, &o);
+	finish();
+	free(down);
+}
+END_TEST
+
+/*
+ * conn_shutdown_write is ops->shutdown: from write_cb once the owner took
+ * the output (as a session ends a response), after the output was offered;
+ * and when called outside the loop, at once.
+ */
+START_TEST(test_stream_shutdown)
+{
+	struct rec r;
+	struct owner o;
+	start(_i);
+	stream_open(&r, &o, NULL);
+	r.on_write_hook = shut_when_empty;
+	conn_adds(&r, "response");
+	RUN_UNTIL(o.shutdowns == 1, "no shutdown");
+	settle();
+	assert_str(o.sent, "response", "owner");
+	ck_assert_str_eq(o.log, "o8 s");
+	ck_assert_str_eq(r.log, "w0");
+	conn_shutdown_write(r.c);
+	ck_assert_int_eq(o.shutdowns, 2);
+	ck_assert_int_eq(o.closes, 0);
+	ck_assert_int_eq(r.events, 0);
+	stream_end(&r, &o);
+	ck_assert_str_eq(o.log, "o8 s s x");
+	finish();
+}
+END_TEST
+
+/* ---- stream conns: freeing, the parent's details ---- */
+
+/*
+ * conn_free from inside each callback calls ops->closed exactly once, before
+ * conn_free returns, and no op runs after it (the rest of a delivery is not consumed):
+ * in read_cb with more delivered than one read takes, in write_cb, and in
+ * event_cb on an EOF, a conn_stream_fail, a write timeout and a read timeout.
+ */
+START_TEST(test_stream_free_in_callbacks)
+{
+	static const char *const want[] = {"r65536", "w0", "r4 e11", "e21", "e42", "e41"};
+	static const char *const want_owner[] = {"c65536 x", "o3 x", "c4 x", "x", "o0 x", "x"};
+	char *up = pattern(100 * KIB, 44);
+	for (int k = 0; k < 6; k++) {
+		struct rec r;
+		struct owner o;
+		start(_i);
+		stream_open(&r, &o, NULL);
+		r.free_in = k == 0 ? FREE_IN_READ : k == 1 ? FREE_IN_WRITE : FREE_IN_EVENT;
+		switch (k) {
+		case 0:
+			own_deliver(&o, up, 100 * KIB);
+			own_eof(&o);
+			break;
+		case 1:
+			conn_adds(&r, "all");
+			break;
+		case 2:
+			own_delivers(&o, "data");
+			own_eof(&o);
+			break;
+		case 3:
+			own_fail(&o, 0);
+			break;
+		case 4:
+			o.take = 0;
+			conn_set_timeouts(r.c, 0, 50);
+			conn_adds(&r, "stuck");
+			break;
+		case 5:
+			conn_set_timeouts(r.c, 50, 0);
+			break;
+		}
+		RUN_UNTIL(r.freed, "case %d: not freed: %s", k, r.log);
+		ck_assert_int_eq(r.closes_at_free, 1); /* told inside conn_free, not later */
+		ck_assert_int_eq(o.closes, 1);
+		settle();
+		ck_assert_str_eq(r.log, want[k]);
+		ck_assert_str_eq(o.log, want_owner[k]);
+		stream_end(&r, &o);
+		finish();
+	}
+	free(up);
+}
+END_TEST
+
+/*
+ * A stream conn answers for the connection it runs on: conn_tls_info gives
+ * the parent's TLS version and SNI name, conn_local_addr the parent's local
+ * address (a plain socket parent, and a TLS one), copied: both stay after
+ * the parent is freed. Without a parent: neither. Never spliceable.
+ */
+START_TEST(test_stream_parent)
+{
+	struct rec r, cli, srv, pl;
+	struct owner o;
+	struct peer p;
+	struct sockaddr_storage ss, want;
+	socklen_t len, want_len;
+	const char *v = "x", *sni = "x";
+	SSL_CTX *sctx = server_ctx(0, true, true), *cctx = client_ctx(0, VERIFY_TRUST, true);
+	start(_i);
+
+	/* a plain socket parent */
+	plain_pair(&pl, &p, 0);
+	want_len = sizeof(want);
+	ck_assert_int_eq(getsockname(pl.fd, (struct sockaddr *)&want, &want_len), 0);
+	stream_open(&r, &o, pl.c);
+	ck_assert(conn_can_splice(pl.c));
+	ck_assert(!conn_can_splice(r.c));
+	ck_assert(!conn_tls_info(r.c, &v, &sni));
+	ck_assert(!conn_alpn_is(r.c, "h2"));
+	rec_end(&pl);
+	peer_free(&p);
+	memset(&ss, 0, sizeof(ss));
+	len = sizeof(ss);
+	ck_assert_int_eq(conn_local_addr(r.c, &ss, &len), 0);
+	ck_assert_uint_eq(len, want_len);
+	ck_assert_int_eq(memcmp(&ss, &want, want_len), 0);
+	len = want_len - 1; /* no room */
+	ck_assert_int_eq(conn_local_addr(r.c, &ss, &len), -1);
+	stream_end(&r, &o);
+
+	/* a TLS parent (SNI "conn.test") */
+	tls_pair(&cli, &srv, cctx, sctx, 0);
+	want_len = sizeof(want);
+	ck_assert_int_eq(getsockname(srv.fd, (struct sockaddr *)&want, &want_len), 0);
+	stream_open(&r, &o, srv.c);
+	const char *pv = NULL, *psni = NULL;
+	ck_assert(conn_tls_info(srv.c, &pv, &psni));
+	ck_assert_str_eq(psni, "conn.test");
+	ck_assert(!conn_can_splice(r.c));
+	rec_end(&cli);
+	rec_end(&srv);
+	ck_assert(conn_tls_info(r.c, &v, &sni));
+	ck_assert_str_eq(v, "TLSv1.3");
+	ck_assert_ptr_nonnull(sni);
+	ck_assert_str_eq(sni, "conn.test");
+	ck_assert_ptr_ne(sni, psni); /* a copy: the parent is gone */
+	len = sizeof(ss);
+	ck_assert_int_eq(conn_local_addr(r.c, &ss, &len), 0);
+	ck_assert_uint_eq(len, want_len);
+	ck_assert_int_eq(memcmp(&ss, &want, want_len), 0);
+	stream_end(&r, &o);
+
+	/* no parent */
+	stream_open(&r, &o, NULL);
+	len = sizeof(ss);
+	ck_assert_int_eq(conn_local_addr(r.c, &ss, &len), -1);
+	ck_assert(!conn_tls_info(r.c, &v, &sni));
+	ck_assert(!conn_is_tls(r.c));
+	stream_end(&r, &o);
+	finish();
+	SSL_CTX_free(sctx);
+	SSL_CTX_free(cctx);
+}
+END_TEST
+
 /* ---- the suite ---- */
 
 static Suite *conn_suite(void)
@@ -2820,6 +3537,22 @@ static Suite *conn_suite(void)
 	tcase_add_loop_test(tc, test_tls_read_timeout_set_early, 0, N_VARIANTS);
 	tcase_add_loop_test(tc, test_tls_connect_refused, 0, N_VARIANTS);
 	tcase_add_loop_test(tc, test_tls_free_in_callbacks, 0, 5 * N_VARIANTS);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("stream");
+	tcase_set_timeout(tc, 120);
+	tcase_add_loop_test(tc, test_stream_deliver, 0, N_VARIANTS);
+	tcase_add_loop_test(tc, test_stream_read_high, 0, N_VARIANTS);
+	tcase_add_loop_test(tc, test_stream_disable_enable, 0, N_VARIANTS);
+	tcase_add_loop_test(tc, test_stream_eof, 0, N_VARIANTS);
+	tcase_add_loop_test(tc, test_stream_fail, 0, N_VARIANTS);
+	tcase_add_loop_test(tc, test_stream_read_timeout, 0, N_VARIANTS);
+	tcase_add_loop_test(tc, test_stream_output, 0, N_VARIANTS);
+	tcase_add_loop_test(tc, test_stream_writable, 0, N_VARIANTS);
+	tcase_add_loop_test(tc, test_stream_write_low, 0, N_VARIANTS);
+	tcase_add_loop_test(tc, test_stream_shutdown, 0, N_VARIANTS);
+	tcase_add_loop_test(tc, test_stream_free_in_callbacks, 0, N_VARIANTS);
+	tcase_add_loop_test(tc, test_stream_parent, 0, N_VARIANTS);
 	suite_add_tcase(s, tc);
 	return s;
 }
