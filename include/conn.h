@@ -135,7 +135,7 @@ bool conn_alpn_is(const struct conn *c, const char *proto);
 bool conn_can_splice(const struct conn *c);
 /* The local address the client connected to (a stream: its connection's). -1 if none. */
 struct sockaddr_storage;
-int conn_local_addr(const struct conn *c, struct sockaddr_storage *ss, socklen_t *len);
+int conn_local_addr(struct conn *c, struct sockaddr_storage *ss, socklen_t *len);
 bool conn_tls_info(const struct conn *c, const char **version, const char **sni);
 
 /* Why c failed, for logs: a certificate verify error, the TLS error, errno. */

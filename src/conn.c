@@ -51,6 +51,13 @@ enum conn_state {
 	CONN_S_OPEN,
 };
 
+/* A TCP address (listeners are numeric IPv4 / IPv6). */
+union conn_addr {
+	struct sockaddr sa;
+	struct sockaddr_in in;
+	struct sockaddr_in6 in6;
+};
+
 /* A stream conn's side (conn_new_stream). */
 struct conn_stream {
 	const struct conn_stream_ops *ops; /* NULL once conn_free told the owner */
@@ -60,13 +67,14 @@ struct conn_stream {
 	int fail_err;	       /* conn_stream_fail: reported from the loop */
 	const char *tls_version;
 	char *sni;
-	struct sockaddr_storage local;
+	union conn_addr local; /* the connection's, copied: a stream has no socket */
 	socklen_t local_len;
 };
 
 struct conn {
 	struct event_base *base;
 	struct conn_stream *st; /* a stream conn: no fd, no SSL */
+	union conn_addr *local; /* conn_local_addr's answer, kept (one getsockname) */
 	int fd;
 	SSL *ssl;
 	enum conn_state state;
@@ -572,7 +580,13 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
 	}
 	if (c->trigger) {
 		c->trigger = false;
-		call_data(c, c->read_cb);
+		if (!call_data(c, c->read_cb) || c->st == NULL)
+			return;
+		/* a stream's pending bytes, EOF or failure have no readiness to come back */
+		if (c->st->fail_err && !c->failed)
+			event_active(&c->ev_read, EV_READ, 1);
+		else
+			read_register(c, false);
 		return;
 	}
 	if (c->st && c->st->fail_err && !c->failed) {
@@ -736,6 +750,7 @@ static void conn_destroy(struct conn *c)
 	conn_quiet(c);
 	stream_detach(c);
 	stream_free(c->st);
+	free(c->local);
 	evbuffer_free(c->in);
 	evbuffer_free(c->out);
 	if (c->ssl)
@@ -952,9 +967,12 @@ struct conn *conn_new_stream(struct event_base *base, const struct conn_stream_o
 	c->read_size = CONN_READ_MAX;
 	c->st->ops = ops;
 	c->st->owner = owner;
-	c->st->local_len = sizeof(c->st->local);
-	if (conn_local_addr(parent, &c->st->local, &c->st->local_len) < 0)
-		c->st->local_len = 0;
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	if (conn_local_addr(parent, &ss, &len) == 0 && len <= sizeof(c->st->local)) {
+		memcpy(&c->st->local, &ss, len);
+		c->st->local_len = len;
+	}
 	if (conn_tls_info(parent, &version, &sni)) {
 		c->st->tls_version = version; /* OpenSSL's static strings */
 		if (sni && (c->st->sni = strdup(sni)) == NULL)
@@ -1011,12 +1029,38 @@ void conn_stream_writable(struct conn *c)
 		event_active(&c->ev_write, EV_WRITE, 1);
 }
 
-int conn_local_addr(const struct conn *c, struct sockaddr_storage *ss, socklen_t *len)
+/* A socket's local address, asked of the kernel once (every stream of an
+ * HTTP/2 connection copies it). */
+static int socket_local_addr(struct conn *c, struct sockaddr_storage *ss, socklen_t *len)
+{
+	if (c->local == NULL) {
+		struct sockaddr_storage got;
+		socklen_t got_len = sizeof(got);
+		if (getsockname(c->fd, (struct sockaddr *)&got, &got_len) < 0)
+			return -1;
+		if (got_len > sizeof(*c->local) || (c->local = malloc(sizeof(*c->local))) == NULL) {
+			memcpy(ss, &got, got_len < *len ? got_len : *len); /* not kept: not TCP */
+			*len = got_len;
+			return 0;
+		}
+		memset(c->local, 0, sizeof(*c->local));
+		memcpy(c->local, &got, got_len);
+	}
+	socklen_t n =
+	    c->local->sa.sa_family == AF_INET6 ? sizeof(c->local->in6) : sizeof(c->local->in);
+	if (*len < n)
+		return -1;
+	memcpy(ss, c->local, n);
+	*len = n;
+	return 0;
+}
+
+int conn_local_addr(struct conn *c, struct sockaddr_storage *ss, socklen_t *len)
 {
 	if (c == NULL)
 		return -1;
 	if (c->st == NULL)
-		return getsockname(c->fd, (struct sockaddr *)ss, len);
+		return socket_local_addr(c, ss, len);
 	if (c->st->local_len == 0 || *len < c->st->local_len)
 		return -1;
 	memcpy(ss, &c->st->local, c->st->local_len);

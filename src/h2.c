@@ -45,7 +45,15 @@
 #define H2_RESET_BURST 200	  /* client RST_STREAMs at once (rapid reset) ... */
 #define H2_RESET_RATE 33	  /* ... and per second after */
 #define H2_CONN_WINDOW_STREAMS 4  /* the connection window: this many stream windows */
-#define H2_HEADER_OVERHEAD 32	  /* per field, as SETTINGS_MAX_HEADER_LIST_SIZE counts */
+#define H2_LINGER_MS 2000	  /* after the last GOAWAY: discard what still comes, then close */
+#define H2_LINGER_BYTES (64 * 1024) /* ... at most this much after a connection error */
+#define H2_HEADER_OVERHEAD 32	    /* per field, as SETTINGS_MAX_HEADER_LIST_SIZE counts */
+
+/* Parsing the HTTP/1.1 response a session writes: only until its body is in. */
+struct h2_parse {
+	struct http_reader *reader;
+	struct http_msg msg;
+};
 
 struct h2_stream {
 	struct h2_conn *h; /* NULL once the connection is gone */
@@ -69,14 +77,14 @@ struct h2_stream {
 	enum http_verb verb;
 
 	/* the response */
-	struct http_reader *reader;
-	struct http_msg resp;
-	bool head_sent;	       /* the final HEADERS (or the tunnel's 200) went to nghttp2 */
-	bool switched;	       /* the 101 came: the rest are tunnel bytes */
-	bool body_eof;	       /* everything of the response is in body */
-	bool deferred;	       /* the data provider said DEFERRED */
-	bool has_data;	       /* a data provider is attached */
-	struct evbuffer *body; /* bytes for DATA frames */
+	struct h2_parse *parse; /* while the session's response is parsed back */
+	bool close_delimited;	/* the body ends when the session shuts its side */
+	bool head_sent;		/* the final HEADERS (or the tunnel's 200) went to nghttp2 */
+	bool switched;		/* the 101 came: the rest are tunnel bytes */
+	bool body_eof;		/* everything of the response is in body */
+	bool deferred;		/* the data provider said DEFERRED */
+	bool has_data;		/* a data provider is attached */
+	struct evbuffer *body;	/* bytes for DATA frames */
 };
 
 /* A token bucket: burst at once, then rate per second. */
@@ -94,13 +102,18 @@ struct h2_conn {
 	size_t open; /* streams nghttp2 still knows */
 	struct event send_ev, idle_ev;
 	bool ended;
-	bool failing; /* a connection error: flush what nghttp2 queued (GOAWAY), then end */
+	bool failing;	/* a connection error: flush what nghttp2 queued (GOAWAY), then end */
+	bool lingering; /* after the last GOAWAY: half-closed, discarding, then end */
+	enum end_cause linger_cause;
+	size_t discarded;	   /* bytes read and dropped after a connection error */
+	const char *linger_detail; /* static */
 	struct h2_bucket flood, resets;
 	struct http_limits resp_limits;
 };
 
 static void h2_end(struct h2_conn *h, enum end_cause cause, const char *detail);
 static void send_soon(struct h2_conn *h);
+static void linger_start(struct h2_conn *h, enum end_cause cause, const char *detail);
 static void idle_arm(struct h2_conn *h);
 
 /* ---- streams ---- */
@@ -134,12 +147,34 @@ static void stream_unlink(struct h2_stream *st)
 	st->next = st->prev = NULL;
 }
 
+static void parse_end(struct h2_stream *st)
+{
+	if (st->parse == NULL)
+		return;
+	http_reader_free(st->parse->reader);
+	http_msg_fini(&st->parse->msg);
+	free(st->parse);
+	st->parse = NULL;
+}
+
+static struct h2_parse *parse_begin(struct h2_stream *st)
+{
+	if (st->parse)
+		return st->parse;
+	struct h2_parse *p = calloc(1, sizeof(*p));
+	if (p == NULL || (p->reader = http_reader_new(HTTP_MSG_RESPONSE)) == NULL) {
+		free(p);
+		return NULL;
+	}
+	http_msg_init(&p->msg, HTTP_MSG_RESPONSE);
+	return st->parse = p;
+}
+
 static void stream_free(struct h2_stream *st)
 {
 	stream_unlink(st);
 	stream_free_request(st);
-	http_reader_free(st->reader);
-	http_msg_fini(&st->resp);
+	parse_end(st);
 	if (st->body)
 		evbuffer_free(st->body);
 	free(st);
@@ -160,10 +195,7 @@ static struct h2_stream *stream_new(struct h2_conn *h, int32_t id)
 	st->h = h;
 	st->id = id;
 	st->in_nghttp2 = true;
-	http_msg_init(&st->resp, HTTP_MSG_RESPONSE);
-	if ((st->fields = evbuffer_new()) == NULL || (st->cookie = evbuffer_new()) == NULL ||
-	    (st->body = evbuffer_new()) == NULL ||
-	    (st->reader = http_reader_new(HTTP_MSG_RESPONSE)) == NULL) {
+	if ((st->fields = evbuffer_new()) == NULL || (st->body = evbuffer_new()) == NULL) {
 		stream_free(st);
 		return NULL;
 	}
@@ -280,8 +312,12 @@ static ssize_t data_read_cb(nghttp2_session *ns, int32_t id, uint8_t *buf, size_
 /* Send a response head: with a data provider unless the message ends here. */
 static int submit_head(struct h2_stream *st, const struct http_msg *m, int status, bool has_body)
 {
-	nghttp2_nv *nv = calloc(m->n_headers + 1, sizeof(*nv));
-	char *names = malloc(m->raw_len + 1), status_text[4];
+	/* nghttp2 copies the pairs: the usual head needs no allocation here */
+	nghttp2_nv nv_small[32];
+	char names_small[1024], status_text[4];
+	bool small = m->n_headers < 32 && m->raw_len < sizeof(names_small);
+	nghttp2_nv *nv = small ? nv_small : calloc(m->n_headers + 1, sizeof(*nv));
+	char *names = small ? names_small : malloc(m->raw_len + 1);
 	int rc = -1;
 	if (nv && names) {
 		size_t n = response_nv(m, status, st->switched, status_text, names, nv);
@@ -294,8 +330,10 @@ static int submit_head(struct h2_stream *st, const struct http_msg *m, int statu
 						     has_body ? &prd : NULL);
 		st->has_data = has_body && status >= 200;
 	}
-	free(nv);
-	free(names);
+	if (!small) {
+		free(nv);
+		free(names);
+	}
 	send_soon(st->h);
 	return rc == 0 ? 0 : -1;
 }
@@ -312,30 +350,38 @@ static int take_head(struct h2_stream *st, struct evbuffer *out)
 	    http_head_scan(HTTP_MSG_RESPONSE, buf, scan, &st->h->resp_limits, &head_len, &err);
 	if (r == HTTP_SCAN_MORE)
 		return 1;
-	if (r == HTTP_SCAN_ERROR || http_reader_head(st->reader, &st->resp, buf, head_len, st->verb,
-						     &st->h->resp_limits, &err) < 0)
+	struct h2_parse *p = parse_begin(st);
+	if (r == HTTP_SCAN_ERROR || p == NULL ||
+	    http_reader_head(p->reader, &p->msg, buf, head_len, st->verb, &st->h->resp_limits,
+			     &err) < 0)
 		return -1;
 	evbuffer_drain(out, head_len);
-	int status = st->resp.status;
+	int status = p->msg.status, rc;
 	if (status == 101) {
 		if (!st->tunnel)
 			return -1;
 		st->switched = st->head_sent = true; /* RFC 8441 §5: the 101 becomes a 200 */
-		return submit_head(st, &st->resp, 200, true);
+		rc = submit_head(st, &p->msg, 200, true);
+		parse_end(st); /* raw bytes from now on */
+		return rc;
 	}
 	if (status < 200)
-		return submit_head(st, &st->resp, status, false);
+		return submit_head(st, &p->msg, status, false);
 	if (st->tunnel && status < 300) {
 		/* a 2xx would tell the client its tunnel is open; the backend opened none */
 		log_msg(LOG_LEVEL_WARN, st->h->p.session_id,
 			"HTTP/2 stream %d: backend answered the upgrade with %d, sent as 502",
 			(int)st->id, status);
 		status = 502;
-		st->resp.body = HTTP_BODY_NONE;
+		p->msg.body = HTTP_BODY_NONE;
 	}
 	st->head_sent = true;
-	st->body_eof = st->resp.body == HTTP_BODY_NONE;
-	return submit_head(st, &st->resp, status, !st->body_eof);
+	st->body_eof = p->msg.body == HTTP_BODY_NONE;
+	st->close_delimited = p->msg.body == HTTP_BODY_CLOSE;
+	rc = submit_head(st, &p->msg, status, !st->body_eof);
+	if (st->body_eof)
+		parse_end(st);
+	return rc;
 }
 
 static void body_sink(void *arg, const char *data, size_t len)
@@ -355,16 +401,18 @@ static int take_body(struct h2_stream *st, struct evbuffer *out)
 			evbuffer_remove_buffer(out, st->body, room);
 			continue;
 		}
-		ssize_t n = http_reader_body(st->reader, v.iov_base, v.iov_len, body_sink, st->body,
-					     &st->body_eof);
+		ssize_t n = http_reader_body(st->parse->reader, v.iov_base, v.iov_len, body_sink,
+					     st->body, &st->body_eof);
 		if (n < 0)
 			return -1;
 		evbuffer_drain(out, (size_t)n);
 		if (n == 0 && !st->body_eof)
 			break;
 	}
-	if (st->body_eof && !st->switched)
+	if (st->body_eof && !st->switched) {
 		evbuffer_drain(out, evbuffer_get_length(out)); /* nothing may follow a response */
+		parse_end(st);
+	}
 	return 0;
 }
 
@@ -403,7 +451,7 @@ static void stream_consumed(struct conn *c, size_t n, void *owner)
 static void stream_shutdown(struct conn *c, void *owner)
 {
 	struct h2_stream *st = owner;
-	if (st->switched || (st->head_sent && st->resp.body == HTTP_BODY_CLOSE))
+	if (st->switched || (st->head_sent && st->close_delimited))
 		st->body_eof = true;
 	if (!st->body_eof) {
 		stream_reset(st, NGHTTP2_INTERNAL_ERROR);
@@ -479,6 +527,8 @@ static int request_field(struct h2_stream *st, const uint8_t *name, size_t nlen,
 	if (IS("sec-websocket-key") && st->protocol) /* RFC 8441: we make our own */
 		return 0;
 	if (IS("cookie")) {
+		if (st->cookie == NULL && (st->cookie = evbuffer_new()) == NULL)
+			return -1;
 		if (evbuffer_get_length(st->cookie) > 0)
 			evbuffer_add(st->cookie, "; ", 2);
 		return evbuffer_add(st->cookie, v, vlen);
@@ -520,7 +570,7 @@ static int build_request(struct h2_stream *st, bool end_stream, struct evbuffer 
 		rc |= evbuffer_add(buf, "Connection: close\r\n", 19) < 0;
 		st->chunked_in = !end_stream && !st->has_length;
 	}
-	if (evbuffer_get_length(st->cookie) > 0) {
+	if (st->cookie && evbuffer_get_length(st->cookie) > 0) {
 		rc |= evbuffer_add(buf, "Cookie: ", 8) < 0;
 		rc |= evbuffer_add_buffer(buf, st->cookie) < 0;
 		rc |= evbuffer_add(buf, "\r\n", 2) < 0;
@@ -764,6 +814,8 @@ static void send_soon(struct h2_conn *h)
 static void flush(struct h2_conn *h)
 {
 	struct evbuffer *out = conn_output(h->client);
+	if (h->lingering)
+		return; /* half-closed: nothing more can go */
 	while (!h->ended && evbuffer_get_length(out) < H2_OUT_HIGH) {
 		const uint8_t *data;
 		ssize_t n = nghttp2_session_mem_send(h->ns, &data);
@@ -775,12 +827,30 @@ static void flush(struct h2_conn *h)
 			break;
 		evbuffer_add(out, data, (size_t)n);
 	}
-	if (h->ended || evbuffer_get_length(out) > 0)
+	if (h->ended || h->lingering || evbuffer_get_length(out) > 0)
 		return;
 	if (h->failing)
-		h2_end(h, END_PROTOCOL_ERROR, "HTTP/2 connection error");
+		linger_start(h, END_PROTOCOL_ERROR, "HTTP/2 connection error");
 	else if (!nghttp2_session_want_read(h->ns) && !nghttp2_session_want_write(h->ns))
-		h2_end(h, END_RESPONSE_DONE, NULL); /* after GOAWAY, the last stream ended */
+		linger_start(h, END_RESPONSE_DONE, NULL); /* after GOAWAY, the last stream ended */
+}
+
+/*
+ * The GOAWAY is out: half-close, then read and discard until the client
+ * closes (or H2_LINGER_MS). Closing at once with the client's frames still
+ * arriving would reset the connection, and a reset can destroy the GOAWAY
+ * before the client reads it.
+ */
+static void linger_start(struct h2_conn *h, enum end_cause cause, const char *detail)
+{
+	struct timeval tv = {H2_LINGER_MS / 1000, (H2_LINGER_MS % 1000) * 1000};
+	h->lingering = true;
+	h->linger_cause = cause;
+	h->linger_detail = detail;
+	event_del(&h->idle_ev);
+	event_add(&h->idle_ev, &tv);
+	conn_shutdown_write(h->client);
+	conn_enable(h->client, EV_READ);
 }
 
 static void send_cb(evutil_socket_t fd, short what, void *arg)
@@ -799,6 +869,10 @@ static void idle_arm(struct h2_conn *h)
 static void idle_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct h2_conn *h = arg;
+	if (h->lingering) {
+		h2_end(h, h->linger_cause, h->linger_detail);
+		return;
+	}
 	if (h->open > 0)
 		return;
 	log_msg(LOG_LEVEL_DEBUG, h->p.session_id, "HTTP/2 connection idle: GOAWAY");
@@ -826,7 +900,7 @@ static void client_read(struct conn *c, void *arg)
 {
 	struct h2_conn *h = arg;
 	struct evbuffer *in = conn_input(c);
-	while (!h->failing && !h->ended && evbuffer_get_length(in) > 0) {
+	while (!h->failing && !h->lingering && !h->ended && evbuffer_get_length(in) > 0) {
 		struct evbuffer_iovec v;
 		evbuffer_peek(in, -1, NULL, &v, 1);
 		ssize_t n = nghttp2_session_mem_recv(h->ns, v.iov_base, v.iov_len);
@@ -838,9 +912,14 @@ static void client_read(struct conn *c, void *arg)
 		}
 		evbuffer_drain(in, (size_t)n);
 	}
-	if (h->failing) {
+	if (h->failing || h->lingering) { /* nothing more goes to nghttp2 */
+		h->discarded += evbuffer_get_length(in);
 		evbuffer_drain(in, evbuffer_get_length(in));
-		conn_disable(c, EV_READ);
+	}
+	/* a client we told to calm down gets a short linger only */
+	if (h->lingering && h->failing && h->discarded > H2_LINGER_BYTES) {
+		h2_end(h, h->linger_cause, h->linger_detail);
+		return;
 	}
 	send_soon(h);
 }
@@ -858,6 +937,8 @@ static void client_event(struct conn *c, short what, void *arg)
 		h2_end(h, END_SEND_TIMEOUT, NULL);
 	else if (what & CONN_ERROR)
 		h2_end(h, END_CLIENT_ERROR, conn_error(c, why, sizeof(why)));
+	else if (what & CONN_EOF && h->lingering)
+		h2_end(h, h->linger_cause, h->linger_detail);
 	else if (what & CONN_EOF)
 		h2_end(h, END_CLIENT_CLOSED, NULL);
 }
@@ -974,8 +1055,8 @@ struct h2_conn *h2_start(const struct h2_params *p, struct conn *client)
 
 void h2_goaway(struct h2_conn *h)
 {
-	if (h->ended)
-		return;
+	if (h->ended || h->failing || h->lingering)
+		return; /* its last GOAWAY is already out */
 	if (nghttp2_submit_goaway(h->ns, NGHTTP2_FLAG_NONE,
 				  nghttp2_session_get_last_proc_stream_id(h->ns), NGHTTP2_NO_ERROR,
 				  NULL, 0) == 0)

@@ -3483,6 +3483,39 @@ START_TEST(test_stream_parent)
 }
 END_TEST
 
+/*
+ * conn_trigger_read on a stream, in the same turn as the owner delivers
+ * bytes (0), its EOF (1) or conn_stream_fail (2): read_cb runs for the
+ * trigger, then the delivery is not lost (a socket's readiness would come
+ * back by itself; a stream's pending bytes have only the one event).
+ */
+START_TEST(test_stream_trigger_read)
+{
+	static const char *const want[] = {"r3 r6", "r3 e11", "r3 e21"};
+	for (int k = 0; k < 3; k++) {
+		struct rec r;
+		struct owner o;
+		start(_i);
+		stream_open(&r, &o, NULL);
+		r.hold = true;
+		evbuffer_add(conn_input(r.c), "abc", 3);
+		if (k == 0)
+			own_delivers(&o, "xyz");
+		else if (k == 1)
+			own_eof(&o);
+		else
+			own_fail(&o, 0);
+		conn_trigger_read(r.c);
+		ck_assert_int_eq(r.reads, 0);
+		RUN_UNTIL(k == 0 ? r.reads == 2 : r.events == 1, "case %d: %s", k, r.log);
+		settle();
+		ck_assert_str_eq(r.log, want[k]);
+		stream_end(&r, &o);
+		finish();
+	}
+}
+END_TEST
+
 /* ---- the suite ---- */
 
 static Suite *conn_suite(void)
@@ -3553,6 +3586,7 @@ static Suite *conn_suite(void)
 	tcase_add_loop_test(tc, test_stream_shutdown, 0, N_VARIANTS);
 	tcase_add_loop_test(tc, test_stream_free_in_callbacks, 0, N_VARIANTS);
 	tcase_add_loop_test(tc, test_stream_parent, 0, N_VARIANTS);
+	tcase_add_loop_test(tc, test_stream_trigger_read, 0, N_VARIANTS);
 	suite_add_tcase(s, tc);
 	return s;
 }
