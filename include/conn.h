@@ -126,9 +126,8 @@ void conn_trigger_read(struct conn *c);
  */
 void conn_shutdown_write(struct conn *c);
 
-/* Is c TLS? Its version ("TLSv1.3") and SNI name (NULL if none); false if not TLS.
+/* c's TLS version ("TLSv1.3") and SNI name (NULL if none); false if not TLS.
  * A stream conn answers for the TLS connection it was opened on. */
-bool conn_is_tls(const struct conn *c);
 /* Did the TLS handshake select proto by ALPN? */
 bool conn_alpn_is(const struct conn *c, const char *proto);
 /* A plain socket, whose fd a splice tunnel may take over? */

@@ -898,11 +898,6 @@ void conn_shutdown_write(struct conn *c)
 	shutdown(c->fd, SHUT_WR);
 }
 
-bool conn_is_tls(const struct conn *c)
-{
-	return c && c->ssl != NULL;
-}
-
 bool conn_alpn_is(const struct conn *c, const char *proto)
 {
 	const unsigned char *sel = NULL;
