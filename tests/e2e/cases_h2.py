@@ -10,6 +10,7 @@ with ALPN h2 ("tls") or cleartext prior knowledge ("h2c") or both
 import base64
 import functools
 import os
+import re
 import signal
 import socket
 import struct
@@ -70,7 +71,8 @@ class Env:
             pki = PKI(t.dir)
             cert, key = pki.leaf("h2", "h2.test", ["DNS:h2.test", "DNS:only.test", "IP:127.0.0.1"])
             certs = (pki.path(cert), pki.path(key))
-            self.ctx = tls_context(pki.path(pki.ca))
+            self.ca = pki.path(pki.ca)
+            self.ctx = tls_context(self.ca)
         if upstreams is None:
             upstreams = {"app": [backend if backend is not None else t.dead_port()]}
         self.text = h2_config(upstreams, mode, certs=certs, h2=h2, routes=routes, **kw)
@@ -1261,3 +1263,77 @@ def goaway_reload_inflight_and_tunnel(t, mode):
     c.until(lambda: c.streams[tsid].done, 10, "tunnel end")
     eq(c.streams[tsid].ended, True, "tunnel END_STREAM")
     c.read_to_eof(10)
+
+
+# ---------------------------------------------------------------------------
+# the command-line clients: curl --http2 and nghttp (nghttp2-client)
+
+
+def _tool(t, argv, what, timeout=60):
+    """Run a client, its output kept in the case directory; (stdout bytes, stderr text)."""
+    t.note("running: " + " ".join(argv))
+    p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+    err = p.stderr.decode("utf-8", "replace")
+    if p.returncode != 0:
+        raise AssertionError("%s exited %d: %s" % (what, p.returncode, err[-800:]))
+    return p.stdout, err
+
+
+@case1("tools.curl_http2", timeout=60)
+def curl_http2(t):
+    """curl --http2 over TLS (ALPN h2, verified against the test CA, SNI h2.test):
+    a 1 MiB download and a 1 MiB upload on one connection, HTTP/2 both times,
+    the bodies byte for byte; the access lines carry h2_stream 1 and 3."""
+    down, up = blob(MiB, 21), blob(MiB, 22)
+    be = t.http_backend(lambda req: Reply(200, down) if req.method == "GET"
+                        else Reply(200, lambda r: r.sha256.encode()))
+    e = Env(t, "tls", be)
+    upfile = t.path("up.bin")
+    with open(upfile, "wb") as f:
+        f.write(up)
+    url = "https://h2.test:%d" % e.px.port
+    out, err = _tool(t, ["curl", "-sS", "--http2", "--cacert", e.ca, "--resolve", "h2.test:%d:127.0.0.1" % e.px.port,
+                         "-o", t.path("down.bin"), "-w", "%{http_version} %{http_code}\\n", url + "/down",
+                         "--next", "--http2", "--cacert", e.ca, "--data-binary", "@" + upfile,
+                         "-w", "\\n%{http_version} %{http_code}\\n", url + "/up"], "curl")
+    lines = out.decode().split("\n")
+    eq((lines[0], lines[2]), ("2 200", "2 200"), "curl: HTTP version and status of both")
+    eq(lines[1], sha256(up), "curl: the upload's sha256 as the backend computed it")
+    with open(t.path("down.bin"), "rb") as f:
+        eq(sha256(f.read()), sha256(down), "curl: the download byte for byte")
+    eq(sorted(a.get("h2_stream") for a in e.px.access_lines() if "h2_stream" in a), [1, 3],
+       "one connection: streams 1 and 3")
+
+
+@case1("tools.nghttp", timeout=60)
+def nghttp_client(t):
+    """nghttp (nghttp2's own client) over TLS: four concurrent GETs on one
+    connection and a POST, each 200 with the backend's body; nghttp's frame
+    trace shows our SETTINGS (ENABLE_CONNECT_PROTOCOL) and no error."""
+    bodies = {"/a": blob(100000, 31), "/b": blob(5, 32), "/c": b"", "/d": blob(70000, 33)}
+    be = t.http_backend(lambda req: Reply(200, bodies[req.target]) if req.target in bodies
+                        else Reply(200, lambda r: r.sha256.encode()))
+    e = Env(t, "tls", be)
+    url = "https://127.0.0.1:%d" % e.px.port  # nghttp does not verify; the leaf names 127.0.0.1 too
+    # -v: the frame trace; every URI goes on one connection
+    out, err = _tool(t, ["nghttp", "-nv"] + [url + p for p in bodies], "nghttp")
+    text = out.decode("utf-8", "replace")
+    t.note(text[-3000:])
+    if "SETTINGS_ENABLE_CONNECT_PROTOCOL(0x08):1" not in text:
+        raise AssertionError("nghttp: no SETTINGS_ENABLE_CONNECT_PROTOCOL=1 in the trace")
+    eq(len(re.findall(r"recv HEADERS frame", text)), 4, "nghttp: four responses")
+    eq(len(re.findall(r":status: 200", text)), 4, "nghttp: all 200")
+    if "GOAWAY" in text and "error_code=NO_ERROR" not in text:
+        raise AssertionError("nghttp: an error GOAWAY")
+    eq(sorted(a.get("h2_stream") for a in e.px.access_lines() if "h2_stream" in a), [13, 15, 17, 19],
+       "one connection, four streams")
+    # bodies: -o per URI with -d? nghttp writes bodies to stdout without -n; fetch each alone
+    for path, want in bodies.items():
+        got, _ = _tool(t, ["nghttp", url + path], "nghttp " + path)
+        eq(sha256(got), sha256(want), "nghttp: body of " + path)
+    up = blob(200000, 34)
+    upfile = t.path("up.bin")
+    with open(upfile, "wb") as f:
+        f.write(up)
+    got, _ = _tool(t, ["nghttp", "-d", upfile, url + "/up"], "nghttp POST")
+    eq(got.decode(), sha256(up), "nghttp POST: the upload's sha256 at the backend")
