@@ -83,7 +83,6 @@ struct h2_stream {
 	bool switched;		/* the 101 came: the rest are tunnel bytes */
 	bool body_eof;		/* everything of the response is in body */
 	bool deferred;		/* the data provider said DEFERRED */
-	bool has_data;		/* a data provider is attached */
 	struct evbuffer *body;	/* bytes for DATA frames */
 };
 
@@ -328,7 +327,6 @@ static int submit_head(struct h2_stream *st, const struct http_msg *m, int statu
 		else
 			rc = nghttp2_submit_response(st->h->ns, st->id, nv, n,
 						     has_body ? &prd : NULL);
-		st->has_data = has_body && status >= 200;
 	}
 	if (!small) {
 		free(nv);
@@ -598,7 +596,7 @@ static void answer_error(struct h2_stream *st, int status, const char *reason)
 	log_msg(LOG_LEVEL_INFO, st->h->p.session_id, "HTTP/2 stream %d: %d: %s", (int)st->id,
 		status, reason);
 	evbuffer_add_printf(st->body, "%s\n", reason);
-	st->head_sent = st->body_eof = st->has_data = true;
+	st->head_sent = st->body_eof = true;
 	nghttp2_submit_response(st->h->ns, st->id, nv, 3, &prd);
 	send_soon(st->h);
 }
