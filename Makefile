@@ -170,8 +170,9 @@ build/fuzz/fuzz_config: tests/fuzz/fuzz_config.c src/config.c src/tls.c src/conn
 		$(shell pkg-config --cflags --libs libconfig libevent libssl libcrypto)
 
 # the HTTP/2 front end on a real event loop: h2.c with the conn, http and upgrade code it uses
-build/fuzz/fuzz_h2: tests/fuzz/fuzz_h2.c src/h2.c src/conn.c src/http.c src/upgrade.c src/log.c \
-		include/h2.h include/conn.h include/http.h include/upgrade.h tests/fuzz/fuzz_check.h
+build/fuzz/fuzz_h2: tests/fuzz/fuzz_h2.c src/h2.c src/conn.c src/http.c src/http_hdr.c src/upgrade.c \
+		src/log.c include/h2.h include/conn.h include/http.h include/http_hdr.h include/upgrade.h \
+		tests/fuzz/fuzz_check.h
 	@mkdir -p build/fuzz
 	clang $(FUZZ_FLAGS) -o $@ $(filter %.c,$^) \
 		$(shell pkg-config --cflags --libs libevent libssl libcrypto libnghttp2) -lhttp_parser

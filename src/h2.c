@@ -35,6 +35,7 @@
 #include "config.h"
 #include "conn.h"
 #include "http.h"
+#include "http_hdr.h"
 #include "log.h"
 #include "upgrade.h"
 
@@ -245,23 +246,6 @@ static void resume_data(struct h2_stream *st)
 	}
 }
 
-static bool hop_by_hop(const struct http_msg *m, const struct http_header *f)
-{
-	static const char *const names[] = {
-	    "Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "Upgrade",
-	    "TE",	  NULL};
-	for (size_t i = 0; names[i]; i++)
-		if (http_name_is(f, names[i]))
-			return true;
-	struct http_token_iter it = {0};
-	const char *tok;
-	size_t len;
-	while (http_msg_next_token(m, "Connection", &it, &tok, &len))
-		if (len == f->name_len && strncasecmp(tok, f->name, len) == 0)
-			return true;
-	return false;
-}
-
 /*
  * The response head as nghttp2 name/value pairs: :status, then the fields
  * lowercased (into names, which must hold them), without hop-by-hop ones;
@@ -276,7 +260,7 @@ static size_t response_nv(const struct http_msg *m, int status, bool tunnel, cha
 	    (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status_text, 7, 3, NGHTTP2_NV_FLAG_NONE};
 	for (size_t i = 0; i < m->n_headers; i++) {
 		const struct http_header *f = &m->headers[i];
-		if (hop_by_hop(m, f))
+		if (http_hdr_is_hop_by_hop(m, f))
 			continue;
 		if (tunnel && !http_name_is(f, "Sec-WebSocket-Protocol") &&
 		    !http_name_is(f, "Sec-WebSocket-Extensions"))
