@@ -72,9 +72,10 @@ struct h2_stream {
 	bool has_length;
 
 	/* the request body */
-	bool chunked_in; /* no content-length: the body goes up chunked */
-	bool tunnel;	 /* an extended CONNECT */
-	size_t owed;	 /* DATA bytes delivered and not yet given back as window */
+	bool chunked_in;  /* no content-length: the body goes up chunked */
+	bool tunnel;	  /* an extended CONNECT */
+	bool quiet_close; /* its conn is freed on a failure that resets the stream itself */
+	size_t owed;	  /* DATA bytes delivered and not yet given back as window */
 	enum http_verb verb;
 
 	/* the response */
@@ -455,7 +456,7 @@ static void stream_closed(struct conn *c, void *owner)
 		st->body_eof = true;
 		resume_data(st);
 	}
-	if (!st->body_eof || !st->head_sent)
+	if (!st->quiet_close && (!st->body_eof || !st->head_sent))
 		stream_reset(st, st->head_sent ? NGHTTP2_INTERNAL_ERROR : NGHTTP2_CANCEL);
 	stream_maybe_free(st);
 }
@@ -599,8 +600,8 @@ static void request_ready(struct h2_stream *st, bool end_stream)
 	if (c == NULL || head == NULL || build_request(st, end_stream, head) < 0) {
 		if (head)
 			evbuffer_free(head);
-		if (c)
-			conn_free(c);
+		st->quiet_close = true; /* the reset below says why */
+		conn_free(c);
 		stream_reset(st, NGHTTP2_INTERNAL_ERROR);
 		stream_free_request(st);
 		return;
@@ -611,9 +612,12 @@ static void request_ready(struct h2_stream *st, bool end_stream)
 	evbuffer_free(head);
 	if (end_stream)
 		conn_stream_eof(c);
-	if (h->p.open_stream(h->p.arg, c, st->id, st->tunnel) < 0) {
-		st->conn = NULL; /* freed by open_stream */
-		stream_reset(st, NGHTTP2_REFUSED_STREAM);
+	st->quiet_close = true; /* a refusal frees c: REFUSED_STREAM, not a CANCEL */
+	int rc = h->p.open_stream(h->p.arg, c, st->id, st->tunnel);
+	st->quiet_close = false;
+	if (rc < 0) {
+		st->conn = NULL;			  /* freed by open_stream */
+		stream_reset(st, NGHTTP2_REFUSED_STREAM); /* not processed: the client may retry */
 	}
 }
 
