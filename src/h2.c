@@ -48,6 +48,7 @@
 #define H2_CONN_WINDOW_STREAMS 4  /* the connection window: this many stream windows */
 #define H2_LINGER_MS 2000	  /* after the last GOAWAY: discard what still comes, then close */
 #define H2_LINGER_BYTES (64 * 1024) /* ... at most this much after a connection error */
+#define H2_ERRORS_LOGGED 5	    /* protocol error lines per connection: a flood logs no more */
 #define H2_HEADER_OVERHEAD 32	    /* per field, as SETTINGS_MAX_HEADER_LIST_SIZE counts */
 
 /* Parsing the HTTP/1.1 response a session writes: only until its body is in. */
@@ -107,6 +108,7 @@ struct h2_conn {
 	bool lingering; /* after the last GOAWAY: half-closed, discarding, then end */
 	enum end_cause linger_cause;
 	size_t discarded;	   /* bytes read and dropped after a connection error */
+	unsigned errors_logged;	   /* nghttp2's reasons logged (H2_ERRORS_LOGGED at most) */
 	const char *linger_detail; /* static */
 	struct h2_bucket flood, resets;
 	struct http_limits resp_limits;
@@ -742,9 +744,17 @@ static int on_frame_recv(nghttp2_session *ns, const nghttp2_frame *frame, void *
 	return 0;
 }
 
+/*
+ * A frame nghttp2 refused: it costs like a flood frame. Why is logged by
+ * on_error, except for a request's missing or wrong pseudo-headers, which
+ * nghttp2 reports only here.
+ */
 static int on_invalid_frame(nghttp2_session *ns, const nghttp2_frame *frame, int err, void *user)
 {
 	struct h2_conn *h = user;
+	if (err == NGHTTP2_ERR_HTTP_MESSAGING && h->errors_logged++ < H2_ERRORS_LOGGED)
+		log_msg(LOG_LEVEL_INFO, h->p.session_id, "HTTP/2: %s (frame type: %d, stream: %d)",
+			nghttp2_strerror(err), (int)frame->hd.type, (int)frame->hd.stream_id);
 	flood_check(h, &h->flood, "invalid");
 	return 0;
 }
@@ -768,6 +778,16 @@ static int on_data_chunk(nghttp2_session *ns, uint8_t flags, int32_t id, const u
 	if (st->chunked_in)
 		conn_stream_deliver(st->conn, "\r\n", 2);
 	st->owed += len;
+	return 0;
+}
+
+/* nghttp2 says why it refused a frame or a field (a stream or connection
+ * error): the reason for the log, for the first few of a connection. */
+static int on_error(nghttp2_session *ns, int code, const char *msg, size_t len, void *user)
+{
+	struct h2_conn *h = user;
+	if (h->errors_logged++ < H2_ERRORS_LOGGED)
+		log_msg(LOG_LEVEL_INFO, h->p.session_id, "HTTP/2: %.*s", (int)len, msg);
 	return 0;
 }
 
@@ -969,6 +989,7 @@ static nghttp2_session_callbacks *callbacks(void)
 	nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cb, on_invalid_frame);
 	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
 	nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
+	nghttp2_session_callbacks_set_error_callback2(cb, on_error);
 	return cb;
 }
 

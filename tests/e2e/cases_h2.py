@@ -603,6 +603,8 @@ def _bad_request(t, mode, hdrs):
     st = c.response(sid)
     eq((st.headers, st.reset), (None, PROTOCOL_ERROR), "malformed request: RST_STREAM PROTOCOL_ERROR, no response")
     eq(c.goaways, [], "no GOAWAY")
+    # the reason, from nghttp2, in the error log
+    e.px.wait_log(r"^\S+ info s=\d+ HTTP/2: .*stream: %d\b" % sid)
     sid2 = c.request("GET", "/good", scheme=e.scheme)
     st2 = c.response(sid2)
     eq((st2.status, st2.body), (200, b"ok\n"), "a good request on the same connection")
