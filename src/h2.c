@@ -118,6 +118,7 @@ static void h2_end(struct h2_conn *h, enum end_cause cause, const char *detail);
 static void send_soon(struct h2_conn *h);
 static void linger_start(struct h2_conn *h, enum end_cause cause, const char *detail);
 static void idle_arm(struct h2_conn *h);
+static void timer_in(struct event *ev, uint64_t ms);
 
 /* ---- streams ---- */
 
@@ -472,6 +473,11 @@ static const struct conn_stream_ops STREAM_OPS = {
 
 /* ---- requests ---- */
 
+static bool name_is(const uint8_t *name, size_t nlen, const char *lit)
+{
+	return nlen == strlen(lit) && memcmp(name, lit, nlen) == 0;
+}
+
 static int dup_field(char **dst, const uint8_t *v, size_t len)
 {
 	if (*dst) /* nghttp2 refuses repeated pseudo-headers; be safe */
@@ -483,18 +489,16 @@ static int dup_field(char **dst, const uint8_t *v, size_t len)
 static int pseudo_field(struct h2_stream *st, const uint8_t *name, size_t nlen, const uint8_t *v,
 			size_t vlen)
 {
-#define IS(lit) (nlen == sizeof(lit) - 1 && memcmp(name, lit, nlen) == 0)
-	if (IS(":method"))
+	if (name_is(name, nlen, ":method"))
 		return dup_field(&st->method, v, vlen);
-	if (IS(":path"))
+	if (name_is(name, nlen, ":path"))
 		return dup_field(&st->path, v, vlen);
-	if (IS(":authority"))
+	if (name_is(name, nlen, ":authority"))
 		return dup_field(&st->authority, v, vlen);
-	if (IS(":scheme"))
+	if (name_is(name, nlen, ":scheme"))
 		return dup_field(&st->scheme, v, vlen);
-	if (IS(":protocol"))
+	if (name_is(name, nlen, ":protocol"))
 		return dup_field(&st->protocol, v, vlen);
-#undef IS
 	return -1;
 }
 
@@ -502,25 +506,24 @@ static int pseudo_field(struct h2_stream *st, const uint8_t *name, size_t nlen, 
 static int request_field(struct h2_stream *st, const uint8_t *name, size_t nlen, const uint8_t *v,
 			 size_t vlen)
 {
-#define IS(lit) (nlen == sizeof(lit) - 1 && memcmp(name, lit, nlen) == 0)
 	if (nlen > 0 && name[0] == ':')
 		return pseudo_field(st, name, nlen, v, vlen);
-	if (IS("te")) /* "trailers" (nghttp2 refuses anything else): hop-by-hop */
+	if (name_is(name, nlen, "te")) /* "trailers" (nghttp2 refuses anything else): hop-by-hop */
 		return 0;
-	if (IS("host"))
+	if (name_is(name, nlen, "host"))
 		return st->host ? -1 : dup_field(&st->host, v, vlen);
-	if (IS("sec-websocket-key") && st->protocol) /* RFC 8441: we make our own */
+	if (name_is(name, nlen, "sec-websocket-key") &&
+	    st->protocol) /* RFC 8441: we make our own */
 		return 0;
-	if (IS("cookie")) {
+	if (name_is(name, nlen, "cookie")) {
 		if (st->cookie == NULL && (st->cookie = evbuffer_new()) == NULL)
 			return -1;
 		if (evbuffer_get_length(st->cookie) > 0)
 			evbuffer_add(st->cookie, "; ", 2);
 		return evbuffer_add(st->cookie, v, vlen);
 	}
-	if (IS("content-length"))
+	if (name_is(name, nlen, "content-length"))
 		st->has_length = true;
-#undef IS
 	if (evbuffer_add(st->fields, name, nlen) < 0 || evbuffer_add(st->fields, ": ", 2) < 0 ||
 	    evbuffer_add(st->fields, v, vlen) < 0 || evbuffer_add(st->fields, "\r\n", 2) < 0)
 		return -1;
@@ -849,12 +852,10 @@ static void flush(struct h2_conn *h)
  */
 static void linger_start(struct h2_conn *h, enum end_cause cause, const char *detail)
 {
-	struct timeval tv = {H2_LINGER_MS / 1000, (H2_LINGER_MS % 1000) * 1000};
 	h->lingering = true;
 	h->linger_cause = cause;
 	h->linger_detail = detail;
-	event_del(&h->idle_ev);
-	event_add(&h->idle_ev, &tv);
+	timer_in(&h->idle_ev, H2_LINGER_MS);
 	conn_shutdown_write(h->client);
 	conn_enable(h->client, EV_READ);
 }
@@ -864,12 +865,18 @@ static void send_cb(evutil_socket_t fd, short what, void *arg)
 	flush(arg);
 }
 
+/* (Re)start ev to fire in ms. */
+static void timer_in(struct event *ev, uint64_t ms)
+{
+	struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+	event_del(ev);
+	event_add(ev, &tv);
+}
+
 static void idle_arm(struct h2_conn *h)
 {
-	struct timeval tv = {(time_t)(h->p.idle_ms / 1000),
-			     (suseconds_t)(h->p.idle_ms % 1000) * 1000};
-	if (h->p.idle_ms)
-		event_add(&h->idle_ev, &tv);
+	if (h->p.idle_ms && !h->lingering) /* the linger's own clock runs then */
+		timer_in(&h->idle_ev, h->p.idle_ms);
 }
 
 static void idle_cb(evutil_socket_t fd, short what, void *arg)
