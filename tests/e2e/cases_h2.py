@@ -19,8 +19,8 @@ import threading
 import time
 
 from harness import Reply, blackhole_port, blob, eq, register, sha256, wait_listen, wait_until
-from h2lib import (CANCEL, CONTINUATION, DATA, ENHANCE_YOUR_CALM, F_END_HEADERS, F_END_STREAM, GOAWAY, HEADERS,
-                   HOP_BY_HOP, NO_ERROR, PING, PRIORITY, PROTOCOL_ERROR, RST_STREAM, S_ENABLE_CONNECT_PROTOCOL,
+from h2lib import (CANCEL, CONTINUATION, DATA, ENHANCE_YOUR_CALM, F_END_HEADERS, F_END_STREAM, HEADERS,
+                   HOP_BY_HOP, NO_ERROR, PRIORITY, PROTOCOL_ERROR, S_ENABLE_CONNECT_PROTOCOL,
                    S_INITIAL_WINDOW_SIZE, S_MAX_CONCURRENT_STREAMS, S_MAX_HEADER_LIST_SIZE, SETTINGS, H2Client,
                    RawH2, err_name, frame, h2_config, open_socket, ping, rst_stream, settings_frame, tls_context,
                    window_update, ws_frame, ws_parse)
@@ -953,10 +953,10 @@ class _Thread:
         return self.result
 
 
-def _attack(t, mode, setup, expect, count, make, rss_bound=24 * MiB, h2=None, timeouts=None, **kw):
-    """Common shape: a proxy, a warm-up request, the flood from a thread
-    while reading; `expect(c, sent)` asserts the proxy's answer; then a
-    second connection is served and the RSS growth is bounded."""
+def _attack_env(t, mode, h2=None, timeouts=None, **kw):
+    """A proxy (ASan's quarantine low, RSS is bounded) in front of a backend
+    answering "ok", warmed up by one request; its RSS then, and a raw client
+    past the SETTINGS exchange: (env, backend, RSS KiB, client)."""
     be = t.http_backend(Reply(200, b"ok\n"))
     e = Env(t, mode, be, h2=h2, timeouts=timeouts, env=ASAN_LOW_QUARANTINE)
     e.be = be
@@ -964,6 +964,14 @@ def _attack(t, mode, setup, expect, count, make, rss_bound=24 * MiB, h2=None, ti
     base = e.px.rss_kb()
     c = e.raw(**kw)
     c.wait_settings()
+    return e, be, base, c
+
+
+def _attack(t, mode, setup, expect, count, make, rss_bound=24 * MiB, h2=None, timeouts=None, **kw):
+    """Common shape: a proxy, a warm-up request, the flood from a thread
+    while reading; `expect(c, sent)` asserts the proxy's answer; then a
+    second connection is served and the RSS growth is bounded."""
+    e, be, base, c = _attack_env(t, mode, h2=h2, timeouts=timeouts, **kw)
     if setup:
         setup(c, e)
     w = _flood(c, make, count)
@@ -1034,12 +1042,7 @@ def attack_rapid_reset(t, mode):
 
 @mcase("attack_continuation_flood", timeout=60)
 def attack_continuation_flood(t, mode):
-    be = t.http_backend(Reply(200, b"ok\n"))
-    e = Env(t, mode, be, env=ASAN_LOW_QUARANTINE)
-    e.get_ok("/warm", "warm-up request")
-    base = e.px.rss_kb()
-    c = e.raw()
-    c.wait_settings()
+    e, be, base, c = _attack_env(t, mode)
     first = c.header_block(c.request_headers("GET", "/cont", scheme=e.scheme))
     c.send(frame(HEADERS, F_END_STREAM, 1, first))
     # literal header field without indexing, new name "x-c", value "y": 0x00 len name len value
@@ -1099,12 +1102,7 @@ def attack_priority_flood(t, mode):
 
 @mcase("attack_hpack_bomb", timeout=60)
 def attack_hpack_bomb(t, mode):
-    be = t.http_backend(Reply(200, b"ok\n"))
-    e = Env(t, mode, be, env=ASAN_LOW_QUARANTINE)
-    e.get_ok("/warm", "warm-up request")
-    base = e.px.rss_kb()
-    c = e.raw()
-    c.wait_settings()
+    e, be, base, c = _attack_env(t, mode)
     big = "b" * 4000  # 6 + 4000 + 32 <= 4096: fits the dynamic table
     hdrs = c.request_headers("GET", "/bomb", scheme=e.scheme) + [("x-bomb", big)] * 4000
     block = c.header_block(hdrs)
