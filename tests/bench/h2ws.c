@@ -130,27 +130,10 @@ static void err(struct hconn *c, struct hstream *s, const char *fmt, ...)
 
 /* ---- /proc sampling (as bench_load) ---- */
 
+/* CPU seconds of -P's processes so far */
 static double proc_cpu(void)
 {
-	double tck = (double)sysconf(_SC_CLK_TCK), t = 0;
-	for (int i = 0; i < o.npids; i++) {
-		char p[64], buf[1024];
-		snprintf(p, sizeof(p), "/proc/%d/stat", o.pids[i]);
-		FILE *f = fopen(p, "r");
-		if (!f)
-			continue;
-		size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-		fclose(f);
-		buf[n] = 0;
-		char *q = strrchr(buf, ')');
-		if (!q)
-			continue;
-		unsigned long long ut = 0, st = 0;
-		if (sscanf(q + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) ==
-		    2)
-			t += (double)(ut + st) / tck;
-	}
-	return t;
+	return proc_cpu_of(o.pids, o.npids);
 }
 
 /* sum over -P pids of the first line of FILE that matches FMT (kB) */
@@ -172,30 +155,6 @@ static long proc_sum_kb(const char *file, const char *fmt)
 			total += v;
 	}
 	return total;
-}
-
-static int cpu_jiffies(int cpu, unsigned long long *busy, unsigned long long *total)
-{
-	char want[16], line[512];
-	int wl = snprintf(want, sizeof(want), "cpu%d ", cpu);
-	FILE *f = fopen("/proc/stat", "r");
-	if (!f)
-		return -1;
-	int rc = -1;
-	while (fgets(line, sizeof(line), f)) {
-		if (strncmp(line, want, (size_t)wl) != 0)
-			continue;
-		unsigned long long v[8] = {0};
-		if (sscanf(line + wl, "%llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2],
-			   &v[3], &v[4], &v[5], &v[6], &v[7]) >= 5) {
-			*total = v[0] + v[1] + v[2] + v[3] + v[4] + v[5] + v[6] + v[7];
-			*busy = *total - v[3] - v[4];
-			rc = 0;
-		}
-		break;
-	}
-	fclose(f);
-	return rc;
 }
 
 /* ---- connections ---- */

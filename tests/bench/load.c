@@ -190,29 +190,10 @@ static void sample(uint64_t t0)
 	}
 }
 
+/* CPU seconds of --pids so far */
 static double proc_cpu(void)
 {
-	double tck = (double)sysconf(_SC_CLK_TCK), s = 0;
-	for (int i = 0; i < o.npids; i++) {
-		char p[64], buf[1024];
-		snprintf(p, sizeof(p), "/proc/%d/stat", o.pids[i]);
-		FILE *f = fopen(p, "r");
-		if (!f)
-			continue;
-		size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-		fclose(f);
-		buf[n] = 0;
-		char *q = strrchr(buf, ')');
-		if (!q)
-			continue;
-		unsigned long long ut = 0, st = 0;
-		/* fields after ")": state ppid pgrp session tty tpgid flags minflt
-		 * cminflt majflt cmajflt utime stime */
-		if (sscanf(q + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) ==
-		    2)
-			s += (double)(ut + st) / tck;
-	}
-	return s;
+	return proc_cpu_of(o.pids, o.npids);
 }
 
 static long proc_rss_kb(void)
@@ -243,31 +224,6 @@ static long proc_rss_kb(void)
 			total += v;
 	}
 	return total;
-}
-
-/* busy and total jiffies of one CPU (/proc/stat); 0 on success */
-static int cpu_jiffies(int cpu, unsigned long long *busy, unsigned long long *total)
-{
-	char want[16], line[512];
-	int wl = snprintf(want, sizeof(want), "cpu%d ", cpu);
-	FILE *f = fopen("/proc/stat", "r");
-	if (!f)
-		return -1;
-	int rc = -1;
-	while (fgets(line, sizeof(line), f)) {
-		if (strncmp(line, want, (size_t)wl) != 0)
-			continue;
-		unsigned long long v[8] = {0};
-		if (sscanf(line + wl, "%llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2],
-			   &v[3], &v[4], &v[5], &v[6], &v[7]) >= 5) {
-			*total = v[0] + v[1] + v[2] + v[3] + v[4] + v[5] + v[6] + v[7];
-			*busy = *total - v[3] - v[4]; /* all but idle and iowait */
-			rc = 0;
-		}
-		break;
-	}
-	fclose(f);
-	return rc;
 }
 
 /* sum of VmRSS (/proc/PID/status) over --pids, kB */
