@@ -1008,9 +1008,15 @@ static int session_new(struct h2_conn *h)
 	if (cb == NULL || nghttp2_option_new(&opt) != 0)
 		goto out;
 	/* windows open as sessions take the bytes (stream_consumed), not on receipt */
-	nghttp2_option_set_no_auto_window_update(
-	    opt, 1); /* nghttp2's own reset limit stays behind ours (h->resets) as a backstop */
+	nghttp2_option_set_no_auto_window_update(opt, 1);
+	/*
+	 * nghttp2's own limits stay behind our buckets, as backstops: its reset
+	 * limit, and its cap on queued PING / SETTINGS acknowledgements, which
+	 * otherwise races our flood bucket and, when it wins, fails the session
+	 * (NGHTTP2_ERR_FLOODED) before our GOAWAY can be sent.
+	 */
 	nghttp2_option_set_stream_reset_rate_limit(opt, H2_RESET_BURST * 2, H2_RESET_RATE);
+	nghttp2_option_set_max_outbound_ack(opt, H2_FLOOD_BURST * 2);
 	rc = nghttp2_session_server_new2(&h->ns, cb, h, opt);
 out:
 	nghttp2_option_del(opt);
