@@ -1132,6 +1132,7 @@ class Proxy:
         self.exit_code = None
         self.fd_check = None  # why the fd check at cleanup is off (None: on)
         self.fd_baseline = None  # fd_kinds() + list once started and idle
+        self.fd_transient = set()  # baseline sockets that were health checks in flight
         self._logf = open(self.log_path, "wb")
         penv = None
         if env:
@@ -1147,6 +1148,11 @@ class Proxy:
             raise
         # idle right after startup: what cleanup compares against
         self.fd_baseline = self.fd_snapshot()
+        # ...except TCP connections: with no client yet, those are health checks in
+        # flight, which come and go (a 100 ms interval can catch one here)
+        desc = _socket_descriptions()
+        self.fd_transient = {link for _, link, kind in self.fd_baseline[1]
+                             if kind == "socket" and desc.get(link, "").startswith(" (tcp")}
 
     def _started_log(self):
         """Where the "started" line goes: a path, or None when the config
@@ -1318,7 +1324,10 @@ class Proxy:
             except OSError:
                 return None  # gone: the exit status check reports it
             extra_pipes = k["pipe"] - base["pipe"]
-            if (k["socket"] == base["socket"] and k["other"] == base["other"]
+            # a health check in flight at startup that has ended is not missing
+            now_links = {link for _, link, _ in entries}
+            want_sockets = base["socket"] - len(self.fd_transient - now_links)
+            if (k["socket"] == want_sockets and k["other"] == base["other"]
                     and extra_pipes % 2 == 0 and 0 <= extra_pipes <= 2 * pool):
                 return None
             if time.monotonic() > deadline:
