@@ -1326,7 +1326,9 @@ class Proxy:
             extra_pipes = k["pipe"] - base["pipe"]
             # a health check in flight at startup that has ended is not missing
             now_links = {link for _, link, _ in entries}
-            want_sockets = base["socket"] - len(self.fd_transient - now_links)
+            # (of this baseline: a case may have taken a quieter one since)
+            transient = self.fd_transient & {link for _, link, _ in base_entries}
+            want_sockets = base["socket"] - len(transient - now_links)
             if (k["socket"] == want_sockets and k["other"] == base["other"]
                     and extra_pipes % 2 == 0 and 0 <= extra_pipes <= 2 * pool):
                 return None
